@@ -1,0 +1,132 @@
+// longctx public C++ API: load a model, open a session, feed text or tokens, read logits,
+// generate with a streaming callback. The CLI, the server and the evaluation tools use only
+// this header (plus the internal headers they need for format work).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lcx {
+struct Model;
+}
+
+namespace longctx {
+
+// Thrown for every user-fixable problem (bad path, bad file, bad flag, prompt too long).
+// It is lcx::Error; catch std::runtime_error to stay independent of the internals.
+
+struct LoadOptions {
+  std::string tokenizer_path;  // --tokenizer FILE when the model has none
+  // Configuration overrides as command-line flags and values, e.g. {"--rope-scaling","yarn"},
+  // {"--rope-scale","4"}, {"--last-context-length","1024"}, {"--mem-dtype","float32"}.
+  // Command line beats config.json / GGUF metadata.
+  std::vector<std::pair<std::string, std::string>> overrides;
+};
+
+class Model {
+ public:
+  static std::shared_ptr<Model> load(const std::string& path, const LoadOptions& opt = {});
+  ~Model();
+
+  std::vector<int32_t> tokenize(const std::string& text, bool add_bos = true) const;
+  std::string detokenize(const std::vector<int32_t>& ids) const;
+  int32_t n_vocab() const;
+  int64_t n_ctx_train() const;
+  bool has_fot_memory() const;
+  std::string describe() const;  // multi-line summary for `longctx info`
+
+  const lcx::Model& impl() const { return *m_; }
+  lcx::Model& impl_mut() { return *m_; }
+
+ private:
+  Model() = default;
+  std::unique_ptr<lcx::Model> m_;
+};
+
+// Which flags LoadOptions::overrides understands, with help text.
+std::string override_flags_help();
+bool is_override_flag(const std::string& flag);
+
+struct SessionOptions {
+  int n_threads = 0;          // 0: all cores
+  int64_t n_ctx = 0;          // LLaMA: hard context limit (0: none; warns past the trained context)
+  int64_t n_batch = 512;      // prompt tokens per forward call (LLaMA)
+  int64_t mem_topk = 0;       // LongLLaMA: attend to the top-k memory keys (0: all)
+  int64_t mem_max_tokens = 0; // LongLLaMA: cap on memory tokens (0: none); oldest dropped first
+  std::function<void(const std::string&)> on_warning;  // one-time warnings (CLI: stderr)
+};
+
+struct SamplingParams {
+  float temperature = 0.8f;  // 0: greedy
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  int32_t repeat_last_n = 64;
+  uint64_t seed = 0xC0FFEE;
+};
+
+struct GenerateOptions {
+  int32_t n_predict = 128;
+  SamplingParams sampling;
+  std::vector<std::string> stop;  // stop strings (not included in the output)
+  bool ignore_eos = false;
+};
+
+// One streamed piece of output: the token and the complete UTF-8 text it made available.
+struct Piece {
+  int32_t id;
+  std::string text;
+};
+// Return false to stop generation.
+using StreamCallback = std::function<bool(const Piece&)>;
+// Prompt processing progress: tokens done of total.
+using ProgressCallback = std::function<void(int64_t done, int64_t total)>;
+
+struct GenerateResult {
+  std::vector<int32_t> ids;
+  std::string text;
+  std::string stop_reason;  // "eos", "length", "stop", "callback"
+  double gen_seconds = 0;
+};
+
+class Session {
+ public:
+  Session(std::shared_ptr<const Model> model, const SessionOptions& opt = {});
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Processes tokens as a prompt (LongLLaMA: prefix windows into memory, the last
+  // last_context_length tokens into the local cache, as the reference does).
+  // all_logits: when given, receives [n, n_vocab] logits for every fed token.
+  void feed(const std::vector<int32_t>& ids, std::vector<float>* all_logits = nullptr,
+            const ProgressCallback& progress = {});
+  // Feeds the first `split` ids as one prompt and the rest one token per call, as generation
+  // does (checks that incremental and full computation agree).
+  void feed_split(const std::vector<int32_t>& ids, int64_t split, std::vector<float>* all_logits);
+  void feed_text(const std::string& text, bool add_bos = true, const ProgressCallback& progress = {});
+
+  // Logits of the last fed token [n_vocab].
+  const std::vector<float>& logits() const;
+
+  GenerateResult generate(const GenerateOptions& opt, const StreamCallback& on_piece = {});
+
+  void reset();
+  int64_t n_past() const;     // tokens seen (positions used)
+  int64_t n_memory() const;   // LongLLaMA memory tokens
+  size_t cache_bytes() const; // local + memory caches
+
+  // FoT memory persistence (LongLLaMA): save the whole session state, load it back.
+  void save_state(const std::string& path) const;
+  void load_state(const std::string& path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace longctx

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs every Debian package longctx needs to build, test and run its tools. Idempotent:
+# re-running it only installs what is missing.
+set -euo pipefail
+PKGS=(
+  g++ cmake make pkg-config git
+  libsentencepiece-dev        # tokenizer.model (SentencePiece) — the reference tokenizer
+  nlohmann-json3-dev          # config.json, safetensors headers, CLI JSON output
+  libgtest-dev libgmock-dev   # tests
+  libbenchmark-dev            # kernel microbenchmarks
+  python3 python3-numpy python3-sentencepiece  # tools/ scripts that write test models
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all packages present"
+fi

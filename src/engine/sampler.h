@@ -1,0 +1,34 @@
+// Token sampling: repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw, the
+// order llama.cpp's default chain uses. Temperature 0 means greedy (argmax, lowest id on ties).
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace lcx {
+
+struct SamplingParams {
+  float temperature = 0.0f;    // 0: greedy
+  int32_t top_k = 40;          // 0: off
+  float top_p = 0.95f;         // 1: off
+  float min_p = 0.05f;         // 0: off
+  float repeat_penalty = 1.0f; // 1: off (CTRL-style: divide positive logits, multiply negative)
+  int32_t repeat_last_n = 64;  // how many recent tokens the penalty looks at
+  uint64_t seed = 0xC0FFEE;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplingParams& p);
+  // logits: [n_vocab]; history: tokens so far (prompt + generated), for the penalty.
+  int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history);
+
+ private:
+  SamplingParams p_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> cand_;  // reused: no allocation per token once warm
+};
+
+int32_t argmax(const float* x, int64_t n);
+
+}  // namespace lcx

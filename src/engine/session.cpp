@@ -1,0 +1,386 @@
+// The engine: sessions over a shared model. Splits prompts the way each architecture needs
+// (LongLLaMA: windows into memory, then the local context), runs generation with the sampler,
+// and streams UTF-8-safe text through one callback.
+#include <algorithm>
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+#include "engine/sampler.h"
+#include "longctx/longctx.h"
+#include "model/llama.h"
+#include "model/model.h"
+#include "model/rope_options.h"
+#include "runtime/error.h"
+#include "runtime/thread_pool.h"
+
+namespace longctx {
+
+using lcx::fail;
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+namespace {
+
+int64_t parse_int(const std::string& flag, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long x = std::stoll(v, &used);
+    if (used != v.size()) throw std::invalid_argument(v);
+    return x;
+  } catch (const std::exception&) {
+    fail(flag + " expects an integer, got '" + v + "'");
+  }
+}
+
+bool parse_bool(const std::string& flag, const std::string& v) {
+  if (v == "1" || v == "true" || v == "on" || v == "yes") return true;
+  if (v == "0" || v == "false" || v == "off" || v == "no") return false;
+  fail(flag + " expects on/off, got '" + v + "'");
+}
+
+const char* kMemFlagsHelp =
+    "  --last-context-length N   LongLLaMA: tokens kept in the local cache at the end of a prompt\n"
+    "  --mem-dtype T             LongLLaMA memory storage: float32, bfloat16, float16, q8_0\n"
+    "  --mem-layers L1,L2,...    LongLLaMA: which layers attend to memory ('none' disables memory)\n"
+    "  --mem-positionals on|off  LongLLaMA: rotate memory keys as position 0 (on) or use no RoPE\n";
+
+void apply_overrides(lcx::ModelConfig& c, const LoadOptions& opt) {
+  lcx::RopeOverrides rope;
+  for (const auto& [flag, value] : opt.overrides) {
+    if (lcx::parse_rope_flag(flag, value, rope)) continue;
+    if (flag == "--last-context-length") {
+      c.mem.last_context_length = parse_int(flag, value);
+    } else if (flag == "--mem-dtype") {
+      if (value == "float32" || value == "f32") c.mem.dtype = lcx::DType::F32;
+      else if (value == "bfloat16" || value == "bf16") c.mem.dtype = lcx::DType::BF16;
+      else if (value == "float16" || value == "f16") c.mem.dtype = lcx::DType::F16;
+      else if (value == "q8_0" || value == "q8") c.mem.dtype = lcx::DType::Q8_0;
+      else fail("--mem-dtype: unknown '" + value + "': use float32, bfloat16, float16 or q8_0");
+    } else if (flag == "--mem-layers") {
+      c.mem.layers.clear();
+      if (value != "none" && !value.empty()) {
+        std::stringstream ss(value);
+        std::string item;
+        while (std::getline(ss, item, ',')) c.mem.layers.push_back(int(parse_int(flag, item)));
+      }
+    } else if (flag == "--mem-positionals") {
+      c.mem.positionals = parse_bool(flag, value);
+    } else {
+      fail("unknown option " + flag);
+    }
+  }
+  lcx::apply_rope_overrides(c.rope, rope);
+  if (c.mem.dtype == lcx::DType::Q8_0 && (c.n_head_kv * c.head_dim) % lcx::kQBlock != 0)
+    fail("--mem-dtype q8_0 needs n_head_kv * head_dim to be a multiple of 32");
+  c.validate();
+}
+
+}  // namespace
+
+std::string override_flags_help() { return std::string(lcx::rope_flags_help()) + kMemFlagsHelp; }
+
+bool is_override_flag(const std::string& flag) {
+  lcx::RopeOverrides tmp;
+  if (flag == "--last-context-length" || flag == "--mem-dtype" || flag == "--mem-layers" ||
+      flag == "--mem-positionals")
+    return true;
+  return lcx::is_rope_flag(flag);
+}
+
+Model::~Model() = default;
+
+std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& opt) {
+  std::shared_ptr<Model> m(new Model());
+  lcx::LoadOptions lo;
+  lo.tokenizer_path = opt.tokenizer_path;
+  m->m_ = lcx::load_model(path, lo);
+  apply_overrides(m->m_->config, opt);
+  return m;
+}
+
+std::vector<int32_t> Model::tokenize(const std::string& text, bool add_bos) const {
+  return m_->tok().encode(text, add_bos);
+}
+std::string Model::detokenize(const std::vector<int32_t>& ids) const { return m_->tok().decode(ids); }
+int32_t Model::n_vocab() const { return int32_t(m_->config.n_vocab); }
+int64_t Model::n_ctx_train() const { return m_->config.n_ctx_train; }
+bool Model::has_fot_memory() const { return m_->config.arch == lcx::Arch::LongLlama; }
+
+std::string Model::describe() const {
+  const lcx::ModelConfig& c = m_->config;
+  const lcx::ModelWeights& w = m_->weights;
+  std::ostringstream os;
+  os << "model:        " << m_->path << " (" << m_->format << ")\n"
+     << "architecture: " << lcx::arch_name(c.arch) << "\n"
+     << "vocab:        " << c.n_vocab << "  (bos " << c.bos_id << ", eos " << c.eos_id << ")\n"
+     << "layers:       " << c.n_layer << "\n"
+     << "n_embd:       " << c.n_embd << "\n"
+     << "n_ff:         " << c.n_ff << "\n"
+     << "heads:        " << c.n_head << " (kv " << c.n_head_kv << ", head_dim " << c.head_dim << ")\n"
+     << "context:      " << c.n_ctx_train << " (trained)\n"
+     << "rms_norm_eps: " << c.rms_eps << "\n"
+     << "tied head:    " << (c.tie_embeddings ? "yes" : "no") << "\n"
+     << "dtypes:       embed " << lcx::dtype_name(w.tok_embd.dtype) << ", attn_q "
+     << lcx::dtype_name(w.layers[0].wq.dtype) << ", ffn_down " << lcx::dtype_name(w.layers[0].w_down.dtype)
+     << ", output " << lcx::dtype_name(w.output.dtype) << "\n"
+     << "rope:         " << lcx::rope_describe(c.rope) << "\n";
+  if (c.arch == lcx::Arch::LongLlama) {
+    os << "fot memory:   layers [";
+    for (size_t i = 0; i < c.mem.layers.size(); ++i) os << (i ? "," : "") << c.mem.layers[i];
+    const int64_t kv_dim = c.n_head_kv * c.head_dim;
+    os << "], positionals " << (c.mem.positionals ? "on" : "off") << ", dtype "
+       << lcx::dtype_name(c.mem.dtype) << ", last_context_length " << c.mem.last_context_length
+       << ", window " << c.n_ctx_train << "\n"
+       << "memory cost:  " << 2 * c.mem.layers.size() * lcx::dtype_row_bytes(c.mem.dtype, kv_dim)
+       << " bytes per memory token\n";
+  }
+  os << "tokenizer:    " << (m_->tokenizer ? m_->tokenizer_source : std::string("none (pass --tokenizer FILE)")) << "\n";
+  return os.str();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Session
+
+struct Session::Impl {
+  std::shared_ptr<const Model> model;
+  const lcx::Model* m;
+  SessionOptions opt;
+  lcx::ThreadPool pool;
+  lcx::KvState state;
+  lcx::Scratch scratch;
+  std::vector<float> last_logits;
+  std::vector<int32_t> history;
+
+  Impl(std::shared_ptr<const Model> mdl, const SessionOptions& o)
+      : model(std::move(mdl)), m(&model->impl()), opt(o),
+        pool(o.n_threads > 0 ? o.n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
+        state(lcx::make_state(*m)) {
+    if (opt.n_batch <= 0) opt.n_batch = 512;
+    last_logits.resize(size_t(m->config.n_vocab));
+  }
+
+  bool fot() const { return m->config.arch == lcx::Arch::LongLlama; }
+
+  // One forward call; logits rows go to `out` (all rows) or last_logits.
+  void forward(const int32_t* ids, int64_t n, lcx::ChunkMode mode, float* out) {
+    lcx::ForwardArgs a;
+    a.tokens = ids;
+    a.n = n;
+    a.mode = mode;
+    a.all_logits = out != nullptr;
+    a.logits = out ? out : last_logits.data();
+    a.mem_topk = opt.mem_topk;
+    std::vector<int32_t> all;
+    if (lcx::rotation_changes(*m, state, n)) {
+      // Consistent Dynamic NTK / LongRoPE switch: the whole sequence must see the table for
+      // its new length, in every layer, so recompute it (exactly what a no-cache run does).
+      all = history;
+      all.insert(all.end(), ids, ids + n);
+      state.clear();
+      state.hf_max_seq_len = m->config.rope.max_pos;
+      a.tokens = all.data();
+      a.n = int64_t(all.size());
+      a.all_logits = false;
+      a.n_out = out ? n : 1;
+    }
+    lcx::llama_forward(*m, state, scratch, pool, a);
+    if (out) std::copy(out + (n - 1) * m->config.n_vocab, out + n * m->config.n_vocab, last_logits.begin());
+    history.insert(history.end(), ids, ids + n);
+    enforce_mem_cap();
+  }
+
+  // --mem-max-tokens: the memory is a FIFO; the oldest tokens leave first.
+  void enforce_mem_cap() {
+    if (opt.mem_max_tokens <= 0 || state.n_mem <= opt.mem_max_tokens) return;
+    const int64_t drop = state.n_mem - opt.mem_max_tokens;
+    const lcx::ModelConfig& c = m->config;
+    const size_t row = lcx::dtype_row_bytes(c.mem.dtype, c.n_head_kv * c.head_dim);
+    for (auto& L : state.layers) {
+      if (L.mem_k.empty()) continue;
+      L.mem_k.erase(L.mem_k.begin(), L.mem_k.begin() + long(size_t(drop) * row));
+      L.mem_v.erase(L.mem_v.begin(), L.mem_v.begin() + long(size_t(drop) * row));
+    }
+    state.n_mem = opt.mem_max_tokens;
+  }
+
+  // -c/--ctx-size is a hard limit. Without it, LLaMA runs on, warning once when it passes
+  // the context it was trained for (times the RoPE scaling factor).
+  bool warned = false;
+  void check_llama_context(int64_t n) {
+    if (fot()) return;
+    const int64_t total = state.next_pos + n;
+    if (opt.n_ctx > 0 && total > opt.n_ctx)
+      fail("input of " + std::to_string(total) + " tokens exceeds the context size " +
+           std::to_string(opt.n_ctx) + ": raise -c/--ctx-size (with RoPE scaling past the trained " +
+           std::to_string(m->config.n_ctx_train) + ") or shorten the input");
+    const lcx::RopeConfig& r = m->config.rope;
+    const bool factor_scaled = r.type == lcx::RopeScaling::Linear || r.type == lcx::RopeScaling::Dynamic ||
+                               r.type == lcx::RopeScaling::Yarn;
+    const int64_t trained = factor_scaled ? int64_t(double(r.max_pos) * std::max(1.0f, r.factor)) : m->config.n_ctx_train;
+    if (!warned && total > trained && r.type == lcx::RopeScaling::None) {
+      warned = true;
+      if (opt.on_warning)
+        opt.on_warning("input of " + std::to_string(total) + " tokens runs past the trained context of " +
+                       std::to_string(trained) + " without RoPE scaling (rope_theta " + std::to_string(r.theta) + "): expect degraded output unless the base was raised for it; try --rope-scaling yarn --rope-scale " +
+                       std::to_string((total + trained - 1) / trained));
+    }
+  }
+
+  void feed(const std::vector<int32_t>& ids, std::vector<float>* all, const ProgressCallback& progress) {
+    const int64_t L = int64_t(ids.size());
+    if (L == 0) fail("empty prompt: give at least one token");
+    const int64_t V = m->config.n_vocab;
+    if (all) all->assign(size_t(L * V), 0.0f);
+    auto out_at = [&](int64_t i) { return all ? all->data() + i * V : nullptr; };
+    int64_t done = 0;
+    auto step = [&](int64_t b, int64_t e, lcx::ChunkMode mode) {
+      forward(ids.data() + b, e - b, mode, out_at(b));
+      done = e;
+      if (progress) progress(done, L);
+    };
+    if (fot()) {
+      // LongLLaMA `_handle_long_input`: the first L - last_context_length tokens go in windows
+      // of max_position_embeddings; without a local cache they are Window calls (each window
+      // moves to memory afterwards), with one they are cached calls. The last tokens go in one
+      // cached call.
+      const int64_t lcl = m->config.mem.last_context_length;
+      const int64_t mem_len = std::max<int64_t>(0, L - lcl);
+      const lcx::ChunkMode mode = state.n_local() > 0 ? lcx::ChunkMode::Cached : lcx::ChunkMode::Window;
+      for (int64_t b = 0; b < mem_len; b += m->config.n_ctx_train)
+        step(b, std::min(mem_len, b + m->config.n_ctx_train), mode);
+      step(mem_len, L, lcx::ChunkMode::Cached);
+      return;
+    }
+    check_llama_context(L);
+    // transformers' stateful Dynamic NTK depends on how the input is split into calls, so in
+    // that mode a prompt is one call, as in the reference.
+    const bool one_call = m->config.rope.type == lcx::RopeScaling::Dynamic &&
+                          m->config.rope.dynamic_mode == lcx::DynamicCacheMode::HF;
+    const int64_t nb = one_call ? L : opt.n_batch;
+    for (int64_t b = 0; b < L; b += nb) step(b, std::min(L, b + nb), lcx::ChunkMode::Cached);
+  }
+};
+
+Session::Session(std::shared_ptr<const Model> model, const SessionOptions& opt)
+    : impl_(std::make_unique<Impl>(std::move(model), opt)) {}
+Session::~Session() = default;
+
+void Session::feed(const std::vector<int32_t>& ids, std::vector<float>* all_logits, const ProgressCallback& progress) {
+  impl_->feed(ids, all_logits, progress);
+}
+
+void Session::feed_split(const std::vector<int32_t>& ids, int64_t split, std::vector<float>* all_logits) {
+  const int64_t L = int64_t(ids.size());
+  split = std::clamp<int64_t>(split, 1, L);
+  const int64_t V = impl_->m->config.n_vocab;
+  std::vector<float> head;
+  impl_->feed(std::vector<int32_t>(ids.begin(), ids.begin() + split), all_logits ? &head : nullptr, {});
+  if (all_logits) {
+    all_logits->assign(size_t(L * V), 0.0f);
+    std::copy(head.begin(), head.end(), all_logits->begin());
+  }
+  for (int64_t i = split; i < L; ++i) {
+    impl_->check_llama_context(1);
+    impl_->forward(&ids[size_t(i)], 1, lcx::ChunkMode::Cached, all_logits ? all_logits->data() + i * V : nullptr);
+  }
+}
+
+void Session::feed_text(const std::string& text, bool add_bos, const ProgressCallback& progress) {
+  impl_->feed(impl_->m->tok().encode(text, add_bos), nullptr, progress);
+}
+
+const std::vector<float>& Session::logits() const { return impl_->last_logits; }
+
+GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallback& on_piece) {
+  Impl& I = *impl_;
+  if (I.history.empty()) fail("generate: feed a prompt first");
+  GenerateResult r;
+  const auto t0 = std::chrono::steady_clock::now();
+  lcx::SamplingParams sp;
+  sp.temperature = opt.sampling.temperature;
+  sp.top_k = opt.sampling.top_k;
+  sp.top_p = opt.sampling.top_p;
+  sp.min_p = opt.sampling.min_p;
+  sp.repeat_penalty = opt.sampling.repeat_penalty;
+  sp.repeat_last_n = opt.sampling.repeat_last_n;
+  sp.seed = opt.sampling.seed;
+  lcx::Sampler sampler(sp);
+  const lcx::Tokenizer* tok = I.m->tokenizer.get();
+  std::unique_ptr<lcx::StreamDecoder> dec;
+  if (tok) dec = std::make_unique<lcx::StreamDecoder>(*tok);
+  size_t max_stop = 0;
+  for (const auto& s : opt.stop) max_stop = std::max(max_stop, s.size());
+  std::string held;  // text not yet emitted because it could start a stop string
+  r.stop_reason = "length";
+  auto emit = [&](int32_t id, const std::string& text) {
+    r.text += text;
+    return on_piece ? on_piece(Piece{id, text}) : true;
+  };
+  for (int32_t i = 0; i < opt.n_predict; ++i) {
+    const int32_t id = sampler.sample(I.last_logits.data(), I.m->config.n_vocab, I.history);
+    if (id == I.m->config.eos_id && !opt.ignore_eos) {
+      r.stop_reason = "eos";
+      break;
+    }
+    r.ids.push_back(id);
+    std::string text = dec ? dec->push(id) : std::string();
+    bool stop_hit = false;
+    if (!opt.stop.empty()) {
+      held += text;
+      size_t cut = std::string::npos;
+      for (const auto& s : opt.stop) {
+        const size_t p = s.empty() ? std::string::npos : held.find(s);
+        if (p != std::string::npos) cut = std::min(cut, p);
+      }
+      if (cut != std::string::npos) {
+        held.resize(cut);
+        stop_hit = true;
+        text = held;
+        held.clear();
+      } else {
+        // Keep back the longest tail that could still grow into a stop string.
+        size_t keep = std::min(held.size(), max_stop > 0 ? max_stop - 1 : 0);
+        // don't split a UTF-8 character
+        while (keep > 0 && keep < held.size() && (uint8_t(held[held.size() - keep]) & 0xC0) == 0x80) ++keep;
+        text = held.substr(0, held.size() - keep);
+        held.erase(0, held.size() - keep);
+      }
+    }
+    if (!emit(id, text)) {
+      r.stop_reason = "callback";
+      break;
+    }
+    if (stop_hit) {
+      r.stop_reason = "stop";
+      break;
+    }
+    if (i + 1 == opt.n_predict) break;  // no need to compute logits nobody reads
+    if (!I.fot() && I.opt.n_ctx > 0 && I.state.next_pos + 1 > I.opt.n_ctx) {
+      r.stop_reason = "context";
+      break;
+    }
+    I.forward(&id, 1, lcx::ChunkMode::Cached, nullptr);
+  }
+  if (r.stop_reason != "stop" && r.stop_reason != "callback") {
+    std::string tail = held + (dec ? dec->flush() : std::string());
+    if (!tail.empty()) emit(r.ids.empty() ? -1 : r.ids.back(), tail);
+  }
+  r.gen_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+void Session::reset() {
+  impl_->state.clear();
+  impl_->state.hf_max_seq_len = impl_->m->config.rope.max_pos;
+  impl_->history.clear();
+}
+int64_t Session::n_past() const { return impl_->state.next_pos; }
+int64_t Session::n_memory() const { return impl_->state.n_mem; }
+size_t Session::cache_bytes() const { return lcx::state_bytes(impl_->state); }
+
+void Session::save_state(const std::string&) const { fail("saving memory is not implemented yet"); }
+void Session::load_state(const std::string&) { fail("loading memory is not implemented yet"); }
+
+}  // namespace longctx

@@ -1,0 +1,146 @@
+#include "formats/hf_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include "runtime/error.h"
+
+namespace lcx {
+
+using json = nlohmann::json;
+
+namespace {
+
+template <typename T>
+T get_or(const json& j, const char* key, T dflt, const std::string& where) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return dflt;
+  try {
+    return it->get<T>();
+  } catch (const json::exception&) {
+    fail(where + ": field '" + key + "' has the wrong type (" + it->dump() + ")");
+  }
+}
+
+DType mem_dtype_from(const std::string& s, const std::string& where) {
+  if (s == "float32") return DType::F32;
+  if (s == "bfloat16") return DType::BF16;
+  if (s == "float16") return DType::F16;
+  if (s == "q8_0") return DType::Q8_0;
+  fail(where + ": mem_dtype '" + s + "' is not supported: use float32, bfloat16, float16 or q8_0");
+}
+
+// rope_scaling -> RopeConfig, reading each key where transformers v4.49 reads it (see
+// docs/ROPE.md): yarn ignores original_max_position_embeddings (v4.49 uses
+// max_position_embeddings as the original context); llama3 requires it inside rope_scaling;
+// longrope takes the top-level key (Phi-3 style), falling back to rope_scaling's.
+void parse_rope_scaling(const json& rs, ModelConfig& c, const json& root, const std::string& where) {
+  RopeConfig& r = c.rope;
+  if (rs.is_null()) return;
+  if (!rs.is_object()) fail(where + ": rope_scaling must be an object or null");
+  // Both the current "rope_type" and the legacy "type" key name the method.
+  std::string type = get_or<std::string>(rs, "rope_type", "", where);
+  if (type.empty()) type = get_or<std::string>(rs, "type", "", where);
+  if (type.empty()) fail(where + ": rope_scaling has no 'rope_type' (or legacy 'type') key");
+  r.type = rope_scaling_from_name(type);
+  const bool needs_factor = r.type == RopeScaling::Linear || r.type == RopeScaling::Dynamic ||
+                            r.type == RopeScaling::Yarn || r.type == RopeScaling::Llama3;
+  if (needs_factor && (!rs.contains("factor") || rs["factor"].is_null()))
+    fail(where + ": rope_scaling of type '" + type + "' needs a 'factor'");
+  r.factor = get_or<float>(rs, "factor", 1.0f, where);
+  // `config.rope_scaling.get("beta_fast") or 32`: a 0 or null value means the default.
+  r.beta_fast = get_or<float>(rs, "beta_fast", 32.0f, where);
+  if (r.beta_fast == 0.0f) r.beta_fast = 32.0f;
+  r.beta_slow = get_or<float>(rs, "beta_slow", 1.0f, where);
+  if (r.beta_slow == 0.0f) r.beta_slow = 1.0f;
+  r.attention_factor = get_or<float>(rs, "attention_factor", 0.0f, where);
+  r.mscale = get_or<float>(rs, "mscale", 0.0f, where);
+  r.mscale_all_dim = get_or<float>(rs, "mscale_all_dim", 0.0f, where);
+  r.low_freq_factor = get_or<float>(rs, "low_freq_factor", 1.0f, where);
+  r.high_freq_factor = get_or<float>(rs, "high_freq_factor", 4.0f, where);
+  r.short_factor = get_or<std::vector<float>>(rs, "short_factor", {}, where);
+  r.long_factor = get_or<std::vector<float>>(rs, "long_factor", {}, where);
+  r.orig_ctx = 0;
+  if (r.type == RopeScaling::Llama3) {
+    r.orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
+    if (r.orig_ctx <= 0)
+      fail(where + ": llama3 rope_scaling needs 'original_max_position_embeddings' (the pre-extension context, e.g. 8192)");
+  }
+  if (r.type == RopeScaling::LongRope) {
+    r.orig_ctx = get_or<int64_t>(root, "original_max_position_embeddings", 0, where);
+    if (r.orig_ctx == 0) r.orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
+    const size_t half = size_t(c.head_dim / 2);
+    if (r.short_factor.size() != half || r.long_factor.size() != half)
+      fail(where + ": longrope short_factor/long_factor must have head_dim/2 = " +
+           std::to_string(half) + " entries");
+  }
+}
+
+}  // namespace
+
+ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail(where + ": malformed JSON (" + e.what() + "); the file should be the config.json written by save_pretrained");
+  }
+  if (!j.is_object()) fail(where + ": expected a JSON object");
+
+  ModelConfig c;
+  std::string arch;
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      j["architectures"][0].is_string())
+    arch = j["architectures"][0].get<std::string>();
+  const std::string model_type = get_or<std::string>(j, "model_type", "", where);
+  if (arch == "LongLlamaForCausalLM" || model_type == "longllama") {
+    c.arch = Arch::LongLlama;
+  } else if (arch == "LlamaForCausalLM" || model_type == "llama" || (arch.empty() && model_type.empty())) {
+    c.arch = Arch::Llama;
+  } else {
+    fail(where + ": unsupported architecture '" + (arch.empty() ? model_type : arch) +
+         "': longctx runs LlamaForCausalLM and LongLlamaForCausalLM checkpoints");
+  }
+  const std::string act = get_or<std::string>(j, "hidden_act", "silu", where);
+  if (act != "silu") fail(where + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
+  if (get_or<bool>(j, "attention_bias", false, where) || get_or<bool>(j, "mlp_bias", false, where))
+    fail(where + ": attention_bias / mlp_bias checkpoints are not supported");
+
+  c.n_vocab = get_or<int64_t>(j, "vocab_size", 32000, where);
+  c.n_embd = get_or<int64_t>(j, "hidden_size", 0, where);
+  c.n_ff = get_or<int64_t>(j, "intermediate_size", 0, where);
+  c.n_layer = get_or<int64_t>(j, "num_hidden_layers", 0, where);
+  c.n_head = get_or<int64_t>(j, "num_attention_heads", 0, where);
+  c.n_head_kv = get_or<int64_t>(j, "num_key_value_heads", c.n_head, where);
+  c.head_dim = get_or<int64_t>(j, "head_dim", c.n_head > 0 ? c.n_embd / c.n_head : 0, where);
+  c.n_ctx_train = get_or<int64_t>(j, "max_position_embeddings", 2048, where);
+  c.rms_eps = get_or<float>(j, "rms_norm_eps", 1e-6f, where);
+  c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
+  c.bos_id = get_or<int32_t>(j, "bos_token_id", 1, where);
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array())
+    c.eos_id = j["eos_token_id"].empty() ? 2 : j["eos_token_id"][0].get<int32_t>();
+  else
+    c.eos_id = get_or<int32_t>(j, "eos_token_id", 2, where);
+
+  c.rope.head_dim = c.head_dim;
+  c.rope.theta = get_or<float>(j, "rope_theta", 10000.0f, where);
+  c.rope.max_pos = c.n_ctx_train;
+  if (j.contains("rope_scaling")) parse_rope_scaling(j["rope_scaling"], c, j, where);
+
+  if (c.arch == Arch::LongLlama) {
+    c.mem.layers = get_or<std::vector<int>>(j, "mem_layers", {}, where);
+    c.mem.positionals = get_or<bool>(j, "mem_positionals", true, where);
+    c.mem.dtype = mem_dtype_from(get_or<std::string>(j, "mem_dtype", "bfloat16", where), where);
+    c.mem.last_context_length = get_or<int64_t>(j, "last_context_length", 1024, where);
+    if (j.contains("mem_attention_grouping") && !j["mem_attention_grouping"].is_null()) {
+      const auto& g = j["mem_attention_grouping"];
+      if (!g.is_array() || g.size() != 2 || !g[0].is_number_integer() || !g[1].is_number_integer())
+        fail(where + ": mem_attention_grouping must be null or [single_batch_size, group_size]");
+      c.mem.attention_grouping_groups = g[0].get<int64_t>();
+      c.mem.attention_grouping_size = g[1].get<int64_t>();
+    }
+  }
+  c.validate();
+  return c;
+}
+
+}  // namespace lcx

@@ -1,0 +1,115 @@
+#include "formats/safetensors.h"
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "runtime/error.h"
+
+namespace lcx {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+SafetensorsFile open_safetensors(const std::string& path) {
+  SafetensorsFile st;
+  st.file = MappedFile::open(path);
+  const uint8_t* base = st.file->data();
+  const size_t size = st.file->size();
+  const std::string where = "safetensors file '" + path + "'";
+  if (size < 8) fail(where + " is truncated (" + std::to_string(size) + " bytes): re-download or re-save it");
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | base[i];
+  if (hlen > size - 8 || hlen > (100u << 20))
+    fail(where + ": header length " + std::to_string(hlen) + " exceeds the file size " +
+         std::to_string(size) + " (truncated or not a safetensors file)");
+  json h;
+  try {
+    h = json::parse(base + 8, base + 8 + hlen);
+  } catch (const json::parse_error& e) {
+    fail(where + ": malformed JSON header (" + e.what() + ")");
+  }
+  if (!h.is_object()) fail(where + ": header is not a JSON object");
+  const uint8_t* data = base + 8 + hlen;
+  const size_t data_size = size - 8 - hlen;
+  for (auto it = h.begin(); it != h.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    const json& t = it.value();
+    const std::string tw = where + ", tensor '" + it.key() + "'";
+    if (!t.is_object() || !t.contains("dtype") || !t.contains("shape") || !t.contains("data_offsets") ||
+        !t["dtype"].is_string() || !t["shape"].is_array() || !t["data_offsets"].is_array() ||
+        t["data_offsets"].size() != 2)
+      fail(tw + ": entry needs dtype, shape and data_offsets [begin, end]");
+    const std::string dt = t["dtype"].get<std::string>();
+    TensorView v;
+    size_t esize;
+    if (dt == "F32") { v.dtype = DType::F32; esize = 4; }
+    else if (dt == "F16") { v.dtype = DType::F16; esize = 2; }
+    else if (dt == "BF16") { v.dtype = DType::BF16; esize = 2; }
+    else fail(tw + ": dtype " + dt + " is not supported (use F32, F16 or BF16 weights)");
+    uint64_t numel = 1;
+    for (const auto& d : t["shape"]) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(tw + ": bad shape entry " + d.dump());
+      v.shape.push_back(d.get<int64_t>());
+      if (v.shape.back() > 0 && numel > (uint64_t(1) << 48) / uint64_t(v.shape.back()))
+        fail(tw + ": shape is implausibly large");
+      numel *= uint64_t(v.shape.back());
+    }
+    const auto& off = t["data_offsets"];
+    if (!off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+      fail(tw + ": data_offsets must be non-negative integers");
+    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+    if (b > e || e > data_size)
+      fail(tw + ": data_offsets [" + std::to_string(b) + ", " + std::to_string(e) +
+           "] run past the end of the data (" + std::to_string(data_size) + " bytes): the file is truncated or corrupt");
+    if (e - b != numel * esize)
+      fail(tw + ": " + std::to_string(e - b) + " bytes do not match shape " + shape_str(v.shape) + " of " + dt);
+    v.data = data + b;
+    v.nbytes = size_t(e - b);
+    st.tensors[it.key()] = v;
+  }
+  return st;
+}
+
+SafetensorsSet open_safetensors_dir(const std::string& dir) {
+  SafetensorsSet set;
+  const fs::path single = fs::path(dir) / "model.safetensors";
+  const fs::path index = fs::path(dir) / "model.safetensors.index.json";
+  std::vector<std::string> shards;
+  if (fs::exists(index)) {
+    json j;
+    try {
+      j = json::parse(read_text_file(index.string()));
+    } catch (const json::parse_error& e) {
+      fail("'" + index.string() + "': malformed JSON (" + e.what() + ")");
+    }
+    if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
+      fail("'" + index.string() + "' has no weight_map object");
+    std::set<std::string> names;
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      if (!it.value().is_string()) fail("'" + index.string() + "': weight_map values must be file names");
+      const std::string shard = it.value().get<std::string>();
+      if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
+        fail("'" + index.string() + "': shard name '" + shard + "' must be a plain file name");
+      names.insert(shard);
+    }
+    shards.assign(names.begin(), names.end());
+    if (shards.empty()) fail("'" + index.string() + "' lists no shards");
+  } else if (fs::exists(single)) {
+    shards.push_back("model.safetensors");
+  } else {
+    fail("no model.safetensors or model.safetensors.index.json in '" + dir +
+         "': pass a Hugging Face model directory or a .gguf file");
+  }
+  for (const auto& s : shards) {
+    SafetensorsFile f = open_safetensors((fs::path(dir) / s).string());
+    for (auto& [name, v] : f.tensors) {
+      if (set.tensors.count(name)) fail("tensor '" + name + "' appears in more than one shard of '" + dir + "'");
+      set.tensors[name] = v;
+    }
+    set.files.push_back(f.file);
+  }
+  return set;
+}
+
+}  // namespace lcx

@@ -1,0 +1,159 @@
+// Dispatching entry points: pick the kernel variant once (CPU features, LONGCTX_KERNELS), and
+// split matmuls across the thread pool.
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "kernels/ops_internal.h"
+
+namespace lcx::kernels {
+
+const char* kernel_isa_name(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::Scalar: return "scalar";
+    case KernelIsa::Avx2: return "avx2";
+    case KernelIsa::Avx512: return "avx512";
+    default: return "?";
+  }
+}
+
+bool kernel_isa_supported(KernelIsa isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  switch (isa) {
+    case KernelIsa::Scalar: return true;
+    case KernelIsa::Avx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case KernelIsa::Avx512:
+      // The avx512 file also uses AVX2/FMA/F16C instructions on 256-bit halves.
+      return kernel_isa_supported(KernelIsa::Avx2) && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+    default: return false;
+  }
+#else
+  return isa == KernelIsa::Scalar;
+#endif
+}
+
+const KernelTable* kernel_table(KernelIsa isa) {
+  if (!kernel_isa_supported(isa)) return nullptr;
+  switch (isa) {
+    case KernelIsa::Scalar: return &scalar::kTable;
+#if defined(__x86_64__) && defined(__GNUC__)
+    case KernelIsa::Avx2: return &avx2::kTable;
+    case KernelIsa::Avx512: return &avx512::kTable;
+#endif
+    default: return nullptr;
+  }
+}
+
+namespace {
+
+const KernelTable& pick_kernels() {
+  KernelIsa best = KernelIsa::Scalar;
+  for (KernelIsa isa : {KernelIsa::Avx2, KernelIsa::Avx512}) {
+    if (kernel_isa_supported(isa)) best = isa;
+  }
+  if (const char* env = std::getenv("LONGCTX_KERNELS"); env != nullptr && *env != '\0') {
+    // Never fail here: this runs on first use, possibly inside a pool worker.
+    bool known = false;
+    for (int i = 0; i < int(KernelIsa::kCount); ++i) {
+      const auto isa = KernelIsa(i);
+      if (std::strcmp(env, kernel_isa_name(isa)) != 0) continue;
+      known = true;
+      if (kernel_isa_supported(isa)) return *kernel_table(isa);
+      std::fprintf(stderr, "longctx: LONGCTX_KERNELS=%s is not supported by this CPU; using %s\n", env,
+                   kernel_isa_name(best));
+    }
+    if (!known) {
+      std::fprintf(stderr, "longctx: unknown LONGCTX_KERNELS=%s (choose scalar, avx2 or avx512); using %s\n",
+                   env, kernel_isa_name(best));
+    }
+  }
+  return *kernel_table(best);
+}
+
+}  // namespace
+
+const KernelTable& active_kernels() {
+  static const KernelTable& table = pick_kernels();
+  return table;
+}
+
+KernelIsa active_kernel_isa() { return active_kernels().isa; }
+
+void dequantize_row(DType t, const void* src, float* dst, int64_t n) { active_kernels().dequantize_row(t, src, dst, n); }
+void quantize_row(DType t, const float* src, void* dst, int64_t n) { active_kernels().quantize_row(t, src, dst, n); }
+float dot_f32(const float* a, const float* b, int64_t n) { return active_kernels().dot_f32(a, b, n); }
+void rmsnorm(const float* x, const float* w, int64_t n, float eps, float* out) {
+  active_kernels().rmsnorm(x, w, n, eps, out);
+}
+void swiglu(const float* gate, const float* up, int64_t n, float* out) { active_kernels().swiglu(gate, up, n, out); }
+void softmax(float* x, int64_t n) { active_kernels().softmax(x, n); }
+void axpy(float a, const float* x, float* y, int64_t n) { active_kernels().axpy(a, x, y, n); }
+
+namespace {
+
+// Activations of a Q8_0/Q4_0 GEMV quantized once per call, shared by all threads.
+struct QuantActsBuf {
+  std::vector<int8_t> qs;  // [n_tokens, cols]
+  std::vector<float> d;    // [n_tokens, cols / 32]
+};
+
+bool use_int8_gemv(const KernelTable& k, const MatRef& w, int64_t n_tokens) {
+  return k.isa != KernelIsa::Scalar && dtype_is_quantized(w.dtype) && n_tokens <= kGemvMaxTokens;
+}
+
+void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) {
+  const int64_t cols = job.w.cols;
+  buf.qs.resize(size_t(job.n_tokens * cols));
+  buf.d.resize(size_t(job.n_tokens * (cols / kQBlock)));
+  for (int64_t t = 0; t < job.n_tokens; ++t) {
+    k.quantize_acts(job.x + t * cols, cols, buf.qs.data() + t * cols, buf.d.data() + t * (cols / kQBlock));
+  }
+  job.xq = {buf.qs.data(), buf.d.data()};
+}
+
+}  // namespace
+
+void matmul_rows(const MatRef& w, const float* x, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
+  const KernelTable& k = active_kernels();
+  MatmulJob job{w, x, n_tokens, y, {}};
+  QuantActsBuf buf;
+  if (use_int8_gemv(k, w, n_tokens)) quantize_job_acts(k, job, buf);
+  k.matmul_rows(job, r0, r1, 0, n_tokens);
+}
+
+void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  if (w.rows <= 0 || n_tokens <= 0) return;
+  const KernelTable& k = active_kernels();
+  MatmulJob job{w, x, n_tokens, y, {}};
+  QuantActsBuf buf;
+  if (use_int8_gemv(k, w, n_tokens)) quantize_job_acts(k, job, buf);
+
+  // Row blocks of 32 match the GEMM micro-panel (no thread gets a ragged panel except the last).
+  const int64_t block = 32;
+  const int64_t n_row_blocks = (w.rows + block - 1) / block;
+  const double flops = 2.0 * double(w.rows) * double(w.cols) * double(n_tokens);
+  if (pool.size() == 1 || flops < 2e5) {  // waking threads costs more than such a small product
+    k.matmul_rows(job, 0, w.rows, 0, n_tokens);
+    return;
+  }
+  if (n_row_blocks >= 2 * pool.size() || n_tokens <= kGemvMaxTokens) {
+    // Split output rows: each weight row is read once per call whatever the number of tokens,
+    // which is what bounds decode speed (memory bandwidth).
+    pool.parallel_for(n_row_blocks, [&](int64_t b0, int64_t b1) {
+      k.matmul_rows(job, b0 * block, std::min(w.rows, b1 * block), 0, n_tokens);
+    });
+  } else {
+    // Few rows, many tokens (small models, k/v projections of tiny configs): split tokens.
+    pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { k.matmul_rows(job, 0, w.rows, t0, t1); });
+  }
+}
+
+}  // namespace lcx::kernels

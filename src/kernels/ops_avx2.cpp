@@ -1,0 +1,440 @@
+// AVX2 + FMA + F16C kernels, chosen at run time by ops.cpp on CPUs without AVX-512. The scalar
+// twins in ops_scalar.cpp are the test oracle. Same structure as ops_avx512.cpp (read its header
+// comment for why the instruction set comes from a pragma and headers precede it).
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <type_traits>
+
+#include "kernels/ops_internal.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi2")
+
+namespace lcx::kernels::avx2 {
+namespace {
+
+inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Lanes [0, n) set, for maskload/maskstore.
+inline __m256i lane_mask(int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(imin(n, 8))), idx);
+}
+
+// ---- loads and dequantization ---------------------------------------------------------------
+
+template <DType T>
+inline __m256 load8(const void* row, int64_t c) {
+  if constexpr (T == DType::F32) {
+    return _mm256_loadu_ps(static_cast<const float*>(row) + c);
+  } else {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(row) + c));
+    if constexpr (T == DType::F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+}
+
+template <DType T>
+inline float load1(const void* row, int64_t c) {
+  if constexpr (T == DType::F32) return static_cast<const float*>(row)[c];
+  if constexpr (T == DType::F16) return _cvtsh_ss(static_cast<const uint16_t*>(row)[c]);
+  return bf16_to_f32(static_cast<const uint16_t*>(row)[c]);
+}
+
+// The 32 values of a block as float32 (exactly d * q) into dst[32].
+inline void dequant_block(const BlockQ8_0& b, float* dst) {
+  const __m256 d = _mm256_set1_ps(_cvtsh_ss(b.d));
+  for (int j = 0; j < kQBlock; j += 8) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b.qs + j));
+    _mm256_storeu_ps(dst + j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q))));
+  }
+}
+inline void dequant_block(const BlockQ4_0& b, float* dst) {
+  const __m256 d = _mm256_set1_ps(_cvtsh_ss(b.d));
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m128i m4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+  const __m128i ql = _mm_sub_epi8(_mm_and_si128(raw, m4), eight);
+  const __m128i qh = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(raw, 4), m4), eight);
+  const __m128i parts[4] = {ql, _mm_srli_si128(ql, 8), qh, _mm_srli_si128(qh, 8)};
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + 8 * j, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(parts[j]))));
+  }
+}
+
+template <DType T>
+inline void dequant_span(const void* row, int64_t c0, int64_t n, float* dst) {
+  if constexpr (T == DType::Q8_0 || T == DType::Q4_0) {
+    using Block = std::conditional_t<T == DType::Q8_0, BlockQ8_0, BlockQ4_0>;
+    const Block* b = static_cast<const Block*>(row) + c0 / kQBlock;
+    for (int64_t ib = 0; ib < n / kQBlock; ++ib) dequant_block(b[ib], dst + ib * kQBlock);
+  } else {
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(dst + c, load8<T>(row, c0 + c));
+    for (; c < n; ++c) dst[c] = load1<T>(row, c0 + c);
+  }
+}
+
+void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
+  switch (t) {
+    case DType::F16: dequant_span<DType::F16>(src, 0, n, dst); return;
+    case DType::BF16: dequant_span<DType::BF16>(src, 0, n, dst); return;
+    case DType::Q8_0: dequant_span<DType::Q8_0>(src, 0, n, dst); return;
+    case DType::Q4_0: dequant_span<DType::Q4_0>(src, 0, n, dst); return;
+    default: scalar::dequantize_row(t, src, dst, n); return;
+  }
+}
+
+// Bit-exact with scalar::quantize_acts (nearest-even conversion, same divisions).
+void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t ib = 0; ib < n / kQBlock; ++ib) {
+    const float* xb = x + ib * kQBlock;
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int j = 0; j < 4; ++j) {
+      v[j] = _mm256_loadu_ps(xb + 8 * j);
+      amax = _mm256_max_ps(amax, _mm256_andnot_ps(sign, v[j]));
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float a = _mm_cvtss_f32(m);
+    d[ib] = a / 127.0f;
+    const __m256 id = _mm256_set1_ps(a != 0.0f ? 127.0f / a : 0.0f);
+    __m256i q[4];
+    for (int j = 0; j < 4; ++j) q[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], id));
+    // packs work within 128-bit lanes; the permute restores the order of the 32 values.
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    const __m256i ordered = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(qs + ib * kQBlock), ordered);
+  }
+}
+
+// ---- GEMV ---------------------------------------------------------------------------------------
+
+template <DType T, int NT>
+void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  const int64_t K = job.w.cols;
+  const size_t rb = dtype_row_bytes(T, K);
+  const float* x = job.x + t0 * K;  // [NT, K]
+  for (int64_t r = r0; r < r1; ++r) {
+    const void* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
+    __m256 acc0[NT], acc1[NT];
+    for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 16 <= K; c += 16) {
+      const __m256 w0 = load8<T>(row, c), w1 = load8<T>(row, c + 8);
+      for (int t = 0; t < NT; ++t) {
+        acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * K + c), acc0[t]);
+        acc1[t] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * K + c + 8), acc1[t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) {
+      float s = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+      for (int64_t k = c; k < K; ++k) s += load1<T>(row, k) * x[t * K + k];
+      job.y[(t0 + t) * job.w.rows + r] = s;
+    }
+  }
+}
+
+// Integer block dots with maddubs (unsigned x signed bytes -> pairs of int16). For Q8_0, |w| and
+// w's sign moved onto y keep each pair sum within 2 * 128 * 127 < 32767 (no saturation).
+struct Q8Weights {
+  __m256i absw, w;
+};
+inline Q8Weights prep_weights(const BlockQ8_0& b) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
+  return {_mm256_sign_epi8(w, w), w};
+}
+inline __m256i block_dot(const Q8Weights& w, __m256i y) {
+  const __m256i p = _mm256_maddubs_epi16(w.absw, _mm256_sign_epi8(y, w.w));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+// Q4_0: sum (n - 8) y = sum n y - sum 8 y; both pair sums are small (|.| <= 2 * 15 * 127).
+inline __m256i prep_weights(const BlockQ4_0& b) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b.qs));
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
+}
+inline __m256i block_dot(__m256i nib, __m256i y) {
+  const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(nib, y), _mm256_maddubs_epi16(_mm256_set1_epi8(8), y));
+  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+template <DType T, int NT>
+void gemv_q(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  using Block = std::conditional_t<T == DType::Q8_0, BlockQ8_0, BlockQ4_0>;
+  const int64_t K = job.w.cols, nb = K / kQBlock;
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  for (int64_t r = r0; r < r1; ++r) {
+    const Block* row = static_cast<const Block*>(job.w.data) + r * nb;
+    __m256 acc[2][NT];
+    for (int t = 0; t < NT; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      const auto w = prep_weights(row[ib]);
+      const float dw = _cvtsh_ss(row[ib].d);
+      for (int t = 0; t < NT; ++t) {
+        const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + ib * kQBlock));
+        const __m256 s = _mm256_set1_ps(dw * xd[t * nb + ib]);
+        acc[ib & 1][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(block_dot(w, y)), s, acc[ib & 1][t]);
+      }
+    }
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = hsum(_mm256_add_ps(acc[0][t], acc[1][t]));
+  }
+}
+
+// ---- GEMM ---------------------------------------------------------------------------------------
+
+constexpr int kMR = 16;       // weight rows per micro-panel (two ymm)
+constexpr int kNR = 6;        // tokens per micro-kernel call: 12 accumulators
+constexpr int64_t kKC = 256;  // 16 KiB of packed weights
+
+template <int NT>
+void micro_kernel(const float* wp, const float* xp, int64_t kc, float* y, int64_t ldy,
+                  __m256i m0, __m256i m1, bool first) {
+  __m256 a0[NT], a1[NT];
+  for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    const __m256 w0 = _mm256_load_ps(wp + k * kMR), w1 = _mm256_load_ps(wp + k * kMR + 8);
+    for (int t = 0; t < NT; ++t) {
+      const __m256 b = _mm256_broadcast_ss(xp + k * kNR + t);
+      a0[t] = _mm256_fmadd_ps(w0, b, a0[t]);
+      a1[t] = _mm256_fmadd_ps(w1, b, a1[t]);
+    }
+  }
+  for (int t = 0; t < NT; ++t) {
+    float* yt = y + t * ldy;
+    if (!first) {
+      a0[t] = _mm256_add_ps(a0[t], _mm256_maskload_ps(yt, m0));
+      a1[t] = _mm256_add_ps(a1[t], _mm256_maskload_ps(yt + 8, m1));
+    }
+    _mm256_maskstore_ps(yt, m0, a0[t]);
+    _mm256_maskstore_ps(yt + 8, m1, a1[t]);
+  }
+}
+
+using MicroFn = void (*)(const float*, const float*, int64_t, float*, int64_t, __m256i, __m256i, bool);
+constexpr MicroFn kMicro[kNR + 1] = {nullptr,         micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
+                                     micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
+
+template <DType T>
+void pack_panel(const MatmulJob& job, int64_t rb, int nr, int64_t k0, int64_t kc, float* wp) {
+  alignas(32) float tmp[kKC];
+  const size_t row_bytes = dtype_row_bytes(T, job.w.cols);
+  for (int i = 0; i < nr; ++i) {
+    dequant_span<T>(static_cast<const uint8_t*>(job.w.data) + size_t(rb + i) * row_bytes, k0, kc, tmp);
+    for (int64_t k = 0; k < kc; ++k) wp[k * kMR + i] = tmp[k];
+  }
+  for (int i = nr; i < kMR; ++i) {
+    for (int64_t k = 0; k < kc; ++k) wp[k * kMR + i] = 0.0f;
+  }
+}
+
+// x[t0..t1, k0..k0+kc) -> xp as blocks of kNR tokens, each [kc, kNR] (missing tokens are 0), so
+// the micro-kernel broadcasts from one stream; x's own rows are often 4 KiB-aliased (cols 2048).
+void pack_acts(const float* x, int64_t K, int64_t t0, int64_t t1, int64_t k0, int64_t kc, float* xp) {
+  for (int64_t tb = t0; tb < t1; tb += kNR) {
+    float* dst = xp + (tb - t0) * kc;
+    const int64_t nt = imin(kNR, t1 - tb);
+    for (int64_t t = 0; t < nt; ++t) {
+      const float* src = x + (tb + t) * K + k0;
+      for (int64_t k = 0; k < kc; ++k) dst[k * kNR + t] = src[k];
+    }
+    for (int64_t t = nt; t < kNR; ++t) {
+      for (int64_t k = 0; k < kc; ++k) dst[k * kNR + t] = 0.0f;
+    }
+  }
+}
+
+template <DType T>
+void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  alignas(32) float wp[kKC * kMR];
+  const int64_t K = job.w.cols, ldy = job.w.rows;
+  // Packed activations for all tokens of one column block (malloc: no STL in this file).
+  const int64_t n_tblocks = (t1 - t0 + kNR - 1) / kNR;
+  float* xp = static_cast<float*>(std::malloc(size_t(n_tblocks * kNR * kKC) * sizeof(float)));
+  if (xp == nullptr) std::abort();  // hot path: no exceptions; a few hundred KiB
+  for (int64_t k0 = 0; k0 < K; k0 += kKC) {
+    const int64_t kc = imin(kKC, K - k0);
+    pack_acts(job.x, K, t0, t1, k0, kc, xp);
+    for (int64_t rb = r0; rb < r1; rb += kMR) {
+      const int nr = int(imin(kMR, r1 - rb));
+      pack_panel<T>(job, rb, nr, k0, kc, wp);
+      const __m256i m0 = lane_mask(nr), m1 = lane_mask(nr > 8 ? nr - 8 : 0);
+      for (int64_t t = t0; t < t1; t += kNR) {
+        const int nt = int(imin(kNR, t1 - t));
+        kMicro[nt](wp, xp + (t - t0) * kc, kc, job.y + t * ldy + rb, ldy, m0, m1, k0 == 0);
+      }
+    }
+  }
+  std::free(xp);
+}
+
+template <DType T>
+void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  constexpr bool quant = T == DType::Q8_0 || T == DType::Q4_0;
+  if constexpr (quant) {
+    if (job.xq.qs != nullptr) {
+      for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+        switch (imin(kGemvMaxTokens, t1 - t)) {
+          case 1: gemv_q<T, 1>(job, r0, r1, t); break;
+          case 2: gemv_q<T, 2>(job, r0, r1, t); break;
+          case 3: gemv_q<T, 3>(job, r0, r1, t); break;
+          default: gemv_q<T, 4>(job, r0, r1, t); break;
+        }
+      }
+      return;
+    }
+  } else {
+    if (t1 - t0 <= kGemvMaxTokens) {
+      switch (t1 - t0) {
+        case 1: gemv_f<T, 1>(job, r0, r1, t0); return;
+        case 2: gemv_f<T, 2>(job, r0, r1, t0); return;
+        case 3: gemv_f<T, 3>(job, r0, r1, t0); return;
+        default: gemv_f<T, 4>(job, r0, r1, t0); return;
+      }
+    }
+  }
+  gemm<T>(job, r0, r1, t0, t1);
+}
+
+void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (r0 >= r1 || t0 >= t1) return;
+  switch (job.w.dtype) {
+    case DType::F32: matmul_typed<DType::F32>(job, r0, r1, t0, t1); return;
+    case DType::F16: matmul_typed<DType::F16>(job, r0, r1, t0, t1); return;
+    case DType::BF16: matmul_typed<DType::BF16>(job, r0, r1, t0, t1); return;
+    case DType::Q8_0: matmul_typed<DType::Q8_0>(job, r0, r1, t0, t1); return;
+    case DType::Q4_0: matmul_typed<DType::Q4_0>(job, r0, r1, t0, t1); return;
+    default: scalar::matmul_rows_job(job, r0, r1, t0, t1); return;
+  }
+}
+
+// ---- vector ops -------------------------------------------------------------------------------
+
+// exp(x) to ~1 ulp (see exp512 in ops_avx512.cpp). Without scalef, 2^n is built in the exponent
+// field, so x is clamped to where that is a normal number and the ends are patched afterwards:
+// below -87.33654 (results under FLT_MIN, which std::exp returns as subnormals) gives 0.
+inline __m256 exp256(__m256 x) {
+  const __m256 xc = _mm256_max_ps(_mm256_set1_ps(-87.33654f), _mm256_min_ps(_mm256_set1_ps(88.3762626647949f), x));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  __m256 res = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  res = _mm256_blendv_ps(res, _mm256_setzero_ps(), _mm256_cmp_ps(x, _mm256_set1_ps(-87.33654f), _CMP_LT_OQ));
+  res = _mm256_blendv_ps(res, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, _mm256_set1_ps(88.72283935546875f), _CMP_GT_OQ));
+  return _mm256_blendv_ps(res, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));  // NaN stays NaN
+}
+
+float dot_f32(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+void axpy(float a, const float* x, float* y, int64_t n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += a * x[i];
+}
+
+void rmsnorm(const float* x, const float* w, int64_t n, float eps, float* out) {
+  __m256 ss = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    ss = _mm256_fmadd_ps(v, v, ss);
+  }
+  float s = hsum(ss);
+  for (; i < n; ++i) s += x[i] * x[i];
+  const float inv = 1.0f / std::sqrt(s / float(n) + eps);
+  const __m256 vinv = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i), _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv)));
+  }
+  for (; i < n; ++i) out[i] = w[i] * (x[i] * inv);
+}
+
+void swiglu(const float* gate, const float* up, int64_t n, float* out) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 g = _mm256_loadu_ps(gate + i);
+    const __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+  for (; i < n; ++i) out[i] = (gate[i] / (1.0f + std::exp(-gate[i]))) * up[i];
+}
+
+void softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  float mx = -INFINITY;
+  int64_t i = 0;
+  if (n >= 8) {
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(vm), _mm256_extractf128_ps(vm, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    mx = _mm_cvtss_f32(m);
+  }
+  for (; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
+  const __m256 vmax = _mm256_set1_ps(mx);
+  __m256 vs = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + i), vmax));
+    vs = _mm256_add_ps(vs, e);
+    _mm256_storeu_ps(x + i, e);
+  }
+  float sum = hsum(vs);
+  for (; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = 1.0f / sum;
+  const __m256 vinv = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
+  for (; i < n; ++i) x[i] *= inv;
+}
+
+}  // namespace
+
+const KernelTable kTable = {KernelIsa::Avx2, matmul_rows, quantize_acts, dequantize_row, scalar::quantize_row,
+                            dot_f32, rmsnorm, swiglu, softmax, axpy};
+
+}  // namespace lcx::kernels::avx2
+
+#pragma GCC pop_options
+
+#endif  // x86-64

@@ -1,0 +1,52 @@
+// Model hyper-parameters, as one validated struct per model. Names follow the glossary used
+// everywhere: n_embd, n_head, n_head_kv, head_dim, n_ff, n_layer, n_ctx_train, il (layer index).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/rope.h"
+#include "runtime/dtype.h"
+
+namespace lcx {
+
+enum class Arch { Llama, LongLlama };
+
+// Focused Transformer memory settings (LongLLaMA config fields, Tworkowski et al. 2023).
+struct MemConfig {
+  std::vector<int> layers;             // mem_layers: layers that attend to the memory cache
+  bool positionals = true;             // mem_positionals: memory keys rotated as position 0
+  DType dtype = DType::BF16;           // mem_dtype (F32, BF16, F16)
+  int64_t attention_grouping_size = 0; // mem_attention_grouping[1]... 0 = ungrouped
+  int64_t attention_grouping_groups = 0;
+  int64_t last_context_length = 1024;  // tokens kept in the local cache at the end of a prompt
+  bool is_mem_layer(int il) const {
+    for (int l : layers) if (l == il) return true;
+    return false;
+  }
+};
+
+struct ModelConfig {
+  Arch arch = Arch::Llama;
+  int64_t n_vocab = 0;
+  int64_t n_embd = 0;
+  int64_t n_ff = 0;
+  int64_t n_layer = 0;
+  int64_t n_head = 0;
+  int64_t n_head_kv = 0;
+  int64_t head_dim = 0;
+  int64_t n_ctx_train = 0;   // max_position_embeddings
+  float rms_eps = 1e-6f;
+  bool tie_embeddings = false;
+  int32_t bos_id = 1;
+  int32_t eos_id = 2;
+  RopeConfig rope;
+  MemConfig mem;             // used when arch == LongLlama
+
+  // Throws lcx::Error with the offending field when the numbers cannot describe a model.
+  void validate() const;
+};
+
+const char* arch_name(Arch a);
+
+}  // namespace lcx

@@ -1,0 +1,50 @@
+// Per-session state of one sequence: the local KV cache of every layer and, for LongLLaMA
+// memory layers, the FoT memory cache. Owned by a session, never shared; copying is explicit.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "model/rope.h"
+
+namespace lcx {
+
+struct LayerCache {
+  // Local context, one row per token: [n_local, n_head_kv, head_dim].
+  std::vector<float> k;      // keys as rotated for the current rotation (see KvState)
+  std::vector<float> k_raw;  // keys before RoPE, kept when the rotation can change
+  std::vector<float> v;
+  // FoT memory (memory layers only): [n_mem, n_head_kv, head_dim] in MemConfig::dtype.
+  // Keys are stored rotated as position 0 (mem_positionals) or unrotated, as LongLLaMA does.
+  std::vector<uint8_t> mem_k;
+  std::vector<uint8_t> mem_v;
+};
+
+struct KvState {
+  std::vector<LayerCache> layers;
+  std::vector<int64_t> pos;  // absolute position of each local token [n_local]
+  int64_t n_mem = 0;         // tokens in memory (same for every memory layer)
+  int64_t next_pos = 0;      // absolute position of the next token
+
+  // The rotation the cached keys carry: positions relative to rot_offset, frequencies for
+  // rot_seq_len (Dynamic NTK). Re-rotated from k_raw when either must change.
+  int64_t rot_offset = 0;
+  int64_t rot_seq_len = -1;
+  // transformers' stateful Dynamic NTK (DynamicCacheMode::HF): the largest length seen.
+  int64_t hf_max_seq_len = 0;
+
+  int64_t n_local() const { return int64_t(pos.size()); }
+  void clear() {
+    for (auto& l : layers) {
+      l.k.clear(); l.k_raw.clear(); l.v.clear(); l.mem_k.clear(); l.mem_v.clear();
+    }
+    pos.clear();
+    n_mem = 0;
+    next_pos = 0;
+    rot_offset = 0;
+    rot_seq_len = -1;
+    hf_max_seq_len = 0;
+  }
+};
+
+}  // namespace lcx

@@ -1,0 +1,52 @@
+// The LLaMA forward pass, with LongLLaMA's Focused Transformer memory as configuration.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/kv_cache.h"
+#include "model/model.h"
+#include "runtime/thread_pool.h"
+
+namespace lcx {
+
+// How a chunk of tokens meets the caches (LongLLaMA, modeling_longllama.py):
+//   Cached: append to the local cache. For LongLLaMA, if the local cache would grow past
+//           max_position_embeddings, the previous local cache is first moved to memory
+//           (memory layers) or dropped (other layers), and the local context restarts.
+//   Window: a prefix window fed without a local cache (`_handle_long_input`): the window
+//           attends to itself and the memory, then memory layers append its keys/values.
+enum class ChunkMode { Cached, Window };
+
+// Reusable activations for one forward call, grown on demand (no allocation once warm).
+struct Scratch {
+  std::vector<float> x, h, q, k, v, attn, gate, up, logits_in;
+  std::vector<std::vector<float>> scores;  // per thread
+  std::vector<RopeFreqs> freqs_cache;
+};
+
+struct ForwardArgs {
+  const int32_t* tokens = nullptr;  // [n]
+  int64_t n = 0;
+  ChunkMode mode = ChunkMode::Cached;
+  bool all_logits = false;  // logits for every token, or only the last n_out
+  int64_t n_out = 1;
+  float* logits = nullptr;  // [n or 1, n_vocab], may be null (no LM head)
+  int64_t mem_topk = 0;     // >0: attend to the top-k memory keys per query and head
+};
+
+// Runs the model over args.tokens at positions state.next_pos.., updating state.
+void llama_forward(const Model& m, KvState& state, Scratch& s, ThreadPool& pool, const ForwardArgs& args);
+
+// True when appending n_new tokens changes the RoPE frequency table the cached keys were
+// computed with (consistent Dynamic NTK past the trained context, the LongRoPE switch). Every
+// layer's cached keys and values then depend on the old table, not just the rotation, so the
+// only exact continuation is a recomputation of the whole sequence.
+bool rotation_changes(const Model& m, const KvState& st, int64_t n_new);
+
+// Creates an empty state for a model.
+KvState make_state(const Model& m);
+
+// Memory footprint of the caches, for statistics.
+size_t state_bytes(const KvState& st);
+
+}  // namespace lcx

@@ -1,0 +1,54 @@
+#include "model/model.h"
+
+#include <filesystem>
+
+#include "formats/hf_config.h"
+#include "formats/safetensors.h"
+#include "runtime/error.h"
+
+namespace lcx {
+
+namespace fs = std::filesystem;
+
+const Tokenizer& Model::tok() const {
+  if (!tokenizer)
+    fail("model '" + path + "' has no tokenizer (no tokenizer.model beside it): pass --tokenizer FILE");
+  return *tokenizer;
+}
+
+static void load_hf_model(const std::string& dir, Model& m) {
+  const fs::path cfg = fs::path(dir) / "config.json";
+  if (!fs::exists(cfg)) fail("no config.json in '" + dir + "': pass a Hugging Face model directory or a .gguf file");
+  m.config = parse_hf_config(read_text_file(cfg.string()), cfg.string());
+  SafetensorsSet st = open_safetensors_dir(dir);
+  m.weights.files = st.files;
+  bind_weights(m.config, st.tensors, NameKind::HF, m.weights);
+  m.format = "hf";
+  const fs::path tok = fs::path(dir) / "tokenizer.model";
+  if (fs::exists(tok)) {
+    m.tokenizer = load_sentencepiece_tokenizer(tok.string());
+    m.tokenizer_source = tok.string();
+  }
+}
+
+std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opt) {
+  auto m = std::make_unique<Model>();
+  m->path = path;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) fail("model path '" + path + "' does not exist");
+  if (fs::is_directory(path, ec)) {
+    load_hf_model(path, *m);
+  } else {
+    load_gguf_model(path, *m);
+  }
+  if (!opt.tokenizer_path.empty()) {
+    m->tokenizer = load_sentencepiece_tokenizer(opt.tokenizer_path);
+    m->tokenizer_source = opt.tokenizer_path;
+  }
+  if (m->tokenizer && m->tokenizer->n_vocab() != m->config.n_vocab)
+    fail("tokenizer '" + m->tokenizer_source + "' has " + std::to_string(m->tokenizer->n_vocab()) +
+         " tokens but the model's vocab_size is " + std::to_string(m->config.n_vocab));
+  return m;
+}
+
+}  // namespace lcx

@@ -1,0 +1,80 @@
+// Tokenizers. The reference is SentencePiece itself (tokenizer.model through libsentencepiece);
+// GGUF files carry the vocabulary (pieces, scores, token types) instead, and VocabTokenizer
+// reproduces SentencePiece's BPE encoding from it, id for id. See docs/TOKENIZER.md.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace lcx {
+
+// SentencePiece token types, as GGUF's tokenizer.ggml.token_type stores them
+// (must match sentencepiece_model.proto's SentencePiece::Type).
+enum class TokenType : int32_t { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 };
+
+struct SpmVocab {
+  std::vector<std::string> pieces;  // raw pieces ("▁the", "<0x0A>", "<s>")
+  std::vector<float> scores;
+  std::vector<TokenType> types;
+  int32_t bos_id = 1, eos_id = 2, unk_id = 0, pad_id = -1;
+  bool add_bos = true;
+  // NormalizerSpec flags (GGUF: tokenizer.ggml.add_space_prefix and
+  // tokenizer.ggml.remove_extra_whitespaces). The defaults are SentencePiece's defaults and
+  // OpenLLaMA's values; Meta's LLaMA tokenizer has remove_extra_whitespaces = false.
+  bool add_dummy_prefix = true;
+  bool remove_extra_whitespaces = true;  // strip leading/trailing spaces, collapse runs of ' '
+};
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  // [bos] + sentencepiece encode(text) when add_bos.
+  virtual std::vector<int32_t> encode(const std::string& text, bool add_bos) const = 0;
+  // The bytes a token stands for in running text: ▁ -> space, <0xNN> -> that byte, control
+  // tokens -> "", the unknown token -> " ⁇ " (SentencePiece's unk surface). decode() is these
+  // concatenated, except that the first visible piece loses its leading space and runs of byte
+  // tokens that are not valid UTF-8 become U+FFFD per bad byte (StreamDecoder does exactly that).
+  // Out-of-range ids give "". Shared by every tokenizer: it depends on vocab() only.
+  virtual std::string token_bytes(int32_t id) const;
+  // Throws lcx::Error on an id outside [0, n_vocab).
+  virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
+  virtual const SpmVocab& vocab() const = 0;
+  int32_t n_vocab() const { return int32_t(vocab().pieces.size()); }
+  int32_t bos_id() const { return vocab().bos_id; }
+  int32_t eos_id() const { return vocab().eos_id; }
+};
+
+// tokenizer.model via libsentencepiece. Throws lcx::Error when the file is missing or invalid.
+std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path);
+// From a vocabulary (GGUF metadata). Encodes like libsentencepiece's BPE model with an identity
+// normalizer (no precompiled charsmap); decodes like its DecodeIds. Throws lcx::Error when the
+// vocabulary is inconsistent (sizes differ, no unknown piece, bad special ids).
+std::unique_ptr<Tokenizer> make_vocab_tokenizer(SpmVocab vocab);
+
+// UTF-8-safe incremental detokenisation for streaming: push ids one at a time, get back only
+// complete UTF-8 characters (byte-fallback tokens of one character arrive one byte each).
+// Everything push() returned followed by flush() equals tok.decode(ids) for any id sequence:
+// this class *is* the decoder (VocabTokenizer::decode runs it), mirroring SentencePiece's
+// Decode: byte runs are decoded as UTF-8 with U+FFFD per invalid byte, and while nothing has
+// been output yet each visible piece loses one leading ▁.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
+  // Throws lcx::Error on an id outside [0, n_vocab).
+  std::string push(int32_t id);
+  std::string flush();  // whatever is pending (invalid UTF-8 replaced by U+FFFD)
+
+ private:
+  // Appends to `out` the complete characters at the front of pending_; with `final` the run of
+  // byte tokens has ended and incomplete sequences become U+FFFD.
+  void drain(bool final, std::string& out);
+
+  const Tokenizer& tok_;
+  std::string pending_;        // bytes of byte tokens not yet forming a whole character
+  bool emitted_ = false;       // some text has been output (SentencePiece: !text.empty())
+  bool strip_space_ = true;    // SentencePiece's is_bos_ws: strip one leading ▁ from the next piece
+  bool bos_ws_seen_ = false;   // the previous visible piece had its ▁ stripped (no remove_extra_ws)
+};
+
+}  // namespace lcx

@@ -1,0 +1,82 @@
+#include "runtime/dtype.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+
+#include "runtime/error.h"
+
+namespace lcx {
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::Q8_0: return "Q8_0";
+    case DType::Q4_0: return "Q4_0";
+    default: return "?";
+  }
+}
+
+DType dtype_from_name(const std::string& name) {
+  std::string u = name;
+  std::transform(u.begin(), u.end(), u.begin(), [](unsigned char c) { return std::toupper(c); });
+  if (u == "F32" || u == "FLOAT32") return DType::F32;
+  if (u == "F16" || u == "FLOAT16") return DType::F16;
+  if (u == "BF16" || u == "BFLOAT16") return DType::BF16;
+  if (u == "Q8_0") return DType::Q8_0;
+  if (u == "Q4_0") return DType::Q4_0;
+  fail("unknown dtype '" + name + "': choose one of f32, f16, bf16, q8_0, q4_0");
+}
+
+bool dtype_is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+
+size_t dtype_row_bytes(DType t, int64_t n) {
+  switch (t) {
+    case DType::F32: return size_t(n) * 4;
+    case DType::F16:
+    case DType::BF16: return size_t(n) * 2;
+    case DType::Q8_0: return size_t(n / kQBlock) * sizeof(BlockQ8_0);
+    case DType::Q4_0: return size_t(n / kQBlock) * sizeof(BlockQ4_0);
+    default: return 0;
+  }
+}
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu;
+  uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    if (mant == 0) return fp32_from_bits(sign);
+    // subnormal: normalise
+    int e = -1;
+    do { mant <<= 1; ++e; } while ((mant & 0x400u) == 0);
+    mant &= 0x3ffu;
+    return fp32_from_bits(sign | uint32_t(127 - 15 - e) << 23 | mant << 13);
+  }
+  if (exp == 31) return fp32_from_bits(sign | 0x7f800000u | mant << 13);
+  return fp32_from_bits(sign | (exp + 127 - 15) << 23 | mant << 13);
+}
+
+uint16_t f32_to_f16(float f) {
+  const uint32_t u = fp32_to_bits(f);
+  const uint16_t sign = uint16_t((u >> 16) & 0x8000u);
+  const uint32_t abs = u & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u;            // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;           // overflow (>= 65520) -> inf
+  if (abs < 0x38800000u) {                                 // result is subnormal or zero
+    // value = abs_f * 2^24 in units of the smallest subnormal; round to nearest even
+    const float v = fp32_from_bits(abs) * 16777216.0f;     // exact scaling by 2^24
+    const uint32_t r = uint32_t(std::nearbyint(v));
+    return sign | uint16_t(r);
+  }
+  uint32_t mant = abs & 0x7fffffu;
+  uint32_t exp = (abs >> 23) - 127 + 15;
+  uint32_t h = exp << 10 | mant >> 13;
+  const uint32_t rem = mant & 0x1fffu;
+  if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) ++h;  // carries into exponent correctly
+  return sign | uint16_t(h);
+}
+
+}  // namespace lcx

@@ -1,0 +1,205 @@
+// Loader robustness: every malformed Hugging Face checkpoint gives lcx::Error with a message
+// that names the problem — never a crash (this binary also runs under ASan/UBSan in CI).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "formats/hf_config.h"
+#include "formats/safetensors.h"
+#include "model/model.h"
+#include "runtime/error.h"
+#include "testutil.h"
+
+namespace fs = std::filesystem;
+using namespace lcx::test;
+
+namespace {
+
+fs::path model_dir(const std::string& name) { return fs::path(fixtures_dir()) / "models" / name; }
+
+// A writable copy of a fixture model directory.
+fs::path copy_model(const std::string& name, const std::string& tag) {
+  const fs::path dst = fs::path(tmp_dir()) / ("loader_" + tag);
+  fs::remove_all(dst);
+  fs::create_directories(dst);
+  for (const auto& e : fs::directory_iterator(model_dir(name)))
+    fs::copy_file(e.path(), dst / e.path().filename());
+  for (const auto& e : fs::directory_iterator(dst))
+    fs::permissions(e.path(), fs::perms::owner_read | fs::perms::owner_write);
+  return dst;
+}
+
+void write(const fs::path& p, const std::string& s) {
+  std::ofstream o(p, std::ios::binary | std::ios::trunc);
+  o << s;
+}
+
+std::string load_error(const fs::path& dir) {
+  try {
+    lcx::load_model(dir.string());
+  } catch (const lcx::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Loader, LoadsFixtureModels) {
+  for (const char* m : {"llama_mha", "llama_gqa", "llama_rope_longrope", "longllama_mem", "longllama_bf16mem"}) {
+    auto model = lcx::load_model(model_dir(m).string());
+    EXPECT_GT(model->config.n_layer, 0) << m;
+    EXPECT_EQ(model->weights.layers.size(), size_t(model->config.n_layer));
+  }
+}
+
+TEST(Loader, ConfigFields) {
+  auto m = lcx::load_model(model_dir("longllama_mem").string());
+  EXPECT_EQ(m->config.arch, lcx::Arch::LongLlama);
+  EXPECT_EQ(m->config.mem.layers, (std::vector<int>{1, 3}));
+  EXPECT_EQ(m->config.mem.dtype, lcx::DType::F32);
+  EXPECT_EQ(m->config.mem.last_context_length, 16);
+  auto g = lcx::load_model(model_dir("llama_gqa").string());
+  EXPECT_LT(g->config.n_head_kv, g->config.n_head);
+}
+
+TEST(Loader, MissingPath) {
+  EXPECT_NE(load_error("/nonexistent/model").find("does not exist"), std::string::npos);
+}
+
+TEST(Loader, MissingWeights) {
+  auto d = copy_model("llama_mha", "noweights");
+  fs::remove(d / "model.safetensors");
+  EXPECT_NE(load_error(d).find("no model.safetensors"), std::string::npos);
+}
+
+TEST(Loader, MalformedConfig) {
+  auto d = copy_model("llama_mha", "badjson");
+  write(d / "config.json", "{\"hidden_size\": 32,,}");
+  EXPECT_NE(load_error(d).find("malformed JSON"), std::string::npos);
+  write(d / "config.json", "[1,2]");
+  EXPECT_NE(load_error(d).find("JSON object"), std::string::npos);
+}
+
+TEST(Loader, UnsupportedArchitecture) {
+  auto d = copy_model("llama_mha", "arch");
+  std::string cfg = read_file((d / "config.json").string());
+  cfg.replace(cfg.find("LlamaForCausalLM"), 16, "GPT2LMHeadModel0");
+  cfg.replace(cfg.find("\"llama\""), 7, "\"gpt2\" ");
+  write(d / "config.json", cfg);
+  EXPECT_NE(load_error(d).find("unsupported architecture"), std::string::npos);
+}
+
+TEST(Loader, WrongShapeFromConfig) {
+  auto d = copy_model("llama_mha", "shape");
+  std::string cfg = read_file((d / "config.json").string());
+  cfg.replace(cfg.find("\"intermediate_size\": 64"), 23, "\"intermediate_size\": 65");
+  write(d / "config.json", cfg);
+  EXPECT_NE(load_error(d).find("has shape"), std::string::npos);
+}
+
+TEST(Loader, MissingTensor) {
+  auto d = copy_model("llama_mha", "missing");
+  std::string cfg = read_file((d / "config.json").string());
+  cfg.replace(cfg.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 3");
+  write(d / "config.json", cfg);
+  EXPECT_NE(load_error(d).find("missing tensor 'model.layers.2"), std::string::npos);
+}
+
+TEST(Loader, ExtraTensor) {
+  auto d = copy_model("llama_mha", "extra");
+  std::string cfg = read_file((d / "config.json").string());
+  cfg.replace(cfg.find("\"num_hidden_layers\": 2"), 22, "\"num_hidden_layers\": 1");
+  write(d / "config.json", cfg);
+  EXPECT_NE(load_error(d).find("unexpected tensor 'model.layers.1"), std::string::npos);
+}
+
+TEST(Loader, TruncatedSafetensors) {
+  auto d = copy_model("llama_mha", "trunc");
+  const std::string full = read_file((d / "model.safetensors").string());
+  for (size_t cut : {size_t(0), size_t(5), size_t(8), size_t(100), full.size() / 2, full.size() - 1}) {
+    write(d / "model.safetensors", full.substr(0, cut));
+    const std::string err = load_error(d);
+    EXPECT_FALSE(err.empty()) << "cut at " << cut;
+    EXPECT_NE(err.find("safetensors"), std::string::npos) << err;
+  }
+}
+
+TEST(Loader, UnknownDtype) {
+  auto d = copy_model("llama_mha", "dtype");
+  std::string st = read_file((d / "model.safetensors").string());
+  const size_t p = st.find("\"F32\"");
+  ASSERT_NE(p, std::string::npos);
+  st.replace(p, 5, "\"F64\"");
+  write(d / "model.safetensors", st);
+  EXPECT_NE(load_error(d).find("dtype F64 is not supported"), std::string::npos);
+}
+
+TEST(Loader, OffsetsPastEnd) {
+  auto d = copy_model("llama_mha", "offsets");
+  std::string st = read_file((d / "model.safetensors").string());
+  const size_t p = st.find("\"data_offsets\":[");
+  ASSERT_NE(p, std::string::npos);
+  st.replace(p + 16, 1, "9");  // first digit of the first offset: now far beyond the data
+  write(d / "model.safetensors", st);
+  EXPECT_FALSE(load_error(d).empty());
+}
+
+// Random bit flips in the header and data: any outcome but a crash is acceptable (an error,
+// or a successful load when the flip only touched weight values or JSON whitespace).
+TEST(Loader, BitFlipsNeverCrash) {
+  auto d = copy_model("llama_gqa", "flips");
+  const std::string full = read_file((d / "model.safetensors").string());
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | uint8_t(full[size_t(i)]);
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string s = full;
+    const size_t span = size_t(std::min<uint64_t>(hlen + 8, s.size()));
+    const size_t at = rng() % span;
+    s[at] = char(s[at] ^ (1 << (rng() % 8)));
+    write(d / "model.safetensors", s);
+    try {
+      lcx::load_model(d.string());
+    } catch (const lcx::Error&) {
+    }
+  }
+}
+
+TEST(Loader, ShardedIndex) {
+  // Split the fixture's tensors into two shards with an index, as save_pretrained does.
+  auto src = lcx::open_safetensors((model_dir("llama_mha") / "model.safetensors").string());
+  const fs::path d = fs::path(tmp_dir()) / "sharded";
+  fs::remove_all(d);
+  fs::create_directories(d);
+  fs::copy_file(model_dir("llama_mha") / "config.json", d / "config.json");
+  nlohmann::json index;
+  std::vector<std::pair<std::string, std::string>> files = {{"model-00001-of-00002.safetensors", ""},
+                                                            {"model-00002-of-00002.safetensors", ""}};
+  nlohmann::json headers[2];
+  std::string data[2];
+  int i = 0;
+  for (const auto& [name, v] : src.tensors) {
+    const int s = (i++ % 2);
+    headers[s][name] = {{"dtype", "F32"}, {"shape", v.shape},
+                        {"data_offsets", {data[s].size(), data[s].size() + v.nbytes}}};
+    data[s].append(static_cast<const char*>(v.data), v.nbytes);
+    index["weight_map"][name] = files[size_t(s)].first;
+  }
+  for (int s = 0; s < 2; ++s) {
+    std::string h = headers[s].dump();
+    while (h.size() % 8) h += ' ';
+    std::string out(8, '\0');
+    for (int b = 0; b < 8; ++b) out[size_t(b)] = char((uint64_t(h.size()) >> (8 * b)) & 0xff);
+    write(d / files[size_t(s)].first, out + h + data[s]);
+  }
+  write(d / "model.safetensors.index.json", index.dump());
+  auto a = lcx::load_model(model_dir("llama_mha").string());
+  auto b = lcx::load_model(d.string());
+  ASSERT_EQ(a->weights.layers.size(), b->weights.layers.size());
+  EXPECT_EQ(0, std::memcmp(a->weights.layers[1].w_down.data, b->weights.layers[1].w_down.data, a->weights.layers[1].w_down.nbytes));
+}
+
+}  // namespace

@@ -1,0 +1,3 @@
+// Kept for existing includes; see testutil.h.
+#pragma once
+#include "testutil.h"

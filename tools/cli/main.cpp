@@ -1,0 +1,317 @@
+// `longctx`: the command-line front end. Every subcommand goes through the public API in
+// include/longctx/longctx.h (format conversion also uses the GGUF writer directly).
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "args.h"
+#include "longctx/longctx.h"
+#include "model/gguf_model.h"
+#include "model/model.h"
+#include "model/rope_options.h"
+#include "runtime/error.h"
+
+using lcx::cli::Args;
+using json = nlohmann::json;
+
+namespace {
+
+const char* kUsage =
+    "longctx — long-context inference for LLaMA and LongLLaMA models\n"
+    "\n"
+    "usage: longctx <command> [options]    (MODEL: a Hugging Face directory or a .gguf file)\n"
+    "\n"
+    "commands:\n"
+    "  run           generate text from a prompt:   longctx run -m MODEL -p TEXT [-n N]\n"
+    "  info          print architecture, sizes, dtypes, RoPE and memory settings\n"
+    "  tokenize      print token ids as JSON:        longctx tokenize -m MODEL -p TEXT\n"
+    "  logits        write float32 logits:           longctx logits -m MODEL --ids 1,2,3 --out F\n"
+    "  generate-ids  greedy continuation as JSON:    longctx generate-ids -m MODEL --ids 1,2 -n N\n"
+    "  convert       HF directory -> GGUF:           longctx convert -m DIR --outtype q8_0 -o F.gguf\n"
+    "  rope          show RoPE frequencies:          longctx rope -m MODEL [rope flags]\n"
+    "\n"
+    "`longctx <command> --help` describes each command's options.\n";
+
+const char* kModelHelp =
+    "  -m, --model MODEL         Hugging Face directory or .gguf file (required)\n"
+    "  --tokenizer FILE          tokenizer.model to use when the model has none\n";
+
+const char* kSessionHelp =
+    "  -t, --threads N           threads (default: all cores)\n"
+    "  -c, --ctx-size N          LLaMA: hard context limit (default: none; warns past the trained context)\n"
+    "  -b, --batch-size N        prompt tokens per forward call (default 512)\n"
+    "  --mem-topk K              LongLLaMA: attend to the K best memory keys per query and head\n"
+    "  --mem-max-tokens N        LongLLaMA: keep at most N memory tokens (oldest leave first)\n";
+
+const char* kSamplingHelp =
+    "  -n, --n-predict N         tokens to generate (default 128)\n"
+    "  --temp T                  temperature (default 0.8; 0 = greedy)\n"
+    "  --top-k K                 (default 40; 0 = off)\n"
+    "  --top-p P                 (default 0.95; 1 = off)\n"
+    "  --min-p P                 (default 0.05; 0 = off)\n"
+    "  --repeat-penalty R        (default 1.0 = off)\n"
+    "  --repeat-last-n N         tokens the penalty looks back over (default 64)\n"
+    "  --seed S                  random seed (default fixed)\n"
+    "  --stop TEXT               stop string (repeatable)\n"
+    "  --ignore-eos              keep generating after the end-of-sequence token\n";
+
+const std::set<std::string> kModelFlags = {"--model", "--tokenizer"};
+const std::set<std::string> kSessionFlags = {"--threads", "--ctx-size", "--batch-size", "--mem-topk", "--mem-max-tokens"};
+const std::set<std::string> kSamplingFlags = {"--n-predict", "--temp", "--top-k", "--top-p", "--min-p",
+                                              "--repeat-penalty", "--repeat-last-n", "--seed", "--stop"};
+const std::map<std::string, std::string> kAliases = {
+    {"-m", "--model"}, {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--n-predict"}, {"-t", "--threads"},
+    {"-c", "--ctx-size"}, {"-b", "--batch-size"}, {"-o", "--out"}, {"-s", "--seed"}, {"-h", "--help"}};
+
+std::set<std::string> join(std::initializer_list<std::set<std::string>> sets) {
+  std::set<std::string> out;
+  for (const auto& s : sets) out.insert(s.begin(), s.end());
+  return out;
+}
+
+bool wants_help(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i)
+    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
+  return false;
+}
+
+std::shared_ptr<longctx::Model> load(const Args& a) {
+  longctx::LoadOptions lo;
+  lo.tokenizer_path = a.str("--tokenizer");
+  lo.overrides = a.overrides();
+  return longctx::Model::load(a.required("--model"), lo);
+}
+
+longctx::SessionOptions session_options(const Args& a) {
+  longctx::SessionOptions so;
+  so.n_threads = int(a.integer("--threads", 0));
+  so.n_ctx = a.integer("--ctx-size", 0);
+  so.n_batch = a.integer("--batch-size", 512);
+  so.mem_topk = a.integer("--mem-topk", 0);
+  so.mem_max_tokens = a.integer("--mem-max-tokens", 0);
+  if (so.n_threads < 0 || so.n_ctx < 0 || so.n_batch < 0 || so.mem_topk < 0 || so.mem_max_tokens < 0)
+    lcx::fail("thread, context, batch and memory counts must not be negative");
+  so.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
+  return so;
+}
+
+longctx::GenerateOptions generate_options(const Args& a) {
+  longctx::GenerateOptions g;
+  g.n_predict = int32_t(a.integer("--n-predict", 128));
+  g.sampling.temperature = float(a.number("--temp", 0.8));
+  g.sampling.top_k = int32_t(a.integer("--top-k", 40));
+  g.sampling.top_p = float(a.number("--top-p", 0.95));
+  g.sampling.min_p = float(a.number("--min-p", 0.05));
+  g.sampling.repeat_penalty = float(a.number("--repeat-penalty", 1.0));
+  g.sampling.repeat_last_n = int32_t(a.integer("--repeat-last-n", 64));
+  g.sampling.seed = uint64_t(a.integer("--seed", 0xC0FFEE));
+  g.stop = a.all("--stop");
+  g.ignore_eos = a.has("--ignore-eos");
+  if (g.n_predict < 0) lcx::fail("--n-predict must be >= 0");
+  if (g.sampling.temperature < 0) lcx::fail("--temp must be >= 0");
+  if (g.sampling.top_p <= 0 || g.sampling.top_p > 1) lcx::fail("--top-p must be in (0, 1]");
+  if (g.sampling.min_p < 0 || g.sampling.min_p > 1) lcx::fail("--min-p must be in [0, 1]");
+  if (g.sampling.repeat_penalty <= 0) lcx::fail("--repeat-penalty must be > 0");
+  return g;
+}
+
+// A progress line on stderr: tokens, tokens/s and ETA, redrawn in place.
+struct Progress {
+  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  bool shown = false;
+  void operator()(int64_t done, int64_t total) {
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double tps = s > 0 ? double(done) / s : 0;
+    const double eta = tps > 0 ? double(total - done) / tps : 0;
+    std::fprintf(stderr, "\rprompt: %lld/%lld tokens  %.1f tok/s  ETA %.0fs   ", (long long)done, (long long)total, tps, eta);
+    shown = true;
+  }
+  void end() {
+    if (shown) std::fprintf(stderr, "\n");
+  }
+};
+
+int cmd_run(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx run -m MODEL (-p TEXT | -f FILE) [options]\n\nGenerates text; streams it to stdout, progress and speed on stderr.\n\n%s  -p, --prompt TEXT         prompt text\n  -f, --file FILE           read the prompt from a file (long documents: LongLLaMA streams it into memory)\n  --no-bos                  do not add the BOS token\n%s%s\nRoPE and memory overrides:\n%s",
+                kModelHelp, kSessionHelp, kSamplingHelp, longctx::override_flags_help().c_str());
+    return 0;
+  }
+  Args a("run", argc, argv,
+         join({kModelFlags, kSessionFlags, kSamplingFlags, {"--prompt", "--file"}}),
+         {"--ignore-eos", "--no-bos"}, kAliases, true);
+  std::string prompt;
+  if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx run` needs exactly one of -p TEXT or -f FILE");
+  prompt = a.has("--prompt") ? a.str("--prompt") : lcx::read_text_file(a.str("--file"));
+  auto model = load(a);
+  longctx::Session s(model, session_options(a));
+  const auto gopt = generate_options(a);
+  const auto ids = model->tokenize(prompt, !a.has("--no-bos"));
+  Progress prog;
+  const auto t0 = std::chrono::steady_clock::now();
+  s.feed(ids, nullptr, [&](int64_t d, int64_t t) { prog(d, t); });
+  prog.end();
+  const double pp_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto r = s.generate(gopt, [](const longctx::Piece& p) {
+    std::fwrite(p.text.data(), 1, p.text.size(), stdout);
+    std::fflush(stdout);
+    return true;
+  });
+  std::printf("\n");
+  std::fprintf(stderr,
+               "prompt: %zu tokens in %.2fs (%.1f tok/s); generated %zu tokens in %.2fs (%.1f tok/s); stop: %s",
+               ids.size(), pp_s, double(ids.size()) / std::max(pp_s, 1e-9), r.ids.size(), r.gen_seconds,
+               double(r.ids.size()) / std::max(r.gen_seconds, 1e-9), r.stop_reason.c_str());
+  if (model->has_fot_memory())
+    std::fprintf(stderr, "; memory: %lld tokens, caches %.1f MiB", (long long)s.n_memory(), double(s.cache_bytes()) / (1 << 20));
+  std::fprintf(stderr, "\n");
+  return 0;
+}
+
+int cmd_info(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx info -m MODEL [overrides]\n\nPrints the architecture, sizes, dtypes and the effective RoPE and memory settings\n(after any overrides).\n\n%s\nOverrides:\n%s",
+                kModelHelp, longctx::override_flags_help().c_str());
+    return 0;
+  }
+  Args a("info", argc, argv, kModelFlags, {}, kAliases, true);
+  auto model = load(a);
+  std::printf("%s", model->describe().c_str());
+  return 0;
+}
+
+int cmd_tokenize(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx tokenize -m MODEL (-p TEXT | -f FILE) [--no-bos]\n\nPrints the token ids as a JSON array (BOS included as the model adds it).\n\n%s", kModelHelp);
+    return 0;
+  }
+  Args a("tokenize", argc, argv, join({kModelFlags, {"--prompt", "--file"}}), {"--no-bos"}, kAliases, false);
+  if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx tokenize` needs exactly one of -p TEXT or -f FILE");
+  const std::string text = a.has("--prompt") ? a.str("--prompt") : lcx::read_text_file(a.str("--file"));
+  auto model = load(a);
+  std::printf("%s\n", json(model->tokenize(text, !a.has("--no-bos"))).dump().c_str());
+  return 0;
+}
+
+std::vector<int32_t> ids_arg(const Args& a) {
+  if (a.has("--ids-file")) return lcx::cli::parse_ids(lcx::read_text_file(a.str("--ids-file")));
+  return lcx::cli::parse_ids(a.required("--ids"));
+}
+
+int cmd_logits(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx logits -m MODEL --ids 1,2,3 --out FILE [--last] [--feed P] [options]\n\n"
+                "Runs the model over the ids and writes float32 little-endian logits, row-major\n"
+                "[n_tokens, n_vocab] (--last: only the last row).\n\n%s"
+                "  --ids LIST                comma-separated token ids (or --ids-file FILE)\n"
+                "  --out FILE                output file\n"
+                "  --last                    write only the last row\n"
+                "  --feed P                  feed the first P ids in one call, the rest one per call with the KV cache\n"
+                "%s\nOverrides:\n%s",
+                kModelHelp, kSessionHelp, longctx::override_flags_help().c_str());
+    return 0;
+  }
+  Args a("logits", argc, argv, join({kModelFlags, kSessionFlags, {"--ids", "--ids-file", "--out", "--feed"}}), {"--last"},
+         kAliases, true);
+  const auto ids = ids_arg(a);
+  const std::string out = a.required("--out");
+  auto model = load(a);
+  longctx::Session s(model, session_options(a));
+  std::vector<float> logits;
+  if (a.has("--feed")) s.feed_split(ids, a.integer("--feed", 0), &logits);
+  else s.feed(ids, &logits);
+  const size_t V = size_t(model->n_vocab());
+  const float* p = logits.data();
+  size_t n = logits.size();
+  if (a.has("--last")) {
+    p += logits.size() - V;
+    n = V;
+  }
+  lcx::write_file_atomic(out, p, n * sizeof(float));
+  std::fprintf(stderr, "wrote %zu x %zu logits to %s\n", n / V, V, out.c_str());
+  return 0;
+}
+
+int cmd_generate_ids(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx generate-ids -m MODEL --ids 1,2,3 -n N [options]\n\nGreedy continuation, printed as a JSON array of ids (EOS does not stop it).\n\n%s"
+                "  --ids LIST                comma-separated prompt ids (or --ids-file FILE)\n"
+                "  -n, --n-predict N         tokens to generate\n%s\nOverrides:\n%s",
+                kModelHelp, kSessionHelp, longctx::override_flags_help().c_str());
+    return 0;
+  }
+  Args a("generate-ids", argc, argv, join({kModelFlags, kSessionFlags, {"--ids", "--ids-file", "--n-predict"}}), {},
+         kAliases, true);
+  const auto ids = ids_arg(a);
+  auto model = load(a);
+  longctx::Session s(model, session_options(a));
+  s.feed(ids);
+  longctx::GenerateOptions g;
+  g.n_predict = int32_t(a.integer("--n-predict", 16));
+  g.sampling.temperature = 0.0f;
+  g.ignore_eos = true;
+  auto r = s.generate(g);
+  std::printf("%s\n", json(r.ids).dump().c_str());
+  return 0;
+}
+
+int cmd_convert(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx convert -m HF_DIR --outtype f32|f16|bf16|q8_0|q4_0 -o OUT.gguf [overrides]\n\n"
+                "Writes a GGUF file llama.cpp can read (q/k rows permuted as its converter does; RoPE\n"
+                "and LongLLaMA settings carried in metadata; see docs/GGUF.md).\n\n%s", kModelHelp);
+    return 0;
+  }
+  Args a("convert", argc, argv, join({kModelFlags, {"--outtype", "--out"}}), {}, kAliases, true);
+  const lcx::DType t = lcx::dtype_from_name(a.str("--outtype", "f16"));
+  const std::string out = a.required("--out");
+  auto model = load(a);
+  model->impl().tok();  // GGUF embeds the vocabulary: fail early without a tokenizer
+  lcx::convert_to_gguf(model->impl(), out, t);
+  std::fprintf(stderr, "wrote %s (%s)\n", out.c_str(), lcx::dtype_name(t));
+  return 0;
+}
+
+int cmd_rope(int argc, char** argv) {
+  if (wants_help(argc, argv)) {
+    std::printf("usage: longctx rope -m MODEL [--seq-len N] [rope flags]\n\nPrints the effective per-dimension RoPE frequencies, wavelengths and attention scale.\n\n%s"
+                "  --seq-len N               sequence length (Dynamic NTK / LongRoPE depend on it)\n\nRoPE flags:\n%s",
+                kModelHelp, lcx::rope_flags_help());
+    return 0;
+  }
+  Args a("rope", argc, argv, join({kModelFlags, {"--seq-len"}}), {}, kAliases, true);
+  auto model = load(a);
+  const auto& c = model->impl().config;
+  std::printf("%s", lcx::rope_table_report(c.rope, a.integer("--seq-len", c.n_ctx_train)).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
+    std::printf("%s", kUsage);
+    return argc < 2 ? 1 : 0;
+  }
+  const std::string cmd = argv[1];
+  const int sub_argc = argc - 2;
+  char** sub_argv = argv + 2;
+  try {
+    if (cmd == "run") return cmd_run(sub_argc, sub_argv);
+    if (cmd == "info") return cmd_info(sub_argc, sub_argv);
+    if (cmd == "tokenize") return cmd_tokenize(sub_argc, sub_argv);
+    if (cmd == "logits") return cmd_logits(sub_argc, sub_argv);
+    if (cmd == "generate-ids") return cmd_generate_ids(sub_argc, sub_argv);
+    if (cmd == "convert") return cmd_convert(sub_argc, sub_argv);
+    if (cmd == "rope") return cmd_rope(sub_argc, sub_argv);
+    std::fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
