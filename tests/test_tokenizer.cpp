@@ -273,6 +273,18 @@ TEST(Tokenizer, StreamDecoderWholeCharacters) {
   EXPECT_EQ(d3.flush(), "");
 }
 
+TEST(Tokenizer, StreamDecoderContinuation) {
+  // Generation after a prompt keeps the space of the first generated piece.
+  const auto& t = toks();
+  StreamDecoder dec(*t.vt, /*strip_leading_space=*/false);
+  EXPECT_EQ(dec.push(924), " world");  // ▁world
+  EXPECT_EQ(dec.push(31905), "!");
+  const auto prompt = t.vt->encode("Hello", true);
+  std::vector<int32_t> all = prompt;
+  all.push_back(924);
+  EXPECT_EQ(t.sp->decode(all), t.sp->decode(prompt) + " world");
+}
+
 TEST(Tokenizer, StreamDecoderManySequences) {
   // Encode many texts, stream their ids (and their ids without BOS, and with EOS) one by one.
   const auto& t = toks();
@@ -312,7 +324,9 @@ TEST(Tokenizer, Errors) {
   EXPECT_THROW(t.vt->decode({1, -5}), Error);
   EXPECT_THROW(t.sp->decode({1, 32000}), Error);
   StreamDecoder dec(*t.vt);
-  EXPECT_THROW(dec.push(40000), Error);
+  EXPECT_EQ(dec.push(40000), "");  // streaming never throws: out-of-range ids are invisible
+  EXPECT_EQ(dec.push(-1), "");
+  EXPECT_EQ(dec.push(16644), "Hello");
 
   SpmVocab bad = t.sp->vocab();
   bad.scores.pop_back();
@@ -457,6 +471,15 @@ TEST(Tokenizer, UserDefinedAndUnusedPieces) {
   EXPECT_EQ(n_unused, 5);
   expect_variant_matches(path, {"<|im_start|>user\nthe thing and the tokenizer<|im_end|>", "ab cab c ab  c",
                                 "  the  theme  <tool><tool> qqqq nothing things ", "running and singing the tokenizers", "a\xe2\x96\x81\xe2\x96\x81" "b"});
+}
+
+TEST(Tokenizer, UserDefinedPiecesWordSplitPath) {
+  // User-defined pieces without an inner ▁ and no UNUSED pieces: the vocab tokenizer encodes
+  // word by word (see encode_normalized); it must still match the whole-text reference.
+  const std::vector<std::string> user = {"<|im_start|>", "<|im_end|>", "ab c", "\xe2\x96\x81<tool>", "qqq"};
+  const std::string path = write_variant("user_only", {{"thing", 4}, {"\xe2\x96\x81Hello", 4}}, user, true, true);
+  expect_variant_matches(path, {"<|im_start|>user\nthe thing<|im_end|>", "ab cab c ab  c", " <tool><tool> <tool>",
+                                "Hello Hello, qqqq nothing things"});
 }
 
 TEST(Tokenizer, NormalizerFlagVariants) {

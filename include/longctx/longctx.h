@@ -116,6 +116,11 @@ class Session {
   GenerateResult generate(const GenerateOptions& opt, const StreamCallback& on_piece = {});
 
   void reset();
+  // An independent copy of this session's state (caches, memory, history): process a long
+  // document once, then ask several questions, each in its own clone.
+  std::unique_ptr<Session> clone() const;
+  // Token ids seen so far (prompt and generated).
+  const std::vector<int32_t>& history() const;
   int64_t n_past() const;     // tokens seen (positions used)
   int64_t n_memory() const;   // LongLLaMA memory tokens
   size_t cache_bytes() const; // local + memory caches

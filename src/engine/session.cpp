@@ -376,6 +376,15 @@ void Session::reset() {
   impl_->state.hf_max_seq_len = impl_->m->config.rope.max_pos;
   impl_->history.clear();
 }
+std::unique_ptr<Session> Session::clone() const {
+  auto s = std::make_unique<Session>(impl_->model, impl_->opt);
+  s->impl_->state = impl_->state;  // explicit deep copy of every cache
+  s->impl_->last_logits = impl_->last_logits;
+  s->impl_->history = impl_->history;
+  s->impl_->warned = impl_->warned;
+  return s;
+}
+const std::vector<int32_t>& Session::history() const { return impl_->history; }
 int64_t Session::n_past() const { return impl_->state.next_pos; }
 int64_t Session::n_memory() const { return impl_->state.n_mem; }
 size_t Session::cache_bytes() const { return lcx::state_bytes(impl_->state); }

@@ -317,6 +317,7 @@ class VocabTokenizer : public Tokenizer {
   }
 
   std::string decode(const std::vector<int32_t>& ids) const override {
+    for (const int32_t id : ids) check_id(vocab_, id);  // as DecodeIds: "Invalid id"
     StreamDecoder dec(*this);
     std::string out;
     for (const int32_t id : ids) out += dec.push(id);
@@ -584,9 +585,10 @@ void StreamDecoder::drain(bool final, std::string& out) {
 
 std::string StreamDecoder::push(int32_t id) {
   const SpmVocab& v = tok_.vocab();
-  check_id(v, id);
-  const std::string& piece = v.pieces[size_t(id)];
-  const TokenType type = v.types[size_t(id)];
+  const bool in_range = id >= 0 && size_t(id) < v.pieces.size();
+  static const std::string kNone;
+  const std::string& piece = in_range ? v.pieces[size_t(id)] : kNone;
+  const TokenType type = in_range ? v.types[size_t(id)] : TokenType::Control;
   std::string out;
   if (type == TokenType::Byte) {
     if (const int b = byte_of_piece(piece); b >= 0) {

@@ -58,10 +58,15 @@ std::unique_ptr<Tokenizer> make_vocab_tokenizer(SpmVocab vocab);
 // this class *is* the decoder (VocabTokenizer::decode runs it), mirroring SentencePiece's
 // Decode: byte runs are decoded as UTF-8 with U+FFFD per invalid byte, and while nothing has
 // been output yet each visible piece loses one leading ▁.
+//
+// strip_leading_space = false keeps the ▁ of the first piece as a space: use it when the ids
+// continue earlier text (generation after a prompt), where " world" must stay " world".
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tok) : tok_(tok) {}
-  // Throws lcx::Error on an id outside [0, n_vocab).
+  explicit StreamDecoder(const Tokenizer& tok, bool strip_leading_space = true)
+      : tok_(tok), strip_space_(strip_leading_space) {}
+  // An id outside [0, n_vocab) (e.g. from a padded output layer) is invisible, like a control
+  // token; it never throws, so it is safe in the generation loop.
   std::string push(int32_t id);
   std::string flush();  // whatever is pending (invalid UTF-8 replaced by U+FFFD)
 

@@ -9,13 +9,14 @@
 #include <sstream>
 
 #include "args.h"
+#include "common.h"
 #include "longctx/longctx.h"
 #include "model/gguf_model.h"
 #include "model/model.h"
 #include "model/rope_options.h"
 #include "runtime/error.h"
 
-using lcx::cli::Args;
+using namespace lcx::cli;
 using json = nlohmann::json;
 
 namespace {
@@ -33,107 +34,15 @@ const char* kUsage =
     "  generate-ids  greedy continuation as JSON:    longctx generate-ids -m MODEL --ids 1,2 -n N\n"
     "  convert       HF directory -> GGUF:           longctx convert -m DIR --outtype q8_0 -o F.gguf\n"
     "  rope          show RoPE frequencies:          longctx rope -m MODEL [rope flags]\n"
+    "  ingest        LongLLaMA: document -> memory:  longctx ingest -m MODEL -f doc.txt --save doc.mem\n"
+    "  chat          interactive chat:               longctx chat -m MODEL\n"
+    "  serve         OpenAI-compatible HTTP server:  longctx serve -m MODEL [--port 8080]\n"
+    "  passkey       passkey retrieval evaluation:   longctx passkey -m MODEL --lengths 2k,4k\n"
+    "  perplexity    perplexity of a text file:      longctx perplexity -m MODEL -f FILE\n"
+    "  synth         synthetic long-context tasks:   longctx synth -m MODEL --task kv\n"
+    "  bench         prompt/generation speed:        longctx bench -m MODEL [-p 512] [-n 128]\n"
     "\n"
     "`longctx <command> --help` describes each command's options.\n";
-
-const char* kModelHelp =
-    "  -m, --model MODEL         Hugging Face directory or .gguf file (required)\n"
-    "  --tokenizer FILE          tokenizer.model to use when the model has none\n";
-
-const char* kSessionHelp =
-    "  -t, --threads N           threads (default: all cores)\n"
-    "  -c, --ctx-size N          LLaMA: hard context limit (default: none; warns past the trained context)\n"
-    "  -b, --batch-size N        prompt tokens per forward call (default 512)\n"
-    "  --mem-topk K              LongLLaMA: attend to the K best memory keys per query and head\n"
-    "  --mem-max-tokens N        LongLLaMA: keep at most N memory tokens (oldest leave first)\n";
-
-const char* kSamplingHelp =
-    "  -n, --n-predict N         tokens to generate (default 128)\n"
-    "  --temp T                  temperature (default 0.8; 0 = greedy)\n"
-    "  --top-k K                 (default 40; 0 = off)\n"
-    "  --top-p P                 (default 0.95; 1 = off)\n"
-    "  --min-p P                 (default 0.05; 0 = off)\n"
-    "  --repeat-penalty R        (default 1.0 = off)\n"
-    "  --repeat-last-n N         tokens the penalty looks back over (default 64)\n"
-    "  --seed S                  random seed (default fixed)\n"
-    "  --stop TEXT               stop string (repeatable)\n"
-    "  --ignore-eos              keep generating after the end-of-sequence token\n";
-
-const std::set<std::string> kModelFlags = {"--model", "--tokenizer"};
-const std::set<std::string> kSessionFlags = {"--threads", "--ctx-size", "--batch-size", "--mem-topk", "--mem-max-tokens"};
-const std::set<std::string> kSamplingFlags = {"--n-predict", "--temp", "--top-k", "--top-p", "--min-p",
-                                              "--repeat-penalty", "--repeat-last-n", "--seed", "--stop"};
-const std::map<std::string, std::string> kAliases = {
-    {"-m", "--model"}, {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--n-predict"}, {"-t", "--threads"},
-    {"-c", "--ctx-size"}, {"-b", "--batch-size"}, {"-o", "--out"}, {"-s", "--seed"}, {"-h", "--help"}};
-
-std::set<std::string> join(std::initializer_list<std::set<std::string>> sets) {
-  std::set<std::string> out;
-  for (const auto& s : sets) out.insert(s.begin(), s.end());
-  return out;
-}
-
-bool wants_help(int argc, char** argv) {
-  for (int i = 0; i < argc; ++i)
-    if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) return true;
-  return false;
-}
-
-std::shared_ptr<longctx::Model> load(const Args& a) {
-  longctx::LoadOptions lo;
-  lo.tokenizer_path = a.str("--tokenizer");
-  lo.overrides = a.overrides();
-  return longctx::Model::load(a.required("--model"), lo);
-}
-
-longctx::SessionOptions session_options(const Args& a) {
-  longctx::SessionOptions so;
-  so.n_threads = int(a.integer("--threads", 0));
-  so.n_ctx = a.integer("--ctx-size", 0);
-  so.n_batch = a.integer("--batch-size", 512);
-  so.mem_topk = a.integer("--mem-topk", 0);
-  so.mem_max_tokens = a.integer("--mem-max-tokens", 0);
-  if (so.n_threads < 0 || so.n_ctx < 0 || so.n_batch < 0 || so.mem_topk < 0 || so.mem_max_tokens < 0)
-    lcx::fail("thread, context, batch and memory counts must not be negative");
-  so.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };
-  return so;
-}
-
-longctx::GenerateOptions generate_options(const Args& a) {
-  longctx::GenerateOptions g;
-  g.n_predict = int32_t(a.integer("--n-predict", 128));
-  g.sampling.temperature = float(a.number("--temp", 0.8));
-  g.sampling.top_k = int32_t(a.integer("--top-k", 40));
-  g.sampling.top_p = float(a.number("--top-p", 0.95));
-  g.sampling.min_p = float(a.number("--min-p", 0.05));
-  g.sampling.repeat_penalty = float(a.number("--repeat-penalty", 1.0));
-  g.sampling.repeat_last_n = int32_t(a.integer("--repeat-last-n", 64));
-  g.sampling.seed = uint64_t(a.integer("--seed", 0xC0FFEE));
-  g.stop = a.all("--stop");
-  g.ignore_eos = a.has("--ignore-eos");
-  if (g.n_predict < 0) lcx::fail("--n-predict must be >= 0");
-  if (g.sampling.temperature < 0) lcx::fail("--temp must be >= 0");
-  if (g.sampling.top_p <= 0 || g.sampling.top_p > 1) lcx::fail("--top-p must be in (0, 1]");
-  if (g.sampling.min_p < 0 || g.sampling.min_p > 1) lcx::fail("--min-p must be in [0, 1]");
-  if (g.sampling.repeat_penalty <= 0) lcx::fail("--repeat-penalty must be > 0");
-  return g;
-}
-
-// A progress line on stderr: tokens, tokens/s and ETA, redrawn in place.
-struct Progress {
-  std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
-  bool shown = false;
-  void operator()(int64_t done, int64_t total) {
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double tps = s > 0 ? double(done) / s : 0;
-    const double eta = tps > 0 ? double(total - done) / tps : 0;
-    std::fprintf(stderr, "\rprompt: %lld/%lld tokens  %.1f tok/s  ETA %.0fs   ", (long long)done, (long long)total, tps, eta);
-    shown = true;
-  }
-  void end() {
-    if (shown) std::fprintf(stderr, "\n");
-  }
-};
 
 int cmd_run(int argc, char** argv) {
   if (wants_help(argc, argv)) {
@@ -308,6 +217,13 @@ int main(int argc, char** argv) {
     if (cmd == "generate-ids") return cmd_generate_ids(sub_argc, sub_argv);
     if (cmd == "convert") return cmd_convert(sub_argc, sub_argv);
     if (cmd == "rope") return cmd_rope(sub_argc, sub_argv);
+    if (cmd == "ingest") return cmd_ingest(sub_argc, sub_argv);
+    if (cmd == "serve") return cmd_serve(sub_argc, sub_argv);
+    if (cmd == "chat") return cmd_chat(sub_argc, sub_argv);
+    if (cmd == "passkey") return cmd_passkey(sub_argc, sub_argv);
+    if (cmd == "perplexity") return cmd_perplexity(sub_argc, sub_argv);
+    if (cmd == "synth") return cmd_synth(sub_argc, sub_argv);
+    if (cmd == "bench") return cmd_bench(sub_argc, sub_argv);
     std::fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 1;
   } catch (const std::exception& e) {
