@@ -519,6 +519,21 @@ TEST(GgufErrors, MissingFileAndBadMagicAndVersion) {
   EXPECT_THROW(load_gguf(p), Error);
 }
 
+TEST(GgufFormat, ReadsVersion2) {
+  // v2 differs from v3 only in allowing big-endian files; little-endian layouts are identical.
+  auto m = synthetic_model();
+  const std::string out = tmp_dir() + "/v2.gguf";
+  RemoveOnExit cleanup_out{out};
+  convert_to_gguf(*m, out, DType::F16);
+  std::string b = read_bytes(out);
+  const uint32_t v2 = 2;
+  std::memcpy(b.data() + 4, &v2, 4);
+  write_bytes(out, b);
+  const GgufFile g = GgufFile::open(out);
+  EXPECT_EQ(g.version(), 2u);
+  expect_config_eq(m->config, gguf_read_config(g));
+}
+
 TEST(GgufErrors, TruncatedAnywhere) {
   auto m = synthetic_model();
   const std::string good = tmp_dir() + "/trunc_src.gguf";
@@ -530,7 +545,7 @@ TEST(GgufErrors, TruncatedAnywhere) {
   std::vector<size_t> cuts;
   for (size_t n = 0; n < data_off; ++n) cuts.push_back(n);  // every header length
   // The file ends with alignment padding after the last tensor; cutting that is harmless.
-  const GgufTensorInfo& last = GgufFile::open(good).tensor_infos().back();
+  const GgufTensorInfo last = GgufFile::open(good).tensor_infos().back();
   const size_t data_end = data_off + last.offset + last.nbytes;
   for (size_t n = data_off; n < data_end; n += 97) cuts.push_back(n);
   cuts.push_back(data_end - 1);

@@ -1,8 +1,13 @@
 // The engine: sessions over a shared model. Splits prompts the way each architecture needs
 // (LongLLaMA: windows into memory, then the local context), runs generation with the sampler,
 // and streams UTF-8-safe text through one callback.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <sstream>
 #include <thread>
 
@@ -12,6 +17,7 @@
 #include "model/model.h"
 #include "model/rope_options.h"
 #include "runtime/error.h"
+#include "runtime/mmap_file.h"
 #include "runtime/thread_pool.h"
 
 namespace longctx {
@@ -72,8 +78,6 @@ void apply_overrides(lcx::ModelConfig& c, const LoadOptions& opt) {
     }
   }
   lcx::apply_rope_overrides(c.rope, rope);
-  if (c.mem.dtype == lcx::DType::Q8_0 && (c.n_head_kv * c.head_dim) % lcx::kQBlock != 0)
-    fail("--mem-dtype q8_0 needs n_head_kv * head_dim to be a multiple of 32");
   c.validate();
 }
 
@@ -129,12 +133,12 @@ std::string Model::describe() const {
   if (c.arch == lcx::Arch::LongLlama) {
     os << "fot memory:   layers [";
     for (size_t i = 0; i < c.mem.layers.size(); ++i) os << (i ? "," : "") << c.mem.layers[i];
-    const int64_t kv_dim = c.n_head_kv * c.head_dim;
     os << "], positionals " << (c.mem.positionals ? "on" : "off") << ", dtype "
        << lcx::dtype_name(c.mem.dtype) << ", last_context_length " << c.mem.last_context_length
        << ", window " << c.n_ctx_train << "\n"
-       << "memory cost:  " << 2 * c.mem.layers.size() * lcx::dtype_row_bytes(c.mem.dtype, kv_dim)
-       << " bytes per memory token\n";
+       << "memory cost:  " << lcx::memory_bytes_per_token(c) << " bytes per memory token ("
+       << lcx::dtype_name(c.mem.dtype) << (c.mem.dtype == lcx::DType::Q8_0 ? ", per-row int8 + f32 scale" : "")
+       << ")\n";
   }
   os << "tokenizer:    " << (m_->tokenizer ? m_->tokenizer_source : std::string("none (pass --tokenizer FILE)")) << "\n";
   return os.str();
@@ -196,7 +200,7 @@ struct Session::Impl {
     if (opt.mem_max_tokens <= 0 || state.n_mem <= opt.mem_max_tokens) return;
     const int64_t drop = state.n_mem - opt.mem_max_tokens;
     const lcx::ModelConfig& c = m->config;
-    const size_t row = lcx::dtype_row_bytes(c.mem.dtype, c.n_head_kv * c.head_dim);
+    const size_t row = lcx::memory_bytes_per_token(c) / (2 * std::max<size_t>(1, c.mem.layers.size()));
     for (auto& L : state.layers) {
       if (L.mem_k.empty()) continue;
       L.mem_k.erase(L.mem_k.begin(), L.mem_k.begin() + long(size_t(drop) * row));
@@ -309,7 +313,8 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
   lcx::Sampler sampler(sp);
   const lcx::Tokenizer* tok = I.m->tokenizer.get();
   std::unique_ptr<lcx::StreamDecoder> dec;
-  if (tok) dec = std::make_unique<lcx::StreamDecoder>(*tok);
+  // Generated text continues the prompt: keep the leading space of the first piece.
+  if (tok) dec = std::make_unique<lcx::StreamDecoder>(*tok, false);
   size_t max_stop = 0;
   for (const auto& s : opt.stop) max_stop = std::max(max_stop, s.size());
   std::string held;  // text not yet emitted because it could start a stop string
@@ -389,7 +394,181 @@ int64_t Session::n_past() const { return impl_->state.next_pos; }
 int64_t Session::n_memory() const { return impl_->state.n_mem; }
 size_t Session::cache_bytes() const { return lcx::state_bytes(impl_->state); }
 
-void Session::save_state(const std::string&) const { fail("saving memory is not implemented yet"); }
-void Session::load_state(const std::string&) { fail("loading memory is not implemented yet"); }
+// ---------------------------------------------------------------------------------------------
+// Saved state (`longctx ingest --save`, `run --memory`): ingest a long document once, ask many
+// times. Layout (little-endian):
+//   "LCXSTATE" u32 version | u64 model fingerprint | u64 payload bytes | payload | u64 FNV-1a
+// The fingerprint covers the config (shapes, RoPE, memory settings) and samples of every
+// weight, so a state is refused for another model or other settings. Written to a temporary
+// file and renamed, so a crash never leaves a half-written state behind.
+
+namespace {
+
+constexpr char kStateMagic[8] = {'L', 'C', 'X', 'S', 'T', 'A', 'T', 'E'};
+constexpr uint32_t kStateVersion = 1;
+
+struct Fnv {
+  uint64_t h = 1469598103934665603ull;
+  void add(const void* p, size_t n) {
+    const auto* b = static_cast<const uint8_t*>(p);
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  }
+  template <typename T>
+  void pod(const T& v) { add(&v, sizeof v); }
+};
+
+uint64_t model_fingerprint(const lcx::Model& m) {
+  const lcx::ModelConfig& c = m.config;
+  Fnv f;
+  for (int64_t v : {c.n_vocab, c.n_embd, c.n_ff, c.n_layer, c.n_head, c.n_head_kv, c.head_dim, c.n_ctx_train,
+                    c.mem.last_context_length})
+    f.pod(v);
+  f.pod(int(c.arch));
+  f.pod(c.rms_eps);
+  f.pod(int(c.rope.type)); f.pod(c.rope.theta); f.pod(c.rope.factor);
+  f.pod(int(c.mem.dtype)); f.pod(c.mem.positionals);
+  for (int l : c.mem.layers) f.pod(l);
+  // Sample every weight: its first and last 256 bytes.
+  lcx::ModelWeights& w = const_cast<lcx::ModelWeights&>(m.weights);
+  for (const auto& slot : lcx::tensor_slots(c, w)) {
+    const lcx::TensorView& t = *slot.dst;
+    if (!t.data) continue;
+    const size_t n = std::min<size_t>(256, t.nbytes);
+    f.add(t.data, n);
+    f.add(static_cast<const uint8_t*>(t.data) + t.nbytes - n, n);
+  }
+  return f.h;
+}
+
+class StateWriter {
+ public:
+  explicit StateWriter(const std::string& path) : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
+    f_ = std::fopen(tmp_.c_str(), "wb");
+    if (!f_) fail("cannot create '" + tmp_ + "': " + std::strerror(errno));
+  }
+  ~StateWriter() {
+    if (f_) {
+      std::fclose(f_);
+      std::remove(tmp_.c_str());
+    }
+  }
+  void raw(const void* p, size_t n, bool hashed = true) {
+    if (n && std::fwrite(p, 1, n, f_) != n) fail("cannot write '" + tmp_ + "' (disk full?)");
+    if (hashed) hash_.add(p, n);
+  }
+  template <typename T>
+  void pod(const T& v) { raw(&v, sizeof v); }
+  template <typename T>
+  void vec(const std::vector<T>& v) {
+    pod(uint64_t(v.size()));
+    raw(v.data(), v.size() * sizeof(T));
+  }
+  void commit() {
+    const uint64_t h = hash_.h;
+    raw(&h, sizeof h, false);
+    if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0 || std::fclose(f_) != 0) {
+      f_ = nullptr;
+      std::remove(tmp_.c_str());
+      fail("cannot write '" + tmp_ + "' (disk full?)");
+    }
+    f_ = nullptr;
+    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      std::remove(tmp_.c_str());
+      fail("cannot rename '" + tmp_ + "' to '" + path_ + "'");
+    }
+  }
+
+ private:
+  std::string path_, tmp_;
+  std::FILE* f_ = nullptr;
+  Fnv hash_;
+};
+
+class StateReader {
+ public:
+  StateReader(const std::string& path) : path_(path), f_(lcx::MappedFile::open(path)) {}
+  void raw(void* p, size_t n) {
+    if (n > f_->size() - pos_ - 8 || pos_ + 8 > f_->size())
+      fail("'" + path_ + "' is truncated: re-create it with `longctx ingest --save`");
+    std::memcpy(p, f_->data() + pos_, n);
+    pos_ += n;
+  }
+  template <typename T>
+  T pod() { T v; raw(&v, sizeof v); return v; }
+  template <typename T>
+  void vec(std::vector<T>& v, uint64_t max_elems) {
+    const uint64_t n = pod<uint64_t>();
+    if (n > max_elems || n * sizeof(T) > f_->size()) fail("'" + path_ + "' is corrupt (implausible array size)");
+    v.resize(size_t(n));
+    raw(v.data(), size_t(n) * sizeof(T));
+  }
+  void verify_checksum() {
+    if (f_->size() < 8 + 4 + 8 + 8) fail("'" + path_ + "' is too short to be a longctx state file");
+    Fnv h;
+    h.add(f_->data(), f_->size() - 8);
+    uint64_t want;
+    std::memcpy(&want, f_->data() + f_->size() - 8, 8);
+    if (h.h != want) fail("'" + path_ + "' is corrupt (checksum mismatch): re-create it with `longctx ingest --save`");
+  }
+  bool at_end() const { return pos_ + 8 == f_->size(); }
+
+ private:
+  std::string path_;
+  std::shared_ptr<lcx::MappedFile> f_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+void Session::save_state(const std::string& path) const {
+  const Impl& I = *impl_;
+  const lcx::KvState& st = I.state;
+  StateWriter w(path);
+  w.raw(kStateMagic, 8);
+  w.pod(kStateVersion);
+  w.pod(model_fingerprint(*I.m));
+  w.pod(st.n_mem); w.pod(st.next_pos); w.pod(st.rot_offset); w.pod(st.rot_seq_len); w.pod(st.hf_max_seq_len);
+  w.vec(st.pos);
+  w.vec(I.history);
+  w.vec(I.last_logits);
+  w.pod(uint64_t(st.layers.size()));
+  for (const auto& L : st.layers) {
+    w.vec(L.k); w.vec(L.k_raw); w.vec(L.v); w.vec(L.mem_k); w.vec(L.mem_v);
+  }
+  w.commit();
+}
+
+void Session::load_state(const std::string& path) {
+  Impl& I = *impl_;
+  StateReader r(path);
+  r.verify_checksum();
+  char magic[8];
+  r.raw(magic, 8);
+  if (std::memcmp(magic, kStateMagic, 8) != 0) fail("'" + path + "' is not a longctx state file");
+  const auto version = r.pod<uint32_t>();
+  if (version != kStateVersion)
+    fail("'" + path + "' has state format version " + std::to_string(version) + "; this longctx reads version " +
+         std::to_string(kStateVersion) + ": re-create it with `longctx ingest --save`");
+  if (r.pod<uint64_t>() != model_fingerprint(*I.m))
+    fail("'" + path + "' was saved by another model or with other settings (shapes, RoPE, memory layers, "
+         "mem_dtype, last_context_length): re-ingest the document with this model and these flags");
+  lcx::KvState st = lcx::make_state(*I.m);
+  st.n_mem = r.pod<int64_t>(); st.next_pos = r.pod<int64_t>(); st.rot_offset = r.pod<int64_t>();
+  st.rot_seq_len = r.pod<int64_t>(); st.hf_max_seq_len = r.pod<int64_t>();
+  const uint64_t big = uint64_t(1) << 40;
+  r.vec(st.pos, big);
+  std::vector<int32_t> history;
+  r.vec(history, big);
+  std::vector<float> last;
+  r.vec(last, big);
+  if (r.pod<uint64_t>() != st.layers.size()) fail("'" + path + "' is corrupt (layer count)");
+  for (auto& L : st.layers) {
+    r.vec(L.k, big); r.vec(L.k_raw, big); r.vec(L.v, big); r.vec(L.mem_k, big); r.vec(L.mem_v, big);
+  }
+  if (!r.at_end() || last.size() != size_t(I.m->config.n_vocab)) fail("'" + path + "' is corrupt (trailing data)");
+  I.state = std::move(st);
+  I.history = std::move(history);
+  I.last_logits = std::move(last);
+}
 
 }  // namespace longctx

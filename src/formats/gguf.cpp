@@ -539,9 +539,12 @@ void GgufWriter::add_tensor(const std::string& name, DType dtype, std::vector<in
 void GgufWriter::add_tensor(const std::string& name, const TensorView& view) {
   const TensorView v = view;
   add_tensor(name, v.dtype, v.shape, [v](const Sink& sink) { sink(v.data, v.nbytes); });
-  if (tensors_.back().nbytes != v.nbytes)
+  if (tensors_.back().nbytes != v.nbytes) {
+    const size_t need = tensors_.back().nbytes;
+    tensors_.pop_back();
     fail("GGUF tensor '" + name + "': view holds " + std::to_string(v.nbytes) + " bytes but its shape needs " +
-         std::to_string(tensors_.back().nbytes));
+         std::to_string(need));
+  }
 }
 
 void GgufWriter::write(const std::string& path) const {

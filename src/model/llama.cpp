@@ -49,13 +49,45 @@ bool layer_uses_rope(const ModelConfig& c, int il) {
   return !(is_longllama(c) && c.mem.is_mem_layer(il) && !c.mem.positionals);
 }
 
+// FoT memory rows: one row per (token, kv head) of head_dim values, in mem_dtype. Q8_0 here means
+// per-row int8: a float32 scale (max |x| / 127) and head_dim int8 values, so any head_dim works
+// and each head vector keeps its own scale.
+size_t mem_row_bytes(DType t, int64_t hd) {
+  return t == DType::Q8_0 ? sizeof(float) + size_t(hd) : dtype_row_bytes(t, hd);
+}
+
+void mem_encode(DType t, const float* x, int64_t hd, uint8_t* dst) {
+  if (t != DType::Q8_0) {
+    kernels::quantize_row(t, x, dst, hd);
+    return;
+  }
+  float amax = 0.0f;
+  for (int64_t i = 0; i < hd; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
+  std::memcpy(dst, &d, sizeof d);
+  auto* q = reinterpret_cast<int8_t*>(dst + sizeof d);
+  for (int64_t i = 0; i < hd; ++i) q[i] = int8_t(std::lround(x[i] * id));
+}
+
+void mem_decode(DType t, const uint8_t* src, int64_t hd, float* x) {
+  if (t != DType::Q8_0) {
+    kernels::dequantize_row(t, src, x, hd);
+    return;
+  }
+  float d;
+  std::memcpy(&d, src, sizeof d);
+  const auto* q = reinterpret_cast<const int8_t*>(src + sizeof d);
+  for (int64_t i = 0; i < hd; ++i) x[i] = d * float(q[i]);
+}
+
 // Moves the local context of every layer into FoT memory (memory layers: keys rotated as if at
 // position 0, i.e. `rotate_as_if_first`, stored in mem_dtype) or drops it (other layers).
 void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& freqs0) {
   const int64_t n_loc = st.n_local();
   if (n_loc == 0) return;
   const int64_t kv_dim = c.n_head_kv * c.head_dim;
-  const size_t row_bytes = dtype_row_bytes(c.mem.dtype, kv_dim);
+  const size_t head_bytes = mem_row_bytes(c.mem.dtype, c.head_dim);
+  const size_t row_bytes = head_bytes * size_t(c.n_head_kv);
   std::vector<float> row(static_cast<size_t>(kv_dim));
   for (int il = 0; il < int(c.n_layer); ++il) {
     LayerCache& L = st.layers[size_t(il)];
@@ -66,8 +98,11 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
       for (int64_t t = 0; t < n_loc; ++t) {
         std::memcpy(row.data(), L.k_raw.data() + t * kv_dim, size_t(kv_dim) * 4);
         if (layer_uses_rope(c, il)) rope_apply(row.data(), c.n_head_kv, c.head_dim, 0, freqs0);
-        kernels::quantize_row(c.mem.dtype, row.data(), L.mem_k.data() + old + size_t(t) * row_bytes, kv_dim);
-        kernels::quantize_row(c.mem.dtype, L.v.data() + t * kv_dim, L.mem_v.data() + old + size_t(t) * row_bytes, kv_dim);
+        for (int64_t g = 0; g < c.n_head_kv; ++g) {
+          const size_t at = old + size_t(t) * row_bytes + size_t(g) * head_bytes;
+          mem_encode(c.mem.dtype, row.data() + g * c.head_dim, c.head_dim, L.mem_k.data() + at);
+          mem_encode(c.mem.dtype, L.v.data() + t * kv_dim + g * c.head_dim, c.head_dim, L.mem_v.data() + at);
+        }
       }
     }
     L.k.clear();
@@ -100,8 +135,8 @@ void attention(const AttnArgs& a, Scratch& s, ThreadPool& pool) {
   const int64_t n_past = a.n_loc - a.n;
   const float scale = 1.0f / std::sqrt(float(hd));
   const DType mdt = c.mem.dtype;
-  const size_t mrow = dtype_row_bytes(mdt, kv_dim);
-  const size_t mhead = dtype_row_bytes(mdt, hd);  // bytes of one head's slice within a row
+  const size_t mhead = mem_row_bytes(mdt, hd);  // bytes of one (token, kv head) memory row
+  const size_t mrow = mhead * size_t(c.n_head_kv);
   if (s.scores.size() < size_t(pool.size())) s.scores.resize(size_t(pool.size()));
   const int64_t n_work = n_head * a.n;
   pool.run([&](int ith, int nth) {
@@ -118,7 +153,7 @@ void attention(const AttnArgs& a, Scratch& s, ThreadPool& pool) {
       for (int64_t j = 0; j < n_vis; ++j) p[j] = kernels::dot_f32(qv, a.k + j * kv_dim + g * hd, hd) * scale;
       float* pm = p + n_vis;
       for (int64_t j = 0; j < a.n_mem; ++j) {
-        kernels::dequantize_row(mdt, a.mem_k + size_t(j) * mrow + size_t(g) * mhead, tmp, hd);
+        mem_decode(mdt, a.mem_k + size_t(j) * mrow + size_t(g) * mhead, hd, tmp);
         pm[j] = std::max(kernels::dot_f32(qv, tmp, hd) * scale, -1e6f);  // LongLLaMA clamps at -1e6
       }
       if (a.mem_topk > 0 && a.mem_topk < a.n_mem) {
@@ -139,7 +174,7 @@ void attention(const AttnArgs& a, Scratch& s, ThreadPool& pool) {
       for (int64_t j = 0; j < n_vis; ++j) kernels::axpy(p[j], a.v + j * kv_dim + g * hd, o, hd);
       for (int64_t j = 0; j < a.n_mem; ++j) {
         if (pm[j] == 0.0f) continue;
-        kernels::dequantize_row(mdt, a.mem_v + size_t(j) * mrow + size_t(g) * mhead, tmp, hd);
+        mem_decode(mdt, a.mem_v + size_t(j) * mrow + size_t(g) * mhead, hd, tmp);
         kernels::axpy(pm[j], tmp, o, hd);
       }
     }
@@ -160,6 +195,10 @@ KvState make_state(const Model& m) {
   st.layers.resize(size_t(m.config.n_layer));
   st.hf_max_seq_len = m.config.rope.max_pos;
   return st;
+}
+
+size_t memory_bytes_per_token(const ModelConfig& c) {
+  return 2 * c.mem.layers.size() * mem_row_bytes(c.mem.dtype, c.head_dim) * size_t(c.n_head_kv);
 }
 
 size_t state_bytes(const KvState& st) {

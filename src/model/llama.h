@@ -46,6 +46,9 @@ bool rotation_changes(const Model& m, const KvState& st, int64_t n_new);
 // Creates an empty state for a model.
 KvState make_state(const Model& m);
 
+// FoT memory bytes per token (keys and values of every memory layer).
+size_t memory_bytes_per_token(const ModelConfig& c);
+
 // Memory footprint of the caches, for statistics.
 size_t state_bytes(const KvState& st);
 

@@ -46,12 +46,12 @@ const char* kUsage =
 
 int cmd_run(int argc, char** argv) {
   if (wants_help(argc, argv)) {
-    std::printf("usage: longctx run -m MODEL (-p TEXT | -f FILE) [options]\n\nGenerates text; streams it to stdout, progress and speed on stderr.\n\n%s  -p, --prompt TEXT         prompt text\n  -f, --file FILE           read the prompt from a file (long documents: LongLLaMA streams it into memory)\n  --no-bos                  do not add the BOS token\n%s%s\nRoPE and memory overrides:\n%s",
+    std::printf("usage: longctx run -m MODEL (-p TEXT | -f FILE) [options]\n\nGenerates text; streams it to stdout, progress and speed on stderr.\n\n%s  -p, --prompt TEXT         prompt text\n  -f, --file FILE           read the prompt from a file (long documents: LongLLaMA streams it into memory)\n  --memory FILE             start from a state saved by `longctx ingest --save` (the prompt continues it)\n  --no-bos                  do not add the BOS token\n%s%s\nRoPE and memory overrides:\n%s",
                 kModelHelp, kSessionHelp, kSamplingHelp, longctx::override_flags_help().c_str());
     return 0;
   }
   Args a("run", argc, argv,
-         join({kModelFlags, kSessionFlags, kSamplingFlags, {"--prompt", "--file"}}),
+         join({kModelFlags, kSessionFlags, kSamplingFlags, {"--prompt", "--file", "--memory"}}),
          {"--ignore-eos", "--no-bos"}, kAliases, true);
   std::string prompt;
   if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx run` needs exactly one of -p TEXT or -f FILE");
@@ -59,7 +59,9 @@ int cmd_run(int argc, char** argv) {
   auto model = load(a);
   longctx::Session s(model, session_options(a));
   const auto gopt = generate_options(a);
-  const auto ids = model->tokenize(prompt, !a.has("--no-bos"));
+  // With a saved document (`longctx ingest --save`), the prompt continues it: no second BOS.
+  if (a.has("--memory")) s.load_state(a.str("--memory"));
+  const auto ids = model->tokenize(prompt, !a.has("--no-bos") && !a.has("--memory"));
   Progress prog;
   const auto t0 = std::chrono::steady_clock::now();
   s.feed(ids, nullptr, [&](int64_t d, int64_t t) { prog(d, t); });

@@ -1,0 +1,94 @@
+// The CLI as a user meets it: help for every subcommand, clear errors and non-zero exits for
+// bad input, and the main commands working end to end. Also runs under ASan/UBSan in CI.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "testutil.h"
+
+namespace fs = std::filesystem;
+using namespace lcx::test;
+
+namespace {
+
+std::string cli() { return bin_dir() + "/longctx"; }
+std::string model() { return (fs::path(fixtures_dir()) / "models" / "llama_mha").string(); }
+std::string tok() { return (fs::path(fixtures_dir()) / "tokenizer.model").string(); }
+
+int run(const std::string& args, std::string* out = nullptr) { return run_cmd(cli() + " " + args + " 2>&1", out); }
+
+TEST(Cli, HelpForEveryCommand) {
+  std::string out;
+  EXPECT_EQ(run("--help", &out), 0);
+  EXPECT_NE(out.find("commands:"), std::string::npos);
+  for (const char* c : {"run", "info", "tokenize", "logits", "generate-ids", "convert", "rope", "ingest"}) {
+    EXPECT_EQ(run(std::string(c) + " --help", &out), 0) << c;
+    EXPECT_NE(out.find("usage: longctx"), std::string::npos) << c << ": " << out;
+  }
+  EXPECT_NE(run("", &out), 0);
+  EXPECT_NE(run("frobnicate", &out), 0);
+  EXPECT_NE(out.find("unknown command"), std::string::npos);
+}
+
+TEST(Cli, ErrorsAreClear) {
+  struct Bad {
+    std::string args, expect;
+  };
+  const std::vector<Bad> cases = {
+      {"info -m /no/such/model", "does not exist"},
+      {"info", "needs --model"},
+      {"info -m " + model() + " --bogus 1", "unknown option '--bogus'"},
+      {"logits -m " + model() + " --ids 1,x,3 --out /tmp/x.f32", "not a token id"},
+      {"logits -m " + model() + " --ids 1,99999999 --out /tmp/x.f32", "outside the vocabulary"},
+      {"logits -m " + model() + " --ids 1,2", "needs --out"},
+      {"run -m " + model() + " -p hi", "no tokenizer"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p 'hello there' -c 2", "exceeds the context size"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi --temp -1", "--temp"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi -n abc", "expects an integer"},
+      {"run -m " + model() + " --tokenizer /no/tok.model -p hi", "tokenizer"},
+      {"info -m " + model() + " --rope-scaling warp", "unknown method"},
+      {"info -m " + model() + " --mem-dtype float8", "--mem-dtype"},
+      {"convert -m " + model() + " --tokenizer " + tok() + " --outtype q3_k -o /tmp/x.gguf", "unknown dtype"},
+      {"run -m " + model() + " --tokenizer " + tok() + " --memory /no/such.mem -p hi", "cannot open"},
+  };
+  for (const auto& c : cases) {
+    std::string out;
+    EXPECT_NE(run(c.args, &out), 0) << c.args;
+    EXPECT_NE(out.find("error:"), std::string::npos) << c.args << "\n" << out;
+    EXPECT_NE(out.find(c.expect), std::string::npos) << c.args << "\n" << out;
+  }
+}
+
+TEST(Cli, TokenizeRunInfo) {
+  std::string out;
+  ASSERT_EQ(run("tokenize -m " + model() + " --tokenizer " + tok() + " -p 'The quick brown fox'", &out), 0) << out;
+  EXPECT_EQ(out.substr(0, 3), "[1,");
+  ASSERT_EQ(run("run -m " + model() + " --tokenizer " + tok() + " -p 'The quick brown fox' -n 8 --temp 0", &out), 0) << out;
+  EXPECT_NE(out.find("generated 8 tokens"), std::string::npos) << out;
+  ASSERT_EQ(run("info -m " + model(), &out), 0);
+  EXPECT_NE(out.find("architecture: llama"), std::string::npos);
+  ASSERT_EQ(run("info -m " + (fs::path(fixtures_dir()) / "models" / "longllama_mem").string(), &out), 0);
+  EXPECT_NE(out.find("fot memory"), std::string::npos);
+  ASSERT_EQ(run("rope -m " + (fs::path(fixtures_dir()) / "models" / "llama_rope_yarn").string(), &out), 0) << out;
+}
+
+TEST(Cli, IngestThenAsk) {
+  const std::string m = (fs::path(fixtures_dir()) / "models" / "longllama_mem").string();
+  const fs::path doc = fs::path(tmp_dir()) / "doc.txt";
+  {
+    std::string text;
+    for (int i = 0; i < 40; ++i) text += "The grass is green. The sky is blue. The sun is yellow. Here we go. ";
+    std::ofstream(doc) << text << "The pass key is 4242. Remember it.";
+  }
+  const std::string mem = (fs::path(tmp_dir()) / "doc.mem").string();
+  std::string out;
+  ASSERT_EQ(run("ingest -m " + m + " --tokenizer " + tok() + " -f " + doc.string() + " --save " + mem, &out), 0) << out;
+  EXPECT_NE(out.find("memory:"), std::string::npos);
+  ASSERT_EQ(run("run -m " + m + " --tokenizer " + tok() + " --memory " + mem + " -p 'What is the pass key?' -n 4 --temp 0", &out), 0) << out;
+  // Same model, other settings: refused with a clear message.
+  EXPECT_NE(run("run -m " + m + " --tokenizer " + tok() + " --mem-dtype bfloat16 --memory " + mem + " -p x -n 1", &out), 0);
+  EXPECT_NE(out.find("other settings"), std::string::npos) << out;
+}
+
+}  // namespace

@@ -1,0 +1,144 @@
+// Focused Transformer memory beyond the reference: kNN memory attention, memory caps, saved
+// state, clones and quantised memory — on the LongLLaMA fixture models through the public API.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "longctx/longctx.h"
+#include "testutil.h"
+
+namespace fs = std::filesystem;
+using namespace lcx::test;
+
+namespace {
+
+std::string model_dir(const std::string& m) { return (fs::path(fixtures_dir()) / "models" / m).string(); }
+
+std::vector<int32_t> case_ids(const std::string& name) {
+  auto j = nlohmann::json::parse(read_file((fs::path(fixtures_dir()) / "cases" / name / "case.json").string()));
+  return j["input_ids"].get<std::vector<int32_t>>();
+}
+
+std::shared_ptr<longctx::Model> load(const std::string& m, std::vector<std::pair<std::string, std::string>> ov = {}) {
+  longctx::LoadOptions lo;
+  lo.overrides = std::move(ov);
+  return longctx::Model::load(model_dir(m), lo);
+}
+
+double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) d = std::max(d, double(std::fabs(a[i] - b[i])));
+  return d;
+}
+
+std::vector<float> run(const std::shared_ptr<longctx::Model>& m, const std::vector<int32_t>& ids,
+                       longctx::SessionOptions so = {}) {
+  so.n_threads = 1;
+  longctx::Session s(m, so);
+  std::vector<float> out;
+  s.feed(ids, &out);
+  return out;
+}
+
+TEST(FotMemory, MemoryIsUsedAndCounted) {
+  auto m = load("longllama_mem", {{"--last-context-length", "16"}});
+  longctx::Session s(m);
+  s.feed(case_ids("longllama_mem_fwd300_lcl16"));
+  EXPECT_EQ(s.n_memory(), 300 - 16);  // every prefix window went to memory
+  EXPECT_GT(s.cache_bytes(), 0u);
+}
+
+TEST(FotMemory, TopKAtLeastMemorySizeEqualsDense) {
+  auto m = load("longllama_mem", {{"--last-context-length", "16"}});
+  const auto ids = case_ids("longllama_mem_fwd300_lcl16");
+  const auto dense = run(m, ids);
+  longctx::SessionOptions so;
+  so.mem_topk = 1000;  // >= 284 memory tokens
+  EXPECT_EQ(max_abs_diff(dense, run(m, ids, so)), 0.0);
+  so.mem_topk = 32;  // a real kNN restriction: logits move, but stay finite and close
+  const double d = max_abs_diff(dense, run(m, ids, so));
+  EXPECT_GT(d, 0.0);
+  EXPECT_LT(d, 1.0);
+  std::printf("[ kNN ] top-32 of 284 memory keys: max |logit diff| vs dense %.3g\n", d);
+}
+
+TEST(FotMemory, MemMaxTokensCapsMemory) {
+  auto m = load("longllama_mem", {{"--last-context-length", "16"}});
+  longctx::SessionOptions so;
+  so.mem_max_tokens = 64;
+  longctx::Session s(m, so);
+  s.feed(case_ids("longllama_mem_fwd300_lcl16"));
+  EXPECT_EQ(s.n_memory(), 64);
+}
+
+TEST(FotMemory, SavedStateContinuesExactly) {
+  auto m = load("longllama_mem", {{"--last-context-length", "16"}});
+  const auto ids = case_ids("longllama_mem_fwd300_lcl16");
+  const std::vector<int32_t> doc(ids.begin(), ids.begin() + 250), q(ids.begin() + 250, ids.end());
+  longctx::SessionOptions so;
+  so.n_threads = 1;
+  longctx::Session a(m, so);
+  a.feed(doc);
+  const std::string path = (fs::path(tmp_dir()) / "doc.mem").string();
+  a.save_state(path);
+  auto b = a.clone();
+  longctx::Session c(m, so);
+  c.load_state(path);
+  std::vector<float> la, lb, lc;
+  a.feed(q, &la);
+  b->feed(q, &lb);
+  c.feed(q, &lc);
+  EXPECT_EQ(max_abs_diff(la, lb), 0.0);
+  EXPECT_EQ(max_abs_diff(la, lc), 0.0);
+  EXPECT_EQ(c.n_memory(), a.n_memory());
+}
+
+TEST(FotMemory, SavedStateRefusedForOtherModelOrSettings) {
+  auto m = load("longllama_mem");
+  longctx::Session a(m);
+  a.feed(case_ids("longllama_mem_fwd300_lcl16"));
+  const std::string path = (fs::path(tmp_dir()) / "other.mem").string();
+  a.save_state(path);
+  auto other = load("longllama_grouped");
+  longctx::Session b(other);
+  EXPECT_THROW(b.load_state(path), std::runtime_error);
+  auto bf16 = load("longllama_mem", {{"--mem-dtype", "bfloat16"}});
+  longctx::Session c(bf16);
+  EXPECT_THROW(c.load_state(path), std::runtime_error);
+  // Corrupt: flip one byte in the middle.
+  std::string bytes = read_file(path);
+  bytes[bytes.size() / 2] ^= 0x40;
+  const std::string bad = path + ".bad";
+  { std::ofstream(bad, std::ios::binary) << bytes; }
+  longctx::Session d(m);
+  EXPECT_THROW(d.load_state(bad), std::runtime_error);
+  EXPECT_THROW(d.load_state(path + ".missing"), std::runtime_error);
+}
+
+TEST(FotMemory, QuantisedMemoryError) {
+  // Per-row q8 memory (each head vector: int8 values and one float32 scale) against float32.
+  const auto ids = case_ids("longllama_mem_fwd300_lcl16");
+  auto f32 = load("longllama_mem", {{"--last-context-length", "16"}});
+  auto q8 = load("longllama_mem", {{"--last-context-length", "16"}, {"--mem-dtype", "q8_0"}});
+  auto bf16 = load("longllama_mem", {{"--last-context-length", "16"}, {"--mem-dtype", "bfloat16"}});
+  const auto ref = run(f32, ids);
+  const double dq8 = max_abs_diff(ref, run(q8, ids));
+  const double dbf = max_abs_diff(ref, run(bf16, ids));
+  std::printf("[ memory dtype ] max |logit diff| vs float32 memory: q8_0 %.3g, bfloat16 %.3g\n", dq8, dbf);
+  EXPECT_LT(dq8, 5e-2);  // int8 keeps ~7 significant bits per value, bf16 8
+  EXPECT_LT(dbf, 5e-3);
+}
+
+TEST(FotMemory, NoMemoryLayersIsWindowedLlama) {
+  // mem_layers: [] with a short input is plain LLaMA: same logits with any memory settings.
+  auto a = load("longllama_nomem");
+  auto b = load("longllama_nomem", {{"--mem-dtype", "bfloat16"}});
+  const auto ids = case_ids("longllama_nomem_fwd30");
+  EXPECT_EQ(max_abs_diff(run(a, ids), run(b, ids)), 0.0);
+}
+
+}  // namespace

@@ -1,0 +1,15 @@
+// cpp-httplib as Debian ships it (libcpp-httplib-dev 0.11): a header plus a compiled library
+// (-lcpp-httplib) built with OpenSSL, zlib and Brotli support. Those macros change class
+// layouts, so every file that includes httplib.h must see the same ones the library saw:
+// include this header instead of <httplib.h>.
+#pragma once
+#ifndef CPPHTTPLIB_OPENSSL_SUPPORT
+#define CPPHTTPLIB_OPENSSL_SUPPORT
+#endif
+#ifndef CPPHTTPLIB_ZLIB_SUPPORT
+#define CPPHTTPLIB_ZLIB_SUPPORT
+#endif
+#ifndef CPPHTTPLIB_BROTLI_SUPPORT
+#define CPPHTTPLIB_BROTLI_SUPPORT
+#endif
+#include <httplib.h>

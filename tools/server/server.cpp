@@ -1,0 +1,769 @@
+#include "server.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include "chat_template.h"
+#include "http.h"
+#include "runtime/error.h"
+
+namespace lcx::server {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+int64_t unix_time() { return int64_t(std::time(nullptr)); }
+
+std::string random_id(const std::string& prefix) {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%016llx", (unsigned long long)rng());
+  return prefix + buf;
+}
+
+// Thrown from the progress / stream callbacks to abandon a cancelled request.
+struct Cancelled {};
+
+// A document ingested once (POST /v1/documents); requests naming it start from a clone().
+// Immutable after creation, so several slots may clone it at once.
+struct Document {
+  std::string id;
+  std::unique_ptr<longctx::Session> session;
+  int64_t n_tokens = 0;
+  int64_t created = 0;
+};
+
+// One text delta of one choice; finish non-empty when that choice is complete.
+struct Event {
+  int index = 0;
+  std::string text;
+  std::string finish;
+};
+
+struct Job {
+  enum class Kind { Generate, Ingest };
+  Kind kind = Kind::Generate;
+  CompletionRequest req;
+  std::vector<int32_t> prompt_ids;
+  std::shared_ptr<const Document> doc;  // Generate: start from a clone of it
+  std::vector<int32_t> stop_ids;        // chat template end-of-turn tokens
+  std::shared_ptr<Document> ingested;   // Ingest: the result
+
+  // Results, filled by the slot, read by the HTTP thread.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Event> events;
+  bool done = false;
+  std::optional<ApiError> error;
+  std::vector<std::string> texts;
+  std::vector<std::string> finishes;
+  int64_t completion_tokens = 0;
+  std::atomic<bool> cancelled{false};
+
+  void push(Event e) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (e.index >= int(texts.size())) {
+        texts.resize(size_t(e.index) + 1);
+        finishes.resize(size_t(e.index) + 1);
+      }
+      texts[size_t(e.index)] += e.text;
+      if (!e.finish.empty()) finishes[size_t(e.index)] = e.finish;
+      events.push_back(std::move(e));
+    }
+    cv.notify_all();
+  }
+  void finish(std::optional<ApiError> err = std::nullopt) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      error = std::move(err);
+      done = true;
+    }
+    cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done; });
+  }
+};
+
+struct Metrics {
+  std::mutex mu;
+  std::map<std::pair<std::string, int>, uint64_t> requests;  // (endpoint, status) -> count
+  uint64_t prompt_tokens = 0, generated_tokens = 0, cancelled = 0;
+  double prompt_seconds = 0, generation_seconds = 0;
+};
+
+// Known endpoints for the metrics label (anything else is "other": no unbounded label set).
+std::string endpoint_label(const std::string& path) {
+  static const char* known[] = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/documents",
+                                "/health", "/metrics"};
+  for (const char* k : known)
+    if (path == k) return k;
+  if (path.rfind("/v1/documents/", 0) == 0) return "/v1/documents/{id}";
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+}  // namespace
+
+struct Server::Impl {
+  std::shared_ptr<const longctx::Model> model;
+  ServerOptions opt;
+  longctx::SessionOptions slot_opts;
+  int64_t ctx_limit = 0;  // prompt + generation tokens a request may use (0: none, LongLLaMA)
+  std::optional<ChatTemplate> tmpl;
+  std::string tmpl_problem;  // why there is no template (for the 400)
+  int64_t created = unix_time();
+
+  httplib::Server http;
+  Metrics metrics;
+
+  std::mutex qmu;
+  std::condition_variable qcv;
+  std::deque<std::shared_ptr<Job>> queue;
+  std::vector<std::shared_ptr<Job>> running;  // per slot, for stop()
+  int active = 0;
+  bool stopping = false;
+  std::vector<std::thread> workers;
+
+  std::mutex dmu;
+  std::map<std::string, std::shared_ptr<Document>> documents;
+
+  Impl(std::shared_ptr<const longctx::Model> m, ServerOptions o) : model(std::move(m)), opt(std::move(o)) {
+    if (opt.parallel < 1) fail("--parallel must be at least 1");
+    if (opt.queue_size < 0) fail("--queue-size must not be negative");
+    if (opt.max_documents < 0) fail("--max-documents must not be negative");
+    if (opt.model_name.empty()) {
+      const std::filesystem::path p(model->impl().path);
+      opt.model_name = p.filename().empty() ? p.parent_path().filename().string() : p.filename().string();
+    }
+    // LLaMA: the context is a hard limit (the trained one unless -c says otherwise), so a
+    // request that does not fit is a 400 and generation ends with finish_reason "length".
+    // LongLLaMA streams long inputs into its memory: no limit unless -c is given.
+    ctx_limit = opt.session.n_ctx > 0 ? opt.session.n_ctx : (model->has_fot_memory() ? 0 : model->n_ctx_train());
+    slot_opts = opt.session;
+    if (!model->has_fot_memory()) slot_opts.n_ctx = ctx_limit;
+    const int total = opt.n_threads_total > 0 ? opt.n_threads_total : int(std::max(1u, std::thread::hardware_concurrency()));
+    slot_opts.n_threads = std::max(1, total / opt.parallel);
+
+    std::string name = opt.chat_template, found;
+    if (name.empty()) name = ChatTemplate::detect(*model, &found);
+    if (!name.empty()) tmpl.emplace(name, *model);
+    else
+      tmpl_problem = "this model has no chat template this server recognises (" + found +
+                     "): restart the server with --chat-template NAME (llama2, llama3, chatml or longllama), "
+                     "or use /v1/completions with your own prompt format";
+  }
+
+  void log(const char* fmt, const std::string& a = "", const std::string& b = "") {
+    if (opt.log_requests) std::fprintf(stderr, fmt, a.c_str(), b.c_str());
+  }
+
+  // ---------------------------------------------------------------- slots and the queue
+
+  void start_workers() {
+    running.resize(size_t(opt.parallel));
+    for (int i = 0; i < opt.parallel; ++i) workers.emplace_back([this, i] { worker(i); });
+  }
+
+  // Queues a job; false when the queue is full.
+  bool enqueue(const std::shared_ptr<Job>& job) {
+    {
+      std::lock_guard<std::mutex> lock(qmu);
+      if (stopping) return false;
+      // A request waits only when every slot is busy; at most queue_size may wait.
+      // Idle slots take queued jobs at once; beyond them at most queue_size may wait.
+      const int idle = opt.parallel - active;
+      if (int(queue.size()) + 1 - idle > opt.queue_size) return false;
+      queue.push_back(job);
+    }
+    qcv.notify_one();
+    return true;
+  }
+
+  void worker(int slot) {
+    longctx::SessionOptions so = slot_opts;
+    so.on_warning = [this](const std::string& w) { log("warning: %s\n", w); };
+    longctx::Session session(model, so);
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(qmu);
+        qcv.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (stopping) return;
+        job = queue.front();
+        queue.pop_front();
+        ++active;
+        running[size_t(slot)] = job;
+      }
+      try {
+        if (job->cancelled) throw Cancelled{};
+        if (job->kind == Job::Kind::Ingest) ingest(*job, so);
+        else generate(*job, session);
+        job->finish();
+      } catch (const Cancelled&) {
+        std::lock_guard<std::mutex> lock(metrics.mu);
+        ++metrics.cancelled;
+        job->finish(ApiError(499, "request cancelled", "cancelled"));
+      } catch (const ApiError& e) {
+        job->finish(e);
+      } catch (const std::exception& e) {
+        // lcx::Error here is a limit the request hit (context, memory): the client's to fix.
+        const bool user = dynamic_cast<const lcx::Error*>(&e) != nullptr;
+        job->finish(ApiError(user ? 400 : 500, e.what(), user ? "invalid_request_error" : "server_error"));
+      }
+      std::lock_guard<std::mutex> lock(qmu);
+      --active;
+      running[size_t(slot)].reset();
+    }
+  }
+
+  void generate(Job& job, longctx::Session& slot_session) {
+    const CompletionRequest& rq = job.req;
+    std::unique_ptr<longctx::Session> doc_clone;
+    longctx::Session* base = &slot_session;
+    if (job.doc) {
+      doc_clone = job.doc->session->clone();
+      base = doc_clone.get();
+    } else {
+      slot_session.reset();
+    }
+    const auto t0 = Clock::now();
+    base->feed(job.prompt_ids, nullptr, [&](int64_t, int64_t) {
+      if (job.cancelled) throw Cancelled{};
+    });
+    {
+      std::lock_guard<std::mutex> lock(metrics.mu);
+      metrics.prompt_tokens += job.prompt_ids.size();
+      metrics.prompt_seconds += seconds_since(t0);
+    }
+    for (int i = 0; i < rq.n; ++i) {
+      // Several choices: each but the last generates from a clone of the fed prompt.
+      std::unique_ptr<longctx::Session> copy;
+      longctx::Session* s = base;
+      if (i + 1 < rq.n) {
+        copy = base->clone();
+        s = copy.get();
+      }
+      longctx::GenerateOptions g = rq.gen;
+      g.sampling.seed += uint64_t(i);
+      bool stop_token = false;
+      const auto r = s->generate(g, [&](const longctx::Piece& p) {
+        if (job.cancelled) return false;
+        if (!p.text.empty()) job.push(Event{i, p.text, ""});
+        if (std::find(job.stop_ids.begin(), job.stop_ids.end(), p.id) != job.stop_ids.end()) {
+          stop_token = true;
+          return false;
+        }
+        return true;
+      });
+      if (job.cancelled) throw Cancelled{};
+      job.push(Event{i, "", stop_token ? "stop" : finish_reason(r.stop_reason)});
+      {
+        std::lock_guard<std::mutex> lock(job.mu);
+        job.completion_tokens += int64_t(r.ids.size());
+      }
+      std::lock_guard<std::mutex> lock(metrics.mu);
+      metrics.generated_tokens += r.ids.size();
+      metrics.generation_seconds += r.gen_seconds;
+    }
+  }
+
+  void ingest(Job& job, const longctx::SessionOptions& so) {
+    auto doc = std::make_shared<Document>();
+    doc->session = std::make_unique<longctx::Session>(model, so);
+    const auto t0 = Clock::now();
+    doc->session->feed(job.prompt_ids, nullptr, [&](int64_t, int64_t) {
+      if (job.cancelled) throw Cancelled{};
+    });
+    doc->n_tokens = int64_t(job.prompt_ids.size());
+    doc->created = unix_time();
+    doc->id = random_id("doc-");
+    {
+      std::lock_guard<std::mutex> lock(metrics.mu);
+      metrics.prompt_tokens += job.prompt_ids.size();
+      metrics.prompt_seconds += seconds_since(t0);
+    }
+    std::lock_guard<std::mutex> lock(dmu);
+    if (int(documents.size()) >= opt.max_documents) throw documents_full();
+    documents[doc->id] = doc;
+    job.ingested = doc;
+  }
+
+  ApiError documents_full() const {
+    return ApiError(429,
+                    "the server holds its maximum of " + std::to_string(opt.max_documents) +
+                        " documents: DELETE /v1/documents/{id} one you no longer need, or restart with a larger --max-documents",
+                    "invalid_request_error", "", "document_limit_reached");
+  }
+
+  // ---------------------------------------------------------------- HTTP helpers
+
+  static void send_json(httplib::Response& res, int status, const json& j) {
+    res.status = status;
+    res.set_content(dump(j), "application/json");
+  }
+  static void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
+
+  // Every handler goes through this: a bad request is a 4xx JSON error, never a crash.
+  httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> fn) {
+    return [fn = std::move(fn)](const httplib::Request& req, httplib::Response& res) {
+      try {
+        fn(req, res);
+      } catch (const ApiError& e) {
+        send_error(res, e);
+      } catch (const lcx::Error& e) {
+        send_error(res, ApiError(400, e.what()));
+      } catch (const std::exception& e) {
+        send_error(res, ApiError(500, std::string("internal error: ") + e.what(), "server_error"));
+      }
+    };
+  }
+
+  void check_model(const std::string& name) const {
+    if (!name.empty() && name != opt.model_name)
+      throw ApiError(404, "the model '" + name + "' does not exist: this server serves '" + opt.model_name + "' (see GET /v1/models)",
+                     "invalid_request_error", "model", "model_not_found");
+  }
+
+  std::shared_ptr<const Document> find_document(const std::string& id) {
+    std::lock_guard<std::mutex> lock(dmu);
+    auto it = documents.find(id);
+    if (it == documents.end())
+      throw ApiError(404, "no document '" + id + "': create one with POST /v1/documents (ids are listed by GET /v1/documents)",
+                     "invalid_request_error", "document", "document_not_found");
+    return it->second;
+  }
+
+  void check_context(int64_t n_tokens, const char* what) const {
+    if (ctx_limit > 0 && n_tokens > ctx_limit)
+      throw ApiError(400,
+                     std::string(what) + " is " + std::to_string(n_tokens) + " tokens, more than this server's context of " +
+                         std::to_string(ctx_limit) + " tokens: shorten it, or restart the server with a larger -c/--ctx-size "
+                         "(past the trained context add RoPE scaling, e.g. --rope-scaling yarn --rope-scale 4)",
+                     "invalid_request_error", "messages", "context_length_exceeded");
+  }
+
+  void check_ids(const std::vector<int32_t>& ids) const {
+    for (int32_t id : ids)
+      if (id < 0 || id >= model->n_vocab())
+        throw ApiError(400, "token id " + std::to_string(id) + " is outside the vocabulary [0, " + std::to_string(model->n_vocab()) + ")",
+                       "invalid_request_error", "prompt", "invalid_value");
+  }
+
+  std::shared_ptr<Job> queue_or_429(std::shared_ptr<Job> job) {
+    if (!enqueue(job))
+      throw ApiError(429,
+                     "the server is busy: all " + std::to_string(opt.parallel) + " slots are working and " +
+                         std::to_string(opt.queue_size) + " requests are waiting; retry later (or raise --parallel / --queue-size)",
+                     "rate_limit_exceeded", "", "queue_full");
+    return job;
+  }
+
+  // ---------------------------------------------------------------- completions
+
+  void completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+    auto job = std::make_shared<Job>();
+    job->req = parse_completion_request(req.body, chat, opt.limits);
+    CompletionRequest& rq = job->req;
+    check_model(rq.model);
+    if (!rq.document.empty()) job->doc = find_document(rq.document);
+    const bool continues = job->doc != nullptr;  // the document already starts with BOS
+    if (chat) {
+      if (!tmpl) throw ApiError(400, tmpl_problem, "invalid_request_error", "messages", "chat_template_missing");
+      job->prompt_ids = tmpl->tokenize(tmpl->render(rq.messages, true));
+      if (continues && !job->prompt_ids.empty() && job->prompt_ids[0] == model->impl().tok().bos_id())
+        job->prompt_ids.erase(job->prompt_ids.begin());
+      rq.gen.stop.insert(rq.gen.stop.end(), tmpl->stop_strings().begin(), tmpl->stop_strings().end());
+      job->stop_ids = tmpl->stop_ids();
+    } else if (rq.prompt_is_ids) {
+      check_ids(rq.prompt_ids);
+      job->prompt_ids = rq.prompt_ids;
+    } else {
+      job->prompt_ids = model->tokenize(rq.prompt, !continues);
+    }
+    if (job->prompt_ids.empty())
+      throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
+                     chat ? "messages" : "prompt", "invalid_value");
+    const int64_t doc_tokens = job->doc ? job->doc->n_tokens : 0;
+    check_context(doc_tokens + int64_t(job->prompt_ids.size()), "the prompt");
+    queue_or_429(job);
+
+    const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
+    const int64_t created_at = unix_time();
+    const int64_t n_prompt = doc_tokens + int64_t(job->prompt_ids.size());
+    auto usage = [job, n_prompt, doc_tokens] {
+      json u = {{"prompt_tokens", n_prompt},
+                {"completion_tokens", job->completion_tokens},
+                {"total_tokens", n_prompt + job->completion_tokens}};
+      if (doc_tokens > 0) u["prompt_tokens_details"] = {{"cached_tokens", doc_tokens}};
+      return u;
+    };
+
+    if (!rq.stream) {
+      job->wait();
+      if (job->error) throw *job->error;
+      json choices = json::array();
+      for (int i = 0; i < rq.n; ++i) {
+        const std::string& text = size_t(i) < job->texts.size() ? job->texts[size_t(i)] : std::string();
+        const std::string& fin = size_t(i) < job->finishes.size() ? job->finishes[size_t(i)] : std::string("stop");
+        if (chat)
+          choices.push_back({{"index", i},
+                             {"message", {{"role", "assistant"}, {"content", text}}},
+                             {"logprobs", nullptr},
+                             {"finish_reason", fin}});
+        else
+          choices.push_back({{"index", i}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", fin}});
+      }
+      send_json(res, 200,
+                {{"id", id},
+                 {"object", chat ? "chat.completion" : "text_completion"},
+                 {"created", created_at},
+                 {"model", opt.model_name},
+                 {"system_fingerprint", "longctx"},
+                 {"choices", choices},
+                 {"usage", usage()}});
+      return;
+    }
+
+    // Streaming: OpenAI's chunk objects as server-sent events, then `data: [DONE]`.
+    struct StreamState {
+      std::vector<bool> role_sent;
+    };
+    auto st = std::make_shared<StreamState>();
+    st->role_sent.assign(size_t(rq.n), false);
+    const bool include_usage = rq.include_usage;
+    const std::string model_name = opt.model_name;
+    auto chunk = [=](json choices) {
+      json c = {{"id", id},
+                {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                {"created", created_at},
+                {"model", model_name},
+                {"system_fingerprint", "longctx"},
+                {"choices", std::move(choices)}};
+      if (include_usage) c["usage"] = nullptr;
+      return c;
+    };
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [job, st, chunk, usage, chat, include_usage](size_t, httplib::DataSink& sink) {
+          std::deque<Event> evs;
+          bool done = false;
+          {
+            std::unique_lock<std::mutex> lock(job->mu);
+            job->cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return !job->events.empty() || job->done; });
+            evs.swap(job->events);
+            done = job->done;
+          }
+          auto send = [&](const json& j) {
+            const std::string s = "data: " + dump(j) + "\n\n";
+            return sink.write(s.data(), s.size());
+          };
+          auto gone = [&] {
+            job->cancelled = true;
+            return false;
+          };
+          if (evs.empty() && !done) {
+            // Nothing yet (queued, or a long prompt): an SSE comment keeps proxies from timing
+            // out and tells us when the client has gone, so its job is cancelled.
+            static const char ping[] = ": ping\n\n";
+            return sink.write(ping, sizeof ping - 1) ? true : gone();
+          }
+          for (const Event& e : evs) {
+            json choice = {{"index", e.index}, {"logprobs", nullptr},
+                           {"finish_reason", e.finish.empty() ? json(nullptr) : json(e.finish)}};
+            if (chat) {
+              json delta = json::object();
+              if (!st->role_sent[size_t(e.index)]) {
+                delta["role"] = "assistant";
+                st->role_sent[size_t(e.index)] = true;
+              }
+              if (!e.text.empty() || e.finish.empty()) delta["content"] = e.text;
+              choice["delta"] = delta;
+            } else {
+              choice["text"] = e.text;
+            }
+            if (!send(chunk(json::array({choice})))) return gone();
+          }
+          if (!done) return true;
+          if (job->error) {
+            if (job->error->status != 499) send(error_body(*job->error));
+          } else if (include_usage) {
+            json u = chunk(json::array());
+            u["usage"] = usage();
+            send(u);
+          }
+          static const char fin[] = "data: [DONE]\n\n";
+          sink.write(fin, sizeof fin - 1);
+          sink.done();
+          return true;
+        },
+        [job](bool ok) {
+          if (!ok) job->cancelled = true;
+        });
+  }
+
+  // ---------------------------------------------------------------- documents
+
+  json document_json(const Document& d) const {
+    return {{"id", d.id},
+            {"object", "document"},
+            {"created", d.created},
+            {"n_tokens", d.n_tokens},
+            {"n_memory", d.session->n_memory()},
+            {"cache_bytes", d.session->cache_bytes()}};
+  }
+
+  void create_document(const httplib::Request& req, httplib::Response& res) {
+    json j = json::parse(req.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      throw ApiError(400, "the request body must be a JSON object {\"text\": ...}", "invalid_request_error", "", "invalid_json");
+    auto t = j.find("text");
+    if (t == j.end() || t->is_null()) throw ApiError(400, "'text' is required", "invalid_request_error", "text", "missing_required_parameter");
+    if (!t->is_string()) throw ApiError(400, "'text' must be a string", "invalid_request_error", "text", "invalid_type");
+    if (auto m = j.find("model"); m != j.end() && !m->is_null()) {
+      if (!m->is_string()) throw ApiError(400, "'model' must be a string", "invalid_request_error", "model", "invalid_type");
+      check_model(m->get<std::string>());
+    }
+    {
+      std::lock_guard<std::mutex> lock(dmu);
+      if (int(documents.size()) >= opt.max_documents) throw documents_full();
+    }
+    auto job = std::make_shared<Job>();
+    job->kind = Job::Kind::Ingest;
+    job->prompt_ids = model->tokenize(t->get<std::string>(), true);
+    check_context(int64_t(job->prompt_ids.size()), "the document");
+    queue_or_429(job)->wait();
+    if (job->error) throw *job->error;
+    log("document %s: %s tokens\n", job->ingested->id, std::to_string(job->ingested->n_tokens));
+    send_json(res, 200, document_json(*job->ingested));
+  }
+
+  // ---------------------------------------------------------------- routes
+
+  void routes() {
+    http.set_payload_max_length(opt.max_body_bytes);
+    const size_t n_http = size_t(opt.parallel + opt.queue_size + 8);
+    http.new_task_queue = [n_http] { return new httplib::ThreadPool(n_http); };
+
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (opt.api_key.empty() || req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string want = "Bearer " + opt.api_key;
+      const std::string got = req.get_header_value("Authorization");
+      bool ok = got.size() == want.size();
+      unsigned diff = 0;  // compare every byte: the time does not tell how much matched
+      for (size_t i = 0; ok && i < want.size(); ++i) diff |= unsigned(got[i] ^ want[i]);
+      if (ok && diff == 0) return httplib::Server::HandlerResponse::Unhandled;
+      send_error(res, ApiError(401,
+                               got.empty() ? "missing API key: send the header 'Authorization: Bearer KEY'"
+                                           : "incorrect API key: send the key this server was started with (--api-key)",
+                               "invalid_request_error", "", "invalid_api_key"));
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;  // our own JSON error
+      const std::string msg = res.status == 404 ? "no route " + req.method + " " + req.path + ": see docs/SERVER.md for the endpoints"
+                              : res.status == 413 ? "the request body is too large"
+                                                  : "request failed with HTTP status " + std::to_string(res.status);
+      res.set_content(dump(error_body(msg, "invalid_request_error", "", res.status == 404 ? "not_found" : "")), "application/json");
+    });
+    http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      std::string msg = "internal error";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        msg += std::string(": ") + e.what();
+      } catch (...) {
+      }
+      send_json(res, 500, error_body(msg, "server_error"));
+    });
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      {
+        std::lock_guard<std::mutex> lock(metrics.mu);
+        ++metrics.requests[{endpoint_label(req.path), res.status}];
+      }
+      if (opt.log_requests)
+        std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
+    });
+
+    http.Post("/v1/completions", guarded([this](const auto& q, auto& r) { completion(q, r, false); }));
+    http.Post("/v1/chat/completions", guarded([this](const auto& q, auto& r) { completion(q, r, true); }));
+    http.Get("/v1/models", guarded([this](const auto&, auto& r) {
+      send_json(r, 200, {{"object", "list"}, {"data", json::array({model_json()})}});
+    }));
+    http.Get(R"(/v1/models/(.+))", guarded([this](const auto& q, auto& r) {
+      check_model(q.matches[1].str());
+      send_json(r, 200, model_json());
+    }));
+    http.Post("/v1/documents", guarded([this](const auto& q, auto& r) { create_document(q, r); }));
+    http.Get("/v1/documents", guarded([this](const auto&, auto& r) {
+      json data = json::array();
+      std::lock_guard<std::mutex> lock(dmu);
+      for (const auto& [id, d] : documents) data.push_back(document_json(*d));
+      send_json(r, 200, {{"object", "list"}, {"data", data}});
+    }));
+    http.Get(R"(/v1/documents/([^/]+))", guarded([this](const auto& q, auto& r) {
+      send_json(r, 200, document_json(*find_document(q.matches[1].str())));
+    }));
+    http.Delete(R"(/v1/documents/([^/]+))", guarded([this](const auto& q, auto& r) {
+      const std::string id = q.matches[1].str();
+      find_document(id);  // 404 when unknown
+      {
+        std::lock_guard<std::mutex> lock(dmu);
+        documents.erase(id);  // requests already using it keep their reference
+      }
+      send_json(r, 200, {{"id", id}, {"object", "document"}, {"deleted", true}});
+    }));
+    http.Get("/health", guarded([this](const auto&, auto& r) {
+      std::lock_guard<std::mutex> lock(qmu);
+      send_json(r, 200,
+                {{"status", "ok"},
+                 {"slots_idle", opt.parallel - active},
+                 {"slots_processing", active},
+                 {"queue", queue.size()}});
+    }));
+    http.Get("/metrics", guarded([this](const auto&, auto& r) {
+      r.set_content(prometheus(), "text/plain; version=0.0.4");
+    }));
+  }
+
+  json model_json() const {
+    return {{"id", opt.model_name},
+            {"object", "model"},
+            {"created", created},
+            {"owned_by", "longctx"},
+            {"meta",
+             {{"n_vocab", model->n_vocab()},
+              {"n_ctx_train", model->n_ctx_train()},
+              {"n_ctx", ctx_limit},
+              {"fot_memory", model->has_fot_memory()},
+              {"chat_template", tmpl ? json(tmpl->name()) : json(nullptr)}}}};
+  }
+
+  std::string prometheus() {
+    std::string out;
+    char buf[512];
+    auto line = [&](const char* fmt, auto... args) {
+      std::snprintf(buf, sizeof buf, fmt, args...);
+      out += buf;
+    };
+    int n_active, n_queue;
+    {
+      std::lock_guard<std::mutex> lock(qmu);
+      n_active = active;
+      n_queue = int(queue.size());
+    }
+    int64_t mem_tokens = 0, doc_tokens = 0;
+    size_t doc_bytes = 0;
+    size_t n_docs;
+    {
+      std::lock_guard<std::mutex> lock(dmu);
+      n_docs = documents.size();
+      for (const auto& [id, d] : documents) {
+        mem_tokens += d->session->n_memory();
+        doc_tokens += d->n_tokens;
+        doc_bytes += d->session->cache_bytes();
+      }
+    }
+    std::lock_guard<std::mutex> lock(metrics.mu);
+    out += "# HELP longctx_requests_total HTTP requests by endpoint and status.\n# TYPE longctx_requests_total counter\n";
+    for (const auto& [k, v] : metrics.requests)
+      line("longctx_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", k.first.c_str(), k.second, (unsigned long long)v);
+    out += "# HELP longctx_prompt_tokens_total Prompt and document tokens processed.\n# TYPE longctx_prompt_tokens_total counter\n";
+    line("longctx_prompt_tokens_total %llu\n", (unsigned long long)metrics.prompt_tokens);
+    out += "# HELP longctx_generated_tokens_total Tokens generated.\n# TYPE longctx_generated_tokens_total counter\n";
+    line("longctx_generated_tokens_total %llu\n", (unsigned long long)metrics.generated_tokens);
+    out += "# HELP longctx_prompt_seconds_total Time spent processing prompts.\n# TYPE longctx_prompt_seconds_total counter\n";
+    line("longctx_prompt_seconds_total %.6f\n", metrics.prompt_seconds);
+    out += "# HELP longctx_generation_seconds_total Time spent generating.\n# TYPE longctx_generation_seconds_total counter\n";
+    line("longctx_generation_seconds_total %.6f\n", metrics.generation_seconds);
+    out += "# HELP longctx_prompt_tokens_per_second Average prompt processing speed per slot.\n# TYPE longctx_prompt_tokens_per_second gauge\n";
+    line("longctx_prompt_tokens_per_second %.3f\n", metrics.prompt_seconds > 0 ? double(metrics.prompt_tokens) / metrics.prompt_seconds : 0.0);
+    out += "# HELP longctx_generation_tokens_per_second Average generation speed per slot.\n# TYPE longctx_generation_tokens_per_second gauge\n";
+    line("longctx_generation_tokens_per_second %.3f\n",
+         metrics.generation_seconds > 0 ? double(metrics.generated_tokens) / metrics.generation_seconds : 0.0);
+    out += "# HELP longctx_requests_cancelled_total Requests abandoned because the client went away.\n# TYPE longctx_requests_cancelled_total counter\n";
+    line("longctx_requests_cancelled_total %llu\n", (unsigned long long)metrics.cancelled);
+    out += "# HELP longctx_queue_length Requests waiting for a slot.\n# TYPE longctx_queue_length gauge\n";
+    line("longctx_queue_length %d\n", n_queue);
+    out += "# HELP longctx_slots_active Slots processing a request.\n# TYPE longctx_slots_active gauge\n";
+    line("longctx_slots_active %d\n", n_active);
+    out += "# HELP longctx_slots_total Slots (--parallel).\n# TYPE longctx_slots_total gauge\n";
+    line("longctx_slots_total %d\n", opt.parallel);
+    out += "# HELP longctx_documents Stored documents.\n# TYPE longctx_documents gauge\n";
+    line("longctx_documents %zu\n", n_docs);
+    out += "# HELP longctx_document_tokens Tokens held by stored documents.\n# TYPE longctx_document_tokens gauge\n";
+    line("longctx_document_tokens %lld\n", (long long)doc_tokens);
+    out += "# HELP longctx_memory_tokens LongLLaMA memory tokens held by stored documents.\n# TYPE longctx_memory_tokens gauge\n";
+    line("longctx_memory_tokens %lld\n", (long long)mem_tokens);
+    out += "# HELP longctx_document_cache_bytes Cache bytes held by stored documents.\n# TYPE longctx_document_cache_bytes gauge\n";
+    line("longctx_document_cache_bytes %zu\n", doc_bytes);
+    return out;
+  }
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(qmu);
+      if (stopping) return;
+      stopping = true;
+      for (auto& j : queue) {
+        j->cancelled = true;
+        j->finish(ApiError(503, "the server is shutting down", "server_error"));
+      }
+      queue.clear();
+      for (auto& j : running)
+        if (j) j->cancelled = true;
+    }
+    qcv.notify_all();
+    http.stop();
+  }
+};
+
+Server::Server(std::shared_ptr<const longctx::Model> model, ServerOptions opt)
+    : impl_(std::make_unique<Impl>(std::move(model), std::move(opt))) {}
+
+Server::~Server() {
+  stop();
+  for (auto& w : impl_->workers)
+    if (w.joinable()) w.join();
+}
+
+void Server::run(const std::function<void(int)>& on_listening) {
+  Impl& I = *impl_;
+  I.routes();
+  int port = I.opt.port;
+  if (port == 0) port = I.http.bind_to_any_port(I.opt.host);
+  else if (!I.http.bind_to_port(I.opt.host, port)) port = -1;
+  if (port <= 0)
+    fail("cannot listen on " + I.opt.host + ":" + std::to_string(I.opt.port) +
+         ": the port is in use or the address is not local; choose another with --port / --host");
+  I.start_workers();
+  if (on_listening) on_listening(port);
+  I.http.listen_after_bind();
+  I.stop();
+  for (auto& w : I.workers)
+    if (w.joinable()) w.join();
+}
+
+void Server::stop() { impl_->stop(); }
+
+}  // namespace lcx::server
