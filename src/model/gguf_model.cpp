@@ -234,6 +234,9 @@ SpmVocab gguf_read_vocab(const GgufFile& g) {
   v.pad_id = id("tokenizer.ggml.padding_token_id", -1);
   v.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
   v.add_dummy_prefix = g.get_bool("tokenizer.ggml.add_space_prefix", true);
+  // SentencePiece's normalizer collapses runs of spaces for LLaMA/OpenLLaMA tokenizers; llama.cpp
+  // writes this key for SPM models and we default to the LLaMA behaviour when it is absent.
+  v.remove_extra_whitespaces = g.get_bool("tokenizer.ggml.remove_extra_whitespaces", true);
   return v;
 }
 
@@ -349,6 +352,7 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     if (v.pad_id >= 0) w.set_u32("tokenizer.ggml.padding_token_id", uint32_t(v.pad_id));
     w.set_bool("tokenizer.ggml.add_bos_token", v.add_bos);
     w.set_bool("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
+    w.set_bool("tokenizer.ggml.remove_extra_whitespaces", v.remove_extra_whitespaces);
   }
 
   if (r.type == RopeScaling::Llama3 && r.orig_ctx > 0) {

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "kernels/attention.h"
 #include "kernels/ops.h"
 #include "runtime/error.h"
 
@@ -49,35 +50,16 @@ bool layer_uses_rope(const ModelConfig& c, int il) {
   return !(is_longllama(c) && c.mem.is_mem_layer(il) && !c.mem.positionals);
 }
 
-// FoT memory rows: one row per (token, kv head) of head_dim values, in mem_dtype. Q8_0 here means
-// per-row int8: a float32 scale (max |x| / 127) and head_dim int8 values, so any head_dim works
-// and each head vector keeps its own scale.
-size_t mem_row_bytes(DType t, int64_t hd) {
-  return t == DType::Q8_0 ? sizeof(float) + size_t(hd) : dtype_row_bytes(t, hd);
-}
-
-void mem_encode(DType t, const float* x, int64_t hd, uint8_t* dst) {
-  if (t != DType::Q8_0) {
-    kernels::quantize_row(t, x, dst, hd);
-    return;
+// FoT memory rows: one row per (token, kv head) of head_dim values in mem_dtype. "q8_0" memory
+// is per-row int8 (kernels::KvFormat::Q8Row: a float32 scale and head_dim int8 values), so any
+// head_dim works and each head vector keeps its own scale.
+kernels::KvFormat mem_format(DType t) {
+  switch (t) {
+    case DType::F16: return kernels::KvFormat::F16;
+    case DType::BF16: return kernels::KvFormat::BF16;
+    case DType::Q8_0: return kernels::KvFormat::Q8Row;
+    default: return kernels::KvFormat::F32;
   }
-  float amax = 0.0f;
-  for (int64_t i = 0; i < hd; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float d = amax / 127.0f, id = d > 0 ? 1.0f / d : 0.0f;
-  std::memcpy(dst, &d, sizeof d);
-  auto* q = reinterpret_cast<int8_t*>(dst + sizeof d);
-  for (int64_t i = 0; i < hd; ++i) q[i] = int8_t(std::lround(x[i] * id));
-}
-
-void mem_decode(DType t, const uint8_t* src, int64_t hd, float* x) {
-  if (t != DType::Q8_0) {
-    kernels::dequantize_row(t, src, x, hd);
-    return;
-  }
-  float d;
-  std::memcpy(&d, src, sizeof d);
-  const auto* q = reinterpret_cast<const int8_t*>(src + sizeof d);
-  for (int64_t i = 0; i < hd; ++i) x[i] = d * float(q[i]);
 }
 
 // Moves the local context of every layer into FoT memory (memory layers: keys rotated as if at
@@ -86,7 +68,8 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
   const int64_t n_loc = st.n_local();
   if (n_loc == 0) return;
   const int64_t kv_dim = c.n_head_kv * c.head_dim;
-  const size_t head_bytes = mem_row_bytes(c.mem.dtype, c.head_dim);
+  const kernels::KvFormat fmt = mem_format(c.mem.dtype);
+  const size_t head_bytes = kernels::kv_row_bytes(fmt, c.head_dim);
   const size_t row_bytes = head_bytes * size_t(c.n_head_kv);
   std::vector<float> row(static_cast<size_t>(kv_dim));
   for (int il = 0; il < int(c.n_layer); ++il) {
@@ -100,8 +83,8 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
         if (layer_uses_rope(c, il)) rope_apply(row.data(), c.n_head_kv, c.head_dim, 0, freqs0);
         for (int64_t g = 0; g < c.n_head_kv; ++g) {
           const size_t at = old + size_t(t) * row_bytes + size_t(g) * head_bytes;
-          mem_encode(c.mem.dtype, row.data() + g * c.head_dim, c.head_dim, L.mem_k.data() + at);
-          mem_encode(c.mem.dtype, L.v.data() + t * kv_dim + g * c.head_dim, c.head_dim, L.mem_v.data() + at);
+          kernels::kv_encode(fmt, row.data() + g * c.head_dim, c.head_dim, L.mem_k.data() + at);
+          kernels::kv_encode(fmt, L.v.data() + t * kv_dim + g * c.head_dim, c.head_dim, L.mem_v.data() + at);
         }
       }
     }
@@ -111,74 +94,6 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
   }
   if (!c.mem.layers.empty()) st.n_mem += n_loc;
   st.pos.clear();
-}
-
-struct AttnArgs {
-  const ModelConfig* c;
-  const float* q;        // [n, n_head, head_dim], rotated
-  const float* k;        // [n_loc, n_head_kv, head_dim], rotated
-  const float* v;        // [n_loc, n_head_kv, head_dim]
-  int64_t n;             // queries (the last n local tokens)
-  int64_t n_loc;         // local keys
-  const uint8_t* mem_k;  // [n_mem, n_head_kv * head_dim] in mem_dtype, or null
-  const uint8_t* mem_v;
-  int64_t n_mem;
-  int64_t mem_topk;      // 0: dense
-  float* out;            // [n, n_head, head_dim]
-};
-
-// One softmax over [local keys (causal); memory keys], in float32, scale 1/sqrt(head_dim).
-void attention(const AttnArgs& a, Scratch& s, ThreadPool& pool) {
-  const ModelConfig& c = *a.c;
-  const int64_t hd = c.head_dim, n_head = c.n_head, kv_dim = c.n_head_kv * hd;
-  const int64_t group = n_head / c.n_head_kv;
-  const int64_t n_past = a.n_loc - a.n;
-  const float scale = 1.0f / std::sqrt(float(hd));
-  const DType mdt = c.mem.dtype;
-  const size_t mhead = mem_row_bytes(mdt, hd);  // bytes of one (token, kv head) memory row
-  const size_t mrow = mhead * size_t(c.n_head_kv);
-  if (s.scores.size() < size_t(pool.size())) s.scores.resize(size_t(pool.size()));
-  const int64_t n_work = n_head * a.n;
-  pool.run([&](int ith, int nth) {
-    std::vector<float>& sc = s.scores[size_t(ith)];
-    if (sc.size() < size_t(a.n_loc + a.n_mem + 2 * hd)) sc.resize(size_t(a.n_loc + a.n_mem + 2 * hd));
-    float* tmp = sc.data() + a.n_loc + a.n_mem;  // [head_dim] dequantized memory row
-    const int64_t chunk = (n_work + nth - 1) / nth;
-    const int64_t w0 = std::min(n_work, ith * chunk), w1 = std::min(n_work, w0 + chunk);
-    for (int64_t w = w0; w < w1; ++w) {
-      const int64_t h = w / a.n, i = w % a.n, g = h / group;
-      const float* qv = a.q + (i * n_head + h) * hd;
-      const int64_t n_vis = n_past + i + 1;  // causal: local keys 0..n_past+i
-      float* p = sc.data();
-      for (int64_t j = 0; j < n_vis; ++j) p[j] = kernels::dot_f32(qv, a.k + j * kv_dim + g * hd, hd) * scale;
-      float* pm = p + n_vis;
-      for (int64_t j = 0; j < a.n_mem; ++j) {
-        mem_decode(mdt, a.mem_k + size_t(j) * mrow + size_t(g) * mhead, hd, tmp);
-        pm[j] = std::max(kernels::dot_f32(qv, tmp, hd) * scale, -1e6f);  // LongLLaMA clamps at -1e6
-      }
-      if (a.mem_topk > 0 && a.mem_topk < a.n_mem) {
-        // kNN memory attention (Memorizing Transformers, Wu et al. 2022; FoT): keep the top-k
-        // memory scores for this query and head, drop the rest from the softmax.
-        std::vector<float> sorted(pm, pm + a.n_mem);
-        std::nth_element(sorted.begin(), sorted.begin() + (a.mem_topk - 1), sorted.end(), std::greater<float>());
-        const float thr = sorted[size_t(a.mem_topk - 1)];
-        int64_t kept = 0;
-        for (int64_t j = 0; j < a.n_mem; ++j) {
-          if (pm[j] > thr || (pm[j] == thr && kept < a.mem_topk)) ++kept;
-          else pm[j] = -INFINITY;
-        }
-      }
-      kernels::softmax(p, n_vis + a.n_mem);
-      float* o = a.out + (i * n_head + h) * hd;
-      std::fill(o, o + hd, 0.0f);
-      for (int64_t j = 0; j < n_vis; ++j) kernels::axpy(p[j], a.v + j * kv_dim + g * hd, o, hd);
-      for (int64_t j = 0; j < a.n_mem; ++j) {
-        if (pm[j] == 0.0f) continue;
-        mem_decode(mdt, a.mem_v + size_t(j) * mrow + size_t(g) * mhead, hd, tmp);
-        kernels::axpy(pm[j], tmp, o, hd);
-      }
-    }
-  });
 }
 
 }  // namespace
@@ -198,7 +113,7 @@ KvState make_state(const Model& m) {
 }
 
 size_t memory_bytes_per_token(const ModelConfig& c) {
-  return 2 * c.mem.layers.size() * mem_row_bytes(c.mem.dtype, c.head_dim) * size_t(c.n_head_kv);
+  return 2 * c.mem.layers.size() * kernels::kv_row_bytes(mem_format(c.mem.dtype), c.head_dim) * size_t(c.n_head_kv);
 }
 
 size_t state_bytes(const KvState& st) {
@@ -300,11 +215,25 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     C.k.insert(C.k.end(), k, k + n * kv_dim);
     C.v.insert(C.v.end(), v, v + n * kv_dim);
 
-    const bool mem_on = is_longllama(c) && c.mem.is_mem_layer(il) && st.n_mem > 0;
-    AttnArgs a{&c, q, C.k.data(), C.v.data(), n, n_loc,
-               mem_on ? C.mem_k.data() : nullptr, mem_on ? C.mem_v.data() : nullptr, mem_on ? st.n_mem : 0,
-               args.mem_topk, att};
-    attention(a, s, pool);
+    // One softmax over [local keys (causal); memory keys] (modeling_longllama.py), scale
+    // 1/sqrt(head_dim); memory scores clamped below at -1e6 as the reference does.
+    kernels::AttentionArgs a;
+    a.q = q;
+    a.n_q = n;
+    a.n_head = c.n_head;
+    a.n_head_kv = c.n_head_kv;
+    a.head_dim = hd;
+    a.scale = 1.0f / std::sqrt(float(hd));
+    a.local = {kernels::KvFormat::F32, reinterpret_cast<const uint8_t*>(C.k.data()),
+               reinterpret_cast<const uint8_t*>(C.v.data()), n_loc, size_t(kv_dim) * 4, size_t(hd) * 4};
+    a.n_past = n_past;
+    if (is_longllama(c) && c.mem.is_mem_layer(il) && st.n_mem > 0) {
+      const size_t hb = kernels::kv_row_bytes(mem_format(c.mem.dtype), hd);
+      a.mem = {mem_format(c.mem.dtype), C.mem_k.data(), C.mem_v.data(), st.n_mem, hb * size_t(c.n_head_kv), hb};
+    }
+    a.mem_topk = args.mem_topk;
+    a.out = att;
+    kernels::attention(a, pool);
     kernels::matmul(mat(L.wo), att, n, h, pool);
     for (int64_t i = 0; i < n * n_embd; ++i) x[i] += h[i];
 

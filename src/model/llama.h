@@ -20,7 +20,6 @@ enum class ChunkMode { Cached, Window };
 // Reusable activations for one forward call, grown on demand (no allocation once warm).
 struct Scratch {
   std::vector<float> x, h, q, k, v, attn, gate, up, logits_in;
-  std::vector<std::vector<float>> scores;  // per thread
   std::vector<RopeFreqs> freqs_cache;
 };
 

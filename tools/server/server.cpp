@@ -16,6 +16,7 @@
 
 #include "chat_template.h"
 #include "http.h"
+#include "model/model.h"
 #include "runtime/error.h"
 
 namespace lcx::server {
