@@ -8,7 +8,9 @@ PKGS=(
   nlohmann-json3-dev          # config.json, safetensors headers, CLI JSON output
   libgtest-dev libgmock-dev   # tests
   libbenchmark-dev            # kernel microbenchmarks
+  libcpp-httplib-dev          # longctx serve (HTTP server; Debian ships it as a library)
   python3 python3-numpy python3-sentencepiece  # tools/ scripts that write test models
+  python3-matplotlib          # longctx passkey/synth --plot heat maps (tools/plot_passkey.py)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -61,12 +61,12 @@ TEST(EvalPrompt, PasskeyTextIsLandmarkTemplate) {
   SampleSpec sp;
   sp.depth = 0.5;
   sp.seed = 7;
-  // 10 sentences = two whole filler repetitions; 5 before the key, 5 after.
+  // 10 sentences = two whole filler repetitions: one before the key, one after.
   const Prompt p = build_prompt(sp, 10);
   const std::string g = kPasskeyFiller;
   const std::string k = p.answer;
-  const std::string want = std::string(kPasskeyTask) + "\n" + g + " " + g + "\n" + "The pass key is " + k +
-                           ". Remember it. " + k + " is the pass key.\n" + g + " " + g + "\n" +
+  const std::string want = std::string(kPasskeyTask) + "\n" + g + "\n" + "The pass key is " + k +
+                           ". Remember it. " + k + " is the pass key.\n" + g + "\n" +
                            "What is the pass key? The pass key is";
   EXPECT_EQ(p.text, want);
   EXPECT_EQ(p.units_before, 5);
@@ -155,7 +155,7 @@ TEST(EvalPrompt, NeedlesAllPresentQueriedAtDepth) {
   sp.seed = 99;
   const Sample s = make_sample(sp, tok());
   EXPECT_LE(s.prompt_ids.size(), 600u);
-  EXPECT_EQ(count_of(s.prompt, "The special magic number for "), 5u);
+  EXPECT_EQ(count_of(s.prompt, "The special magic number for "), 5u + 1u);  // 5 needles and the question
   EXPECT_EQ(s.answer.size(), 7u);
   const std::string needle = "The special magic number for " + s.query + " is " + s.answer + ".";
   EXPECT_EQ(count_of(s.prompt, needle), 1u);
@@ -209,13 +209,13 @@ TEST(EvalPrompt, FitUnitsFindsLargestFittingCount) {
     ++calls;
     return 10 + 3 * n + (n % 7 == 0 ? 1 : 0) + n / 50;
   };
-  for (int64_t budget : {10, 11, 12, 13, 14, 100, 1000, 12345, 100000}) {
+  for (int64_t budget : {11, 12, 13, 14, 100, 1000, 12345, 100000}) {
     const int64_t n = fit_units(count, budget, budget);
     ASSERT_GE(n, 0);
     EXPECT_LE(count(n), budget);
     EXPECT_GT(count(n + 1), budget) << budget;
   }
-  EXPECT_EQ(fit_units(count, 9, 9), -1);
+  EXPECT_EQ(fit_units(count, 10, 10), -1);  // count(0) = 11
   EXPECT_EQ(fit_units([](int64_t n) { return n; }, 100, 40), 40);  // capped by max_units
   calls = 0;
   fit_units(count, 100000, 100000);
@@ -531,6 +531,8 @@ TEST(EvalCli, ErrorsAreReported) {
       {"passkey" + m + " --lengths 16", "too short"},
       {"passkey" + m + " --trials 0", "--trials"},
       {"passkey" + m + " --plot out.jpg", ".png"},
+      {"passkey" + m + " --json /nonexistent/dir/r.json", "directory '/nonexistent/dir' does not exist"},
+      {"passkey" + m + " --lengths 128,256 -c 200", "--lengths 256 does not fit -c/--ctx-size 200"},
       {"passkey --lengths 2k", "needs --model"},
       {"passkey" + m + " --bogus 1", "unknown option '--bogus'"},
       {"synth" + m, "needs --task"},

@@ -1,12 +1,16 @@
-// Reference attention: per (query, head) scores, one float32 softmax, weighted sum of values.
+// Attention entry point: the scalar reference (per (query, head) scores, one float32 softmax,
+// weighted sum of values) and the dispatch to the flash-attention SIMD variants
+// (attention_simd.inc, attention_avx2.cpp, attention_avx512.cpp).
 #include "kernels/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
 #include <vector>
 
+#include "kernels/attention_internal.h"
 #include "kernels/ops.h"
 #include "runtime/dtype.h"
 
@@ -105,7 +109,28 @@ void attention_items(const AttentionArgs& a, int64_t w0, int64_t w1, float* scra
 
 }  // namespace scalar
 
-void attention(const AttentionArgs& a, ThreadPool& pool) {
+size_t attn_scratch_floats(int64_t hd, int64_t m) {
+  const int64_t mp = (m + kAttnMaxLanes - 1) / kAttnMaxLanes * kAttnMaxLanes;
+  const int64_t hdp = (hd + kAttnMaxLanes - 1) / kAttnMaxLanes * kAttnMaxLanes;
+  // Wide layout (attention_simd.inc): Qt, O [hd, mp]; Kt, Vt [T, hdp]; S [T, mp]; 4 x [mp]; plus
+  // 64-byte alignment of each. The narrow layout needs less.
+  return size_t(2 * hdp * mp + 2 * kAttnTile * hdp + kAttnTile * mp + 4 * mp + 16 * 16);
+}
+
+const AttnKernels* attn_kernels(KernelIsa isa) {
+  if (!kernel_isa_supported(isa)) return nullptr;
+  switch (isa) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    case KernelIsa::Avx2: return &attn_avx2::kAttn;
+    case KernelIsa::Avx512: return &attn_avx512::kAttn;
+#endif
+    default: return nullptr;
+  }
+}
+
+namespace {
+
+void attention_oracle(const AttentionArgs& a, ThreadPool& pool) {
   const int64_t n_work = a.n_head * a.n_q;
   const size_t need = size_t(a.local.n + a.mem.n + 2 * a.head_dim);
   pool.run([&](int ith, int nth) {
@@ -116,5 +141,106 @@ void attention(const AttentionArgs& a, ThreadPool& pool) {
     if (w0 < w1) scalar::attention_items(a, w0, w1, scratch.data());
   });
 }
+
+// Per-thread buffers of the SIMD path, kept between calls (one forward pass calls attention
+// once per layer with the same shapes).
+struct AttnBuffers {
+  std::vector<float> scratch;   // flash_block / mem_scores
+  std::vector<float> scores;    // top-k: [m, mem.n]
+  std::vector<float> row;       // top-k: [mem.n] selection copy
+  std::vector<float> state;     // top-k: O [m, hd], mx [m], l [m]
+  std::vector<float> v;         // top-k: [head_dim] decoded value row
+  std::vector<int64_t> picked;  // top-k: selected memory rows of one query row
+};
+
+// Exact top-k of one row of memory scores, the oracle's rule: every score above the k-th largest,
+// then ties with it in index order (the earliest win).
+void select_topk(const float* s, int64_t n, int64_t k, AttnBuffers& buf) {
+  buf.row.assign(s, s + n);
+  std::nth_element(buf.row.begin(), buf.row.begin() + (k - 1), buf.row.end(), std::greater<float>());
+  const float thr = buf.row[size_t(k - 1)];
+  int64_t above = 0;
+  for (int64_t j = 0; j < n; ++j) above += s[j] > thr;
+  int64_t ties_left = k - above;
+  buf.picked.clear();
+  for (int64_t j = 0; j < n; ++j) {
+    if (s[j] > thr || (s[j] == thr && ties_left-- > 0)) buf.picked.push_back(j);
+  }
+}
+
+// kNN memory attention for one block: the flash kernel runs over the local keys, the memory
+// scores of every row are computed densely, and each row's top-k memory keys join its softmax
+// state (rescaled to the new running max) before normalisation.
+void topk_block(const AttnKernels& k, const AttentionArgs& a, const AttnBlock& b, AttnBuffers& buf) {
+  const int64_t group = a.n_head / a.n_head_kv, hd = a.head_dim, n = a.mem.n;
+  const int64_t m = (b.i1 - b.i0) * group;
+  buf.state.resize(size_t(m * (hd + 2)));
+  FlashState st{buf.state.data(), buf.state.data() + m * hd, buf.state.data() + m * hd + m};
+  k.flash_block(a, b, false, &st, buf.scratch.data());
+  buf.scores.resize(size_t(m * n));
+  k.mem_scores(a, b, buf.scores.data(), buf.scratch.data());
+  buf.v.resize(size_t(hd));
+  for (int64_t r = 0; r < m; ++r) {
+    const float* s = buf.scores.data() + r * n;
+    select_topk(s, n, a.mem_topk, buf);
+    float mx = st.mx[r];
+    for (int64_t j : buf.picked) mx = std::max(mx, s[j]);
+    const float c = std::exp(st.mx[r] - mx);
+    float* o = st.o + r * hd;
+    float l = st.l[r] * c;
+    for (int64_t i = 0; i < hd; ++i) o[i] *= c;
+    const size_t g_off = size_t(b.g) * a.mem.head_stride;
+    for (int64_t j : buf.picked) {
+      const float p = std::exp(s[j] - mx);
+      l += p;
+      k.decode_row(a.mem.fmt, a.mem.v + size_t(j) * a.mem.token_stride + g_off, hd, buf.v.data());
+      axpy(p, buf.v.data(), o, hd);
+    }
+    const int64_t il = r / group, hh = r % group;
+    float* dst = a.out + ((b.i0 + il) * a.n_head + b.g * group + hh) * hd;
+    const float inv = 1.0f / l;
+    for (int64_t i = 0; i < hd; ++i) dst[i] = o[i] * inv;
+  }
+}
+
+void attention_simd(const AttnKernels& k, const AttentionArgs& a, ThreadPool& pool) {
+  const int64_t group = a.n_head / a.n_head_kv;
+  const bool topk = a.mem_topk > 0 && a.mem_topk < a.mem.n;
+  // Query rows per block: enough to run the GEMMs near peak (each decoded key tile is reused by
+  // all rows) while the block's tiles stay in L2. Top-k keeps its [m, mem.n] scores smaller.
+  const int64_t target_rows = topk ? 16 : 128;
+  int64_t qb = std::clamp<int64_t>(target_rows / group, 1, a.n_q);
+  // Enough work items for every thread (prefill of a few tokens with few kv heads).
+  while (qb > 1 && a.n_head_kv * ((a.n_q + qb - 1) / qb) < 2 * pool.size()) qb = (qb + 1) / 2;
+  const int64_t n_qb = (a.n_q + qb - 1) / qb, n_items = n_qb * a.n_head_kv;
+  const size_t need = attn_scratch_floats(a.head_dim, qb * group);
+  std::atomic<int64_t> next{0};
+  pool.run([&](int, int) {
+    thread_local AttnBuffers buf;
+    if (buf.scratch.size() < need) buf.scratch.resize(need);
+    // Dynamic scheduling: causal blocks late in the window cost more than early ones.
+    for (int64_t it = next.fetch_add(1); it < n_items; it = next.fetch_add(1)) {
+      const int64_t qi = it / a.n_head_kv;
+      const AttnBlock b{it % a.n_head_kv, qi * qb, std::min(a.n_q, (qi + 1) * qb)};
+      if (topk)
+        topk_block(k, a, b, buf);
+      else
+        k.flash_block(a, b, a.mem.n > 0, nullptr, buf.scratch.data());
+    }
+  });
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a, ThreadPool& pool, KernelIsa isa) {
+  if (a.n_q <= 0 || a.n_head <= 0) return;
+  const AttnKernels* k = attn_kernels(isa);
+  if (k == nullptr)
+    attention_oracle(a, pool);
+  else
+    attention_simd(*k, a, pool);
+}
+
+void attention(const AttentionArgs& a, ThreadPool& pool) { attention(a, pool, active_kernel_isa()); }
 
 }  // namespace lcx::kernels

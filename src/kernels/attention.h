@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/ops.h"
 #include "runtime/thread_pool.h"
 
 namespace lcx::kernels {
@@ -46,6 +47,8 @@ struct AttentionArgs {
 // Dispatches to the fastest implementation; results match scalar::attention to float
 // rounding (exact top-k selection is the same set).
 void attention(const AttentionArgs& a, ThreadPool& pool);
+// One variant (tests, benchmarks): Scalar runs the oracle; a variant this CPU lacks, too.
+void attention(const AttentionArgs& a, ThreadPool& pool, KernelIsa isa);
 
 namespace scalar {
 // The oracle: queries*heads work items [w0, w1) (w = h * n_q + i); scratch holds at least

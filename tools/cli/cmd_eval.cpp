@@ -62,6 +62,14 @@ json common_settings(const Args& a, const longctx::Model& m, const longctx::Sess
                        {"mem_max_tokens", so.mem_max_tokens}}}};
 }
 
+// Fails before a long run, not after it, when an output file cannot be written.
+void check_output_dir(const std::string& flag, const std::string& path) {
+  if (path.empty()) return;
+  const fs::path dir = fs::path(path).parent_path();
+  if (!dir.empty() && !fs::is_directory(dir))
+    fail(flag + ": directory '" + dir.string() + "' does not exist; create it or choose another path");
+}
+
 void write_json(const std::string& path, const json& j) {
   const std::string s = j.dump(2) + "\n";
   lcx::write_file_atomic(path, s.data(), s.size());
@@ -112,9 +120,15 @@ int run_grid_command(const Args& a, eval::Task task) {
   if (cfg.trials < 1 || cfg.trials > 100000) fail("--trials must be between 1 and 100000");
   const std::string json_path = a.str("--json"), png = a.str("--plot");
   if (!png.empty() && fs::path(png).extension() != ".png") fail("--plot: give a .png file name");
+  check_output_dir("--json", json_path);
+  check_output_dir("--plot", png);
 
   auto model = load(a);
   const auto so = session_options(a);
+  for (int64_t len : cfg.lengths)
+    if (so.n_ctx > 0 && len >= so.n_ctx)
+      fail("--lengths " + std::to_string(len) + " does not fit -c/--ctx-size " + std::to_string(so.n_ctx) +
+           " (the prompt and the answer must fit): raise -c or drop that length");
   longctx::Session s(model, so);
   const bool tty = ::isatty(2);
   // One session, reset before every trial: each trial starts from empty caches and memory.
@@ -235,6 +249,7 @@ int cmd_perplexity(int argc, char** argv) {
          join({kModelFlags, kSessionFlags, {"--file", "--mode", "--ctx", "--stride", "--chunk", "--max-tokens", "--json"}}),
          {}, kAliases, true);
   const std::string text = lcx::read_text_file(a.required("--file"));
+  check_output_dir("--json", a.str("--json"));
   const std::string mode = a.str("--mode");
   if (!mode.empty() && mode != "window" && mode != "stream") fail("--mode must be window or stream, got '" + mode + "'");
   const int64_t max_tokens = a.integer("--max-tokens", 0);

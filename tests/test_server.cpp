@@ -1,0 +1,722 @@
+// `longctx serve` end to end: starts the real binary on a free loopback port with the fixture
+// model and talks HTTP/1.1 to it over plain sockets (no client library, so chunked encoding,
+// SSE framing and disconnects are exercised as a client would see them). The random fixture
+// model produces gibberish: these tests check mechanics, not text quality.
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "longctx/longctx.h"
+#include "testutil.h"
+
+using json = nlohmann::json;
+using namespace lcx::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string model_dir() { return fixtures_dir() + "/models/llama_mha"; }
+std::string tokenizer_path() { return fixtures_dir() + "/tokenizer.model"; }
+
+// ---------------------------------------------------------------- a running server process
+
+class ServerProcess {
+ public:
+  explicit ServerProcess(std::vector<std::string> extra) {
+    std::vector<std::string> args = {bin_dir() + "/longctx", "serve", "-m", model_dir(), "--tokenizer", tokenizer_path(),
+                                     "--port", "0", "-t", "2"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    int out[2];
+    if (pipe(out) != 0) throw std::runtime_error("pipe");
+    log_ = tmp_dir() + "/server-" + std::to_string(counter()++) + ".log";
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(out[1], 1);
+      const int err = open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (err >= 0) dup2(err, 2);
+      close(out[0]);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(out[1]);
+    // The server prints "listening on http://127.0.0.1:PORT" once it accepts connections.
+    std::string line;
+    const auto deadline = Clock::now() + std::chrono::seconds(60);
+    while (line.find('\n') == std::string::npos && Clock::now() < deadline) {
+      pollfd p{out[0], POLLIN, 0};
+      if (poll(&p, 1, 200) <= 0) continue;
+      char buf[256];
+      const ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      line.append(buf, size_t(n));
+    }
+    close(out[0]);
+    const size_t colon = line.rfind(':');
+    if (line.find("listening on") == std::string::npos || colon == std::string::npos)
+      throw std::runtime_error("server did not start: " + line + "\n" + log());
+    port_ = std::stoi(line.substr(colon + 1));
+  }
+  ~ServerProcess() { stop(); }
+
+  // SIGTERM, then SIGKILL if it does not exit within 10 s. Returns the exit status.
+  int stop() {
+    if (pid_ <= 0) return status_;
+    kill(pid_, SIGTERM);
+    const auto deadline = Clock::now() + std::chrono::seconds(10);
+    int st = 0;
+    while (waitpid(pid_, &st, WNOHANG) == 0) {
+      if (Clock::now() > deadline) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &st, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    pid_ = -1;
+    status_ = st;
+    return st;
+  }
+  bool alive() const { return pid_ > 0 && kill(pid_, 0) == 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+  int port() const { return port_; }
+  std::string log() const {
+    try {
+      return read_file(log_);
+    } catch (...) {
+      return "";
+    }
+  }
+
+ private:
+  static std::atomic<int>& counter() {
+    static std::atomic<int> c{0};
+    return c;
+  }
+  pid_t pid_ = -1;
+  int port_ = 0;
+  int status_ = 0;
+  std::string log_;
+};
+
+// ---------------------------------------------------------------- a minimal HTTP/1.1 client
+
+int connect_to(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(uint16_t(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  timeval tv{60, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+
+bool send_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    const ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    off += size_t(n);
+  }
+  return true;
+}
+
+std::string request_text(const std::string& method, const std::string& path, const std::string& body,
+                         const std::vector<std::string>& headers) {
+  std::string r = method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+  for (const auto& h : headers) r += h + "\r\n";
+  if (!body.empty() || method == "POST") r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+  return r + "\r\n" + body;
+}
+
+struct Response {
+  int status = 0;
+  std::string headers;
+  std::string body;  // de-chunked
+  json j() const { return json::parse(body); }
+};
+
+std::string dechunk(const std::string& s) {
+  std::string out;
+  size_t p = 0;
+  while (p < s.size()) {
+    const size_t eol = s.find("\r\n", p);
+    if (eol == std::string::npos) break;
+    const size_t n = std::stoul(s.substr(p, eol - p), nullptr, 16);
+    if (n == 0) break;
+    out += s.substr(eol + 2, n);
+    p = eol + 2 + n + 2;
+  }
+  return out;
+}
+
+Response parse_response(const std::string& raw) {
+  Response r;
+  const size_t he = raw.find("\r\n\r\n");
+  if (raw.rfind("HTTP/1.1 ", 0) != 0 || he == std::string::npos) return r;
+  r.status = std::stoi(raw.substr(9, 3));
+  r.headers = raw.substr(0, he);
+  std::string lower = r.headers;
+  for (auto& c : lower) c = char(std::tolower(c));
+  r.body = raw.substr(he + 4);
+  if (lower.find("transfer-encoding: chunked") != std::string::npos) r.body = dechunk(r.body);
+  return r;
+}
+
+Response http(int port, const std::string& method, const std::string& path, const std::string& body = "",
+              const std::vector<std::string>& headers = {}) {
+  const int fd = connect_to(port);
+  if (fd < 0) return {};
+  send_all(fd, request_text(method, path, body, headers));
+  std::string raw;
+  char buf[8192];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) raw.append(buf, size_t(n));
+  close(fd);
+  return parse_response(raw);
+}
+
+Response post(int port, const std::string& path, const json& body, const std::vector<std::string>& headers = {}) {
+  return http(port, "POST", path, body.dump(), headers);
+}
+
+// SSE: the JSON payloads of `data:` events, in order; *done when `data: [DONE]` ended it.
+std::vector<json> sse_events(const std::string& body, bool* done) {
+  std::vector<json> out;
+  *done = false;
+  size_t p = 0;
+  while (p < body.size()) {
+    size_t e = body.find("\n\n", p);
+    if (e == std::string::npos) e = body.size();
+    const std::string ev = body.substr(p, e - p);
+    p = e + 2;
+    if (ev.rfind("data: ", 0) != 0) continue;  // comments (": ping")
+    const std::string data = ev.substr(6);
+    if (data == "[DONE]") {
+      *done = true;
+      continue;
+    }
+    out.push_back(json::parse(data));
+  }
+  return out;
+}
+
+bool is_openai_error(const Response& r) {
+  try {
+    const json j = r.j();
+    const json& e = j.at("error");
+    return e.at("message").is_string() && !e.at("message").get<std::string>().empty() && e.at("type").is_string() &&
+           e.contains("param") && e.contains("code");
+  } catch (...) {
+    return false;
+  }
+}
+
+json greedy(json body, int max_tokens = 12) {
+  body["temperature"] = 0;
+  body["max_tokens"] = max_tokens;
+  return body;
+}
+
+// The main server: two slots, ChatML, a 512-token context, three documents at most.
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    server_ = new ServerProcess({"--chat-template", "chatml", "--parallel", "2", "-c", "512", "--max-documents", "3",
+                                 "--max-tokens", "256"});
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void TearDown() override { ASSERT_TRUE(server_->alive()) << server_->log(); }
+  static int port() { return server_->port(); }
+  static ServerProcess* server_;
+};
+ServerProcess* ServerTest::server_ = nullptr;
+
+TEST_F(ServerTest, HealthAndModels) {
+  auto h = http(port(), "GET", "/health");
+  ASSERT_EQ(h.status, 200);
+  EXPECT_EQ(h.j()["status"], "ok");
+  auto m = http(port(), "GET", "/v1/models");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.j()["object"], "list");
+  ASSERT_EQ(m.j()["data"].size(), 1u);
+  EXPECT_EQ(m.j()["data"][0]["id"], "llama_mha");
+  EXPECT_EQ(m.j()["data"][0]["object"], "model");
+  EXPECT_EQ(http(port(), "GET", "/v1/models/llama_mha").status, 200);
+  EXPECT_EQ(http(port(), "GET", "/v1/models/gpt-4").status, 404);
+}
+
+TEST_F(ServerTest, CompletionUsageAndDeterminism) {
+  auto r = post(port(), "/v1/completions", greedy({{"prompt", "Hello world"}, {"model", "llama_mha"}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.j();
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["model"], "llama_mha");
+  ASSERT_EQ(j["choices"].size(), 1u);
+  EXPECT_EQ(j["choices"][0]["index"], 0);
+  EXPECT_FALSE(j["choices"][0]["text"].get<std::string>().empty());
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  // "Hello world" is [BOS, ▁Hello, ▁world] for the OpenLLaMA tokenizer.
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 3);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(j["usage"]["total_tokens"], 15);
+  auto again = post(port(), "/v1/completions", greedy({{"prompt", "Hello world"}}));
+  EXPECT_EQ(again.j()["choices"][0]["text"], j["choices"][0]["text"]);
+  // Token-id prompts are accepted too.
+  auto ids = post(port(), "/v1/completions", greedy({{"prompt", {1, 15043, 3186}}}));
+  ASSERT_EQ(ids.status, 200) << ids.body;
+  EXPECT_EQ(ids.j()["usage"]["prompt_tokens"], 3);
+}
+
+TEST_F(ServerTest, SeededSamplingIsReproducible) {
+  json body = {{"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 1.0}, {"top_k", 0}, {"top_p", 1.0},
+               {"min_p", 0.0}, {"seed", 1234}};
+  auto a = post(port(), "/v1/completions", body), b = post(port(), "/v1/completions", body);
+  ASSERT_EQ(a.status, 200) << a.body;
+  EXPECT_EQ(a.j()["choices"][0]["text"], b.j()["choices"][0]["text"]);
+  body["frequency_penalty"] = 1.0;
+  body["presence_penalty"] = 0.5;
+  EXPECT_EQ(post(port(), "/v1/completions", body).status, 200);
+}
+
+TEST_F(ServerTest, StreamingCompletionMatchesNonStreaming) {
+  const json body = greedy({{"prompt", "The quick brown fox"}}, 16);
+  auto plain = post(port(), "/v1/completions", body);
+  ASSERT_EQ(plain.status, 200);
+  json sbody = body;
+  sbody["stream"] = true;
+  auto s = post(port(), "/v1/completions", sbody);
+  ASSERT_EQ(s.status, 200) << s.body;
+  EXPECT_NE(s.headers.find("text/event-stream"), std::string::npos);
+  bool done = false;
+  auto evs = sse_events(s.body, &done);
+  EXPECT_TRUE(done);
+  ASSERT_GE(evs.size(), 2u);
+  std::string text;
+  std::string finish;
+  for (const auto& e : evs) {
+    EXPECT_EQ(e["object"], "text_completion");
+    text += e["choices"][0]["text"].get<std::string>();
+    if (!e["choices"][0]["finish_reason"].is_null()) finish = e["choices"][0]["finish_reason"];
+  }
+  EXPECT_EQ(text, plain.j()["choices"][0]["text"].get<std::string>());
+  EXPECT_EQ(finish, "length");
+}
+
+TEST_F(ServerTest, ChatStreamingAndUsage) {
+  const json msgs = json::array({{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi!"}}});
+  auto plain = post(port(), "/v1/chat/completions", greedy({{"messages", msgs}}, 10));
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json pj = plain.j();
+  EXPECT_EQ(pj["object"], "chat.completion");
+  EXPECT_EQ(pj["choices"][0]["message"]["role"], "assistant");
+  EXPECT_GT(pj["usage"]["prompt_tokens"].get<int>(), 10);
+
+  json sb = greedy({{"messages", msgs}}, 10);
+  sb["stream"] = true;
+  sb["stream_options"] = {{"include_usage", true}};
+  auto s = post(port(), "/v1/chat/completions", sb);
+  ASSERT_EQ(s.status, 200);
+  bool done = false;
+  auto evs = sse_events(s.body, &done);
+  ASSERT_TRUE(done);
+  ASSERT_GE(evs.size(), 3u);
+  EXPECT_EQ(evs[0]["object"], "chat.completion.chunk");
+  EXPECT_EQ(evs[0]["choices"][0]["delta"]["role"], "assistant");
+  std::string text, finish;
+  for (const auto& e : evs)
+    for (const auto& c : e["choices"]) {
+      if (c["delta"].contains("content")) text += c["delta"]["content"].get<std::string>();
+      if (!c["finish_reason"].is_null()) finish = c["finish_reason"];
+    }
+  EXPECT_EQ(text, pj["choices"][0]["message"]["content"].get<std::string>());
+  EXPECT_EQ(finish, pj["choices"][0]["finish_reason"].get<std::string>());
+  // The last event carries the usage with no choices.
+  EXPECT_TRUE(evs.back()["choices"].empty());
+  EXPECT_EQ(evs.back()["usage"], pj["usage"]);
+}
+
+TEST_F(ServerTest, SeveralChoices) {
+  auto r = post(port(), "/v1/chat/completions",
+                greedy({{"messages", {{{"role", "user"}, {"content", "Tell me"}}}}, {"n", 3}}, 6));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.j();
+  ASSERT_EQ(j["choices"].size(), 3u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    // Greedy: every choice is the same continuation.
+    EXPECT_EQ(j["choices"][i]["message"]["content"], j["choices"][0]["message"]["content"]);
+  }
+  EXPECT_EQ(j["usage"]["completion_tokens"], 18);
+
+  json sb = greedy({{"prompt", "abc"}, {"n", 2}, {"stream", true}}, 5);
+  auto s = post(port(), "/v1/completions", sb);
+  bool done = false;
+  auto evs = sse_events(s.body, &done);
+  EXPECT_TRUE(done);
+  std::string t0, t1;
+  for (const auto& e : evs) (e["choices"][0]["index"] == 0 ? t0 : t1) += e["choices"][0]["text"].get<std::string>();
+  EXPECT_FALSE(t0.empty());
+  EXPECT_EQ(t0, t1);
+}
+
+TEST_F(ServerTest, StopStrings) {
+  auto full = post(port(), "/v1/completions", greedy({{"prompt", "In the beginning"}}, 24));
+  ASSERT_EQ(full.status, 200);
+  const std::string text = full.j()["choices"][0]["text"];
+  ASSERT_GE(text.size(), 12u);
+  // A stop string from the middle of the greedy text: the output ends right before it.
+  const std::string stop = text.substr(text.size() / 2, 3);
+  const size_t at = text.find(stop);
+  for (const json& s : {json(stop), json::array({"\x01never", stop})}) {
+    auto r = post(port(), "/v1/completions", greedy({{"prompt", "In the beginning"}, {"stop", s}}, 24));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.j()["choices"][0]["text"], text.substr(0, at));
+    EXPECT_EQ(r.j()["choices"][0]["finish_reason"], "stop");
+    json sb = greedy({{"prompt", "In the beginning"}, {"stop", s}, {"stream", true}}, 24);
+    bool done = false;
+    std::string streamed;
+    for (const auto& e : sse_events(post(port(), "/v1/completions", sb).body, &done))
+      streamed += e["choices"][0]["text"].get<std::string>();
+    EXPECT_EQ(streamed, text.substr(0, at));
+  }
+}
+
+TEST_F(ServerTest, PromptOverContextIs400) {
+  std::string long_text;
+  for (int i = 0; i < 600; ++i) long_text += "word ";
+  auto r = post(port(), "/v1/completions", {{"prompt", long_text}});
+  EXPECT_EQ(r.status, 400);
+  EXPECT_TRUE(is_openai_error(r));
+  EXPECT_EQ(r.j()["error"]["code"], "context_length_exceeded");
+  auto m = post(port(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 100000}});
+  EXPECT_EQ(m.status, 400);
+  EXPECT_EQ(m.j()["error"]["param"], "max_tokens");
+}
+
+TEST_F(ServerTest, Metrics) {
+  post(port(), "/v1/completions", greedy({{"prompt", "metrics"}}, 4));
+  auto r = http(port(), "GET", "/metrics");
+  ASSERT_EQ(r.status, 200);
+  for (const char* s : {"longctx_requests_total{endpoint=\"/v1/completions\",status=\"200\"}", "longctx_prompt_tokens_total",
+                        "longctx_generated_tokens_total", "longctx_generation_tokens_per_second", "longctx_queue_length 0",
+                        "longctx_slots_active", "longctx_memory_tokens", "# TYPE longctx_requests_total counter"})
+    EXPECT_NE(r.body.find(s), std::string::npos) << s;
+}
+
+TEST_F(ServerTest, DocumentsAreProcessedOnce) {
+  const std::string doc = "The secret code is 4711. The sky is blue and the grass is green.";
+  auto c = post(port(), "/v1/documents", {{"text", doc}});
+  ASSERT_EQ(c.status, 200) << c.body;
+  const std::string id = c.j()["id"];
+  EXPECT_EQ(id.rfind("doc-", 0), 0u);
+  const int n_doc = c.j()["n_tokens"];
+  // A question on the document equals the same tokens sent whole: the stored state is reused.
+  auto model = longctx::Model::load(model_dir(), {tokenizer_path(), {}});
+  std::vector<int32_t> all = model->tokenize(doc, true);
+  ASSERT_EQ(int(all.size()), n_doc);
+  const auto q = model->tokenize(" The secret code is", false);
+  all.insert(all.end(), q.begin(), q.end());
+  auto with_doc = post(port(), "/v1/completions", greedy({{"prompt", " The secret code is"}, {"document", id}}, 8));
+  ASSERT_EQ(with_doc.status, 200) << with_doc.body;
+  auto whole = post(port(), "/v1/completions", greedy({{"prompt", all}}, 8));
+  EXPECT_EQ(with_doc.j()["choices"][0]["text"], whole.j()["choices"][0]["text"]);
+  EXPECT_EQ(with_doc.j()["usage"]["prompt_tokens"], int(all.size()));
+  EXPECT_EQ(with_doc.j()["usage"]["prompt_tokens_details"]["cached_tokens"], n_doc);
+  // Several questions, chat too; the document is unchanged by them.
+  auto chat = post(port(), "/v1/chat/completions",
+                   greedy({{"messages", {{{"role", "user"}, {"content", "What is the code?"}}}}, {"document", id}}, 6));
+  EXPECT_EQ(chat.status, 200) << chat.body;
+  auto again = post(port(), "/v1/completions", greedy({{"prompt", " The secret code is"}, {"document", id}}, 8));
+  EXPECT_EQ(again.j()["choices"][0]["text"], with_doc.j()["choices"][0]["text"]);
+  auto list = http(port(), "GET", "/v1/documents");
+  EXPECT_NE(list.body.find(id), std::string::npos);
+  EXPECT_EQ(http(port(), "GET", "/v1/documents/" + id).status, 200);
+  // At most --max-documents 3.
+  std::vector<std::string> extra;
+  int status = 200;
+  for (int i = 0; i < 4 && status == 200; ++i) {
+    auto e = post(port(), "/v1/documents", {{"text", "extra document " + std::to_string(i)}});
+    status = e.status;
+    if (status == 200) extra.push_back(e.j()["id"]);
+  }
+  EXPECT_EQ(status, 429);
+  EXPECT_EQ(extra.size(), 2u);
+  for (const auto& e : extra) EXPECT_EQ(http(port(), "DELETE", "/v1/documents/" + e).status, 200);
+  auto del = http(port(), "DELETE", "/v1/documents/" + id);
+  EXPECT_EQ(del.status, 200);
+  EXPECT_EQ(del.j()["deleted"], true);
+  EXPECT_EQ(http(port(), "DELETE", "/v1/documents/" + id).status, 404);
+  auto gone = post(port(), "/v1/completions", greedy({{"prompt", "x"}, {"document", id}}));
+  EXPECT_EQ(gone.status, 404);
+  EXPECT_EQ(gone.j()["error"]["code"], "document_not_found");
+}
+
+// Several clients at once on two slots: all answered, each exactly as when sent alone.
+TEST_F(ServerTest, ConcurrentClientsMatchSequential) {
+  const int N = 6;
+  std::vector<json> bodies;
+  for (int i = 0; i < N; ++i) {
+    if (i % 2) bodies.push_back(greedy({{"prompt", "Request number " + std::to_string(i)}}, 16));
+    else bodies.push_back(greedy({{"messages", {{{"role", "user"}, {"content", "Chat " + std::to_string(i)}}}}}, 16));
+  }
+  auto path = [](int i) { return i % 2 ? "/v1/completions" : "/v1/chat/completions"; };
+  auto text = [](const json& j) {
+    const json& c = j["choices"][0];
+    return c.contains("text") ? c["text"].get<std::string>() : c["message"]["content"].get<std::string>();
+  };
+  std::vector<std::string> seq(N), par(N);
+  for (int i = 0; i < N; ++i) seq[size_t(i)] = text(post(port(), path(i), bodies[size_t(i)]).j());
+  std::vector<int> status(N);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < N; ++i)
+    ts.emplace_back([&, i] {
+      json b = bodies[size_t(i)];
+      const bool stream = i >= 4;  // some clients stream
+      if (stream) b["stream"] = true;
+      auto r = post(port(), path(i), b);
+      status[size_t(i)] = r.status;
+      if (r.status != 200) return;
+      if (!stream) {
+        par[size_t(i)] = text(r.j());
+        return;
+      }
+      bool done = false;
+      for (const auto& e : sse_events(r.body, &done)) {
+        const json& c = e["choices"][0];
+        if (c.contains("text")) par[size_t(i)] += c["text"].get<std::string>();
+        else if (c["delta"].contains("content")) par[size_t(i)] += c["delta"]["content"].get<std::string>();
+      }
+    });
+  for (auto& t : ts) t.join();
+  for (int i = 0; i < N; ++i) {
+    EXPECT_EQ(status[size_t(i)], 200) << i;
+    EXPECT_EQ(par[size_t(i)], seq[size_t(i)]) << i;
+  }
+}
+
+// A few hundred bad requests: each is a 4xx with an OpenAI error body; the server stays up.
+TEST_F(ServerTest, MalformedRequestsNeverCrash) {
+  const auto t0 = Clock::now();
+  const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
+  const json ok_cmpl = {{"prompt", "hi"}, {"max_tokens", 2}};
+  std::vector<std::pair<std::string, std::string>> bad;  // path, body
+  for (const char* body : {"", "{", "}", "[]", "null", "42", "\"text\"", "{\"prompt\": }", "{\"prompt\": \"a\",}",
+                           "{'prompt': 'a'}", "{\"prompt\": \"\\ud800\"}", "\xff\xfe\x00garbage", "{\"prompt\": \"a\"} trailing",
+                           "{\"messages\": [}", "{\"prompt\": \"\xc3\x28\"}", "{\"prompt\": \"\xed\xa0\x80\"}"}) {
+    bad.push_back({"/v1/completions", body});
+    bad.push_back({"/v1/chat/completions", body});
+    bad.push_back({"/v1/documents", body});
+  }
+  // Wrong types / values of known fields.
+  const std::vector<std::pair<std::string, json>> fields = {
+      {"max_tokens", "8"},     {"max_tokens", -1},         {"max_tokens", 1.5},     {"max_tokens", true},
+      {"max_tokens", 1e300},   {"temperature", "hot"},     {"temperature", -1},     {"temperature", 99},
+      {"top_p", 0},            {"top_p", 2},               {"top_p", "x"},          {"top_k", -3},
+      {"top_k", 0.5},          {"min_p", 7},               {"n", 0},                {"n", 1000},
+      {"n", "two"},            {"stream", "yes"},          {"stream", 1},           {"stop", 5},
+      {"stop", {1, 2}},        {"stop", {{"a", 1}}},       {"seed", "abc"},         {"seed", 0.5},
+      {"frequency_penalty", 3}, {"presence_penalty", "x"}, {"repeat_penalty", 0},   {"model", 5},
+      {"model", "gpt-4"},      {"stream_options", 3},      {"stream_options", {{"include_usage", "y"}}},
+      {"logprobs", true},      {"document", 7},            {"document", ""},        {"document", "doc-nope"},
+      {"ignore_eos", "no"},    {"max_completion_tokens", "9"}};
+  for (const auto& [k, v] : fields) {
+    json c = ok_cmpl, h = ok_chat;
+    c[k] = v;
+    h[k] = v;
+    bad.push_back({"/v1/completions", c.dump()});
+    bad.push_back({"/v1/chat/completions", h.dump()});
+  }
+  for (const json& p : {json(nullptr), json(5), json::object(), json::array(), json({"a", "b"}), json({-1}),
+                        json({1, 99999999}), json({1, "x"}), json({{1, 2}}), json(true)})
+    bad.push_back({"/v1/completions", json{{"prompt", p}}.dump()});
+  for (const json& m : {json(nullptr), json("hi"), json::array(), json({1}), json({{{"content", "x"}}}),
+                        json({{{"role", "user"}}}), json({{{"role", "robot"}, {"content", "x"}}}),
+                        json({{{"role", 3}, {"content", "x"}}}), json({{{"role", "user"}, {"content", 3}}}),
+                        json({{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}),
+                        json({{{"role", "user"}, {"content", {{{"type", "text"}, {"text", 4}}}}}})})
+    bad.push_back({"/v1/chat/completions", json{{"messages", m}}.dump()});
+  for (const json& d : {json{{"text", 5}}, json{{"nottext", "a"}}, json{{"text", nullptr}}, json{{"text", "a"}, {"model", "x"}}})
+    bad.push_back({"/v1/documents", d.dump()});
+  std::string huge;
+  for (int i = 0; i < 700; ++i) huge += "again ";
+  bad.push_back({"/v1/completions", json{{"prompt", huge}}.dump()});
+  bad.push_back({"/v1/chat/completions", json{{"messages", {{{"role", "user"}, {"content", huge}}}}}.dump()});
+  bad.push_back({"/v1/documents", json{{"text", huge + huge}}.dump()});
+
+  int n = 0;
+  for (int round = 0; round < 2; ++round)
+    for (const auto& [path, body] : bad) {
+      auto r = http(port(), "POST", path, body);
+      ++n;
+      EXPECT_GE(r.status, 400) << path << " " << body;
+      EXPECT_LT(r.status, 500) << path << " " << body << " -> " << r.body;
+      EXPECT_TRUE(is_openai_error(r)) << path << " " << body << " -> " << r.body;
+    }
+  // Wrong methods, unknown paths, garbage that is not HTTP at all.
+  for (const char* p : {"/", "/v1", "/v1/completion", "/v2/completions", "/v1/documents/", "/../etc/passwd", "/%00"}) {
+    auto r = http(port(), "GET", p);
+    EXPECT_GE(r.status, 400) << p;
+    EXPECT_LT(r.status, 500) << p;
+    ++n;
+  }
+  EXPECT_GE(http(port(), "GET", "/v1/completions").status, 400);
+  EXPECT_GE(http(port(), "PUT", "/v1/chat/completions", "{}").status, 400);
+  for (const char* raw : {"GARBAGE\r\n\r\n", "\x16\x03\x01\x02\x00\x01\x00", "POST /v1/completions HTTP/1.1\r\nContent-Length: 100\r\n\r\n{",
+                          "GET / HTTP/9.9\r\n\r\n"}) {
+    const int fd = connect_to(port());
+    ASSERT_GE(fd, 0);
+    timeval tv{2, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    send_all(fd, raw);
+    char buf[256];
+    (void)!recv(fd, buf, sizeof buf, 0);
+    close(fd);
+    ++n;
+  }
+  // Unknown fields are ignored, as OpenAI does.
+  json extra = ok_cmpl;
+  extra["frobnicate"] = {{"x", 1}};
+  extra["user"] = "someone";
+  EXPECT_EQ(post(port(), "/v1/completions", extra).status, 200);
+
+  EXPECT_GE(n, 200);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 120.0);
+  ASSERT_TRUE(server_->alive());
+  EXPECT_EQ(http(port(), "GET", "/health").status, 200);
+  auto a = post(port(), "/v1/completions", greedy({{"prompt", "Hello world"}}));
+  ASSERT_EQ(a.status, 200);
+  EXPECT_EQ(a.j()["usage"]["completion_tokens"], 12);
+}
+
+TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
+  ServerProcess s({"--api-key", "sekrit"});
+  const json body = greedy({{"prompt", "hi"}}, 2);
+  auto none = post(s.port(), "/v1/completions", body);
+  EXPECT_EQ(none.status, 401);
+  EXPECT_TRUE(is_openai_error(none));
+  EXPECT_EQ(none.j()["error"]["code"], "invalid_api_key");
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer wrong"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit2"}).status, 401);
+  EXPECT_EQ(http(s.port(), "GET", "/v1/models").status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit"}).status, 200);
+  EXPECT_EQ(http(s.port(), "GET", "/health").status, 200);
+  // The fixture model has no chat template and none was given: a 400 that says what to do.
+  auto chat = post(s.port(), "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}},
+                   {"Authorization: Bearer sekrit"});
+  EXPECT_EQ(chat.status, 400);
+  EXPECT_NE(chat.j()["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
+  EXPECT_EQ(s.stop(), 0);  // SIGTERM: a clean exit
+}
+
+// One slot, one queue place: a third request gets 429; disconnecting clients cancel their
+// requests, and the server is free again at once.
+TEST(ServerBusy, QueueFullAndCancellation) {
+  ServerProcess s({"--parallel", "1", "--queue-size", "1", "-c", "16384", "--max-tokens", "16000"});
+  const json longgen = {{"prompt", "go"}, {"max_tokens", 15000}, {"temperature", 0}, {"ignore_eos", true}, {"stream", true}};
+  auto open_stream = [&](bool wait_first_token) {
+    const int fd = connect_to(s.port());
+    send_all(fd, request_text("POST", "/v1/completions", longgen.dump(), {}));
+    if (wait_first_token) {
+      std::string got;
+      char buf[4096];
+      while (got.find("data: {") == std::string::npos) {
+        const ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        got.append(buf, size_t(n));
+      }
+      EXPECT_NE(got.find("data: {"), std::string::npos);
+    }
+    return fd;
+  };
+  const int a = open_stream(true);  // running
+  const int b = open_stream(false);  // waiting
+  // Wait until the second request is queued.
+  for (int i = 0; i < 200; ++i) {
+    auto h = http(s.port(), "GET", "/health");
+    if (h.status == 200 && h.j()["queue"] == 1) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  auto c = post(s.port(), "/v1/completions", greedy({{"prompt", "third"}}, 2));
+  EXPECT_EQ(c.status, 429);
+  EXPECT_TRUE(is_openai_error(c));
+  EXPECT_EQ(c.j()["error"]["code"], "queue_full");
+  close(a);
+  close(b);
+  // Both long requests are cancelled (the server notices at its next write, within about a
+  // second), so a new one is answered long before 15000 tokens could have been generated.
+  const auto t0 = Clock::now();
+  Response d;
+  while (Clock::now() - t0 < std::chrono::seconds(20)) {
+    d = post(s.port(), "/v1/completions", greedy({{"prompt", "after"}}, 4));
+    if (d.status != 429) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(d.status, 200) << d.body;
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 5.0);
+  auto m = http(s.port(), "GET", "/metrics");
+  EXPECT_NE(m.body.find("longctx_requests_cancelled_total 2"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("endpoint=\"/v1/completions\",status=\"429\"}"), std::string::npos);
+}
+
+TEST(Chat, PipedStdinJsonModeAndSave) {
+  const std::string dir = tmp_dir();
+  const std::string save = dir + "/chat.json";
+  {
+    std::ofstream in(dir + "/chat_in.txt");
+    in << "Hello there\n/help\nSecond \\\nquestion\n/save " << save << "\n/reset\nThird\n";
+  }
+  std::string out;
+  const int rc = run_cmd(bin_dir() + "/longctx chat -m " + model_dir() + " --tokenizer " + tokenizer_path() +
+                             " --chat-template chatml --temp 0 -n 5 -c 512 --json < " + dir + "/chat_in.txt 2>/dev/null",
+                         &out);
+  ASSERT_EQ(rc, 0) << out;
+  std::vector<json> replies;
+  size_t p = 0;
+  while (p < out.size()) {
+    const size_t e = out.find('\n', p);
+    replies.push_back(json::parse(out.substr(p, e - p)));
+    p = e + 1;
+  }
+  ASSERT_EQ(replies.size(), 3u) << out;
+  for (const auto& r : replies) {
+    EXPECT_EQ(r["role"], "assistant");
+    EXPECT_EQ(r["completion_tokens"], 5);
+  }
+  // History is kept: the second turn continues the first one's context; /reset starts over.
+  EXPECT_GT(replies[1]["context_tokens"].get<int>(), replies[0]["context_tokens"].get<int>());
+  EXPECT_EQ(replies[2]["context_tokens"].get<int>() - replies[2]["prompt_tokens"].get<int>(),
+            replies[0]["context_tokens"].get<int>() - replies[0]["prompt_tokens"].get<int>());
+  const json saved = json::parse(read_file(save));
+  ASSERT_EQ(saved["messages"].size(), 4u);
+  EXPECT_EQ(saved["messages"][2]["content"], "Second \nquestion");
+  EXPECT_EQ(saved["messages"][1]["content"], replies[0]["content"]);
+}
+
+}  // namespace
