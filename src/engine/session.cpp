@@ -203,8 +203,8 @@ struct Session::Impl {
     const size_t row = lcx::memory_bytes_per_token(c) / (2 * std::max<size_t>(1, c.mem.layers.size()));
     for (auto& L : state.layers) {
       if (L.mem_k.empty()) continue;
-      L.mem_k.erase(L.mem_k.begin(), L.mem_k.begin() + long(size_t(drop) * row));
-      L.mem_v.erase(L.mem_v.begin(), L.mem_v.begin() + long(size_t(drop) * row));
+      L.mem_k.erase_front(size_t(drop) * row);
+      L.mem_v.erase_front(size_t(drop) * row);
     }
     state.n_mem = opt.mem_max_tokens;
   }
@@ -463,6 +463,10 @@ class StateWriter {
     pod(uint64_t(v.size()));
     raw(v.data(), v.size() * sizeof(T));
   }
+  void bytes(const lcx::ByteBuffer& b) {
+    pod(uint64_t(b.size()));
+    raw(b.data(), b.size());
+  }
   void commit() {
     const uint64_t h = hash_.h;
     raw(&h, sizeof h, false);
@@ -510,6 +514,13 @@ class StateReader {
     std::memcpy(&want, f_->data() + f_->size() - 8, 8);
     if (h.h != want) fail("'" + path_ + "' is corrupt (checksum mismatch): re-create it with `longctx ingest --save`");
   }
+  void bytes(lcx::ByteBuffer& b) {
+    const uint64_t n = pod<uint64_t>();
+    if (n > f_->size()) fail("'" + path_ + "' is corrupt (implausible array size)");
+    b.clear();
+    b.resize(size_t(n));
+    raw(b.data(), size_t(n));
+  }
   bool at_end() const { return pos_ + 8 == f_->size(); }
 
  private:
@@ -533,7 +544,7 @@ void Session::save_state(const std::string& path) const {
   w.vec(I.last_logits);
   w.pod(uint64_t(st.layers.size()));
   for (const auto& L : st.layers) {
-    w.vec(L.k); w.vec(L.k_raw); w.vec(L.v); w.vec(L.mem_k); w.vec(L.mem_v);
+    w.vec(L.k); w.vec(L.k_raw); w.vec(L.v); w.bytes(L.mem_k); w.bytes(L.mem_v);
   }
   w.commit();
 }
@@ -563,7 +574,7 @@ void Session::load_state(const std::string& path) {
   r.vec(last, big);
   if (r.pod<uint64_t>() != st.layers.size()) fail("'" + path + "' is corrupt (layer count)");
   for (auto& L : st.layers) {
-    r.vec(L.k, big); r.vec(L.k_raw, big); r.vec(L.v, big); r.vec(L.mem_k, big); r.vec(L.mem_v, big);
+    r.vec(L.k, big); r.vec(L.k_raw, big); r.vec(L.v, big); r.bytes(L.mem_k); r.bytes(L.mem_v);
   }
   if (!r.at_end() || last.size() != size_t(I.m->config.n_vocab)) fail("'" + path + "' is corrupt (trailing data)");
   I.state = std::move(st);

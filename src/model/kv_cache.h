@@ -6,6 +6,7 @@
 
 #include "model/config.h"
 #include "model/rope.h"
+#include "runtime/byte_buffer.h"
 
 namespace lcx {
 
@@ -16,8 +17,8 @@ struct LayerCache {
   std::vector<float> v;
   // FoT memory (memory layers only): [n_mem, n_head_kv, head_dim] in MemConfig::dtype.
   // Keys are stored rotated as position 0 (mem_positionals) or unrotated, as LongLLaMA does.
-  std::vector<uint8_t> mem_k;
-  std::vector<uint8_t> mem_v;
+  ByteBuffer mem_k;
+  ByteBuffer mem_v;
 };
 
 struct KvState {
