@@ -67,7 +67,7 @@ KvData make_kv(KvFormat f, int64_t n, int64_t n_head_kv, int64_t hd, std::mt1993
   d.v.resize(d.k.size());
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::uniform_int_distribution<int> id(-6, 6);
-  std::vector<float> row(size_t(hd));
+  std::vector<float> row(static_cast<size_t>(hd));
   for (int64_t r = 0; r < n * n_head_kv; ++r) {
     for (auto& x : row) x = integer ? float(id(rng)) : nd(rng);
     // Q8Row stores d = amax / 127: with a 127 in the row, d = 1 and integers stay exact.
@@ -292,7 +292,8 @@ TEST(Attention, DecodeRowExact) {
   for (KernelIsa isa : simd_isas()) {
     for (KvFormat f : kFormats) {
       for (int64_t hd : {1, 7, 8, 15, 16, 17, 64, 100, 128}) {
-        std::vector<float> x(size_t(hd)), ref(size_t(hd)), got(size_t(hd));
+        const size_t n = static_cast<size_t>(hd);
+        std::vector<float> x(n), ref(n), got(n);
         for (auto& v : x) v = nd(rng);
         std::vector<uint8_t> row(kv_row_bytes(f, hd));
         kv_encode(f, x.data(), hd, row.data());

@@ -15,11 +15,10 @@
 #include "runtime/error.h"
 #include "testutil.h"
 
-// The evaluation code is part of the `longctx` executable, not of longctx_core (which is all
-// tests link), so its sources are compiled into this test directly.
-#include "../tools/eval/perplexity.cpp"
-#include "../tools/eval/retrieval.cpp"
-#include "../tools/eval/tasks.cpp"
+// The evaluation code lives in the longctx_tools library (tools/eval), which tests link.
+#include "eval/perplexity.h"
+#include "eval/retrieval.h"
+#include "eval/tasks.h"
 
 namespace lcx::eval {
 namespace {

@@ -39,9 +39,9 @@ std::string tokenizer_path() { return fixtures_dir() + "/tokenizer.model"; }
 
 class ServerProcess {
  public:
-  explicit ServerProcess(std::vector<std::string> extra) {
-    std::vector<std::string> args = {bin_dir() + "/longctx", "serve", "-m", model_dir(), "--tokenizer", tokenizer_path(),
-                                     "--port", "0", "-t", "2"};
+  explicit ServerProcess(std::vector<std::string> extra, const std::string& model = model_dir()) {
+    std::vector<std::string> args = {bin_dir() + "/longctx", "serve", "-m", model, "--port", "0", "-t", "2"};
+    if (model == model_dir()) args.insert(args.end(), {"--tokenizer", tokenizer_path()});
     args.insert(args.end(), extra.begin(), extra.end());
     int out[2];
     if (pipe(out) != 0) throw std::runtime_error("pipe");
@@ -717,6 +717,107 @@ TEST(Chat, PipedStdinJsonModeAndSave) {
   ASSERT_EQ(saved["messages"].size(), 4u);
   EXPECT_EQ(saved["messages"][2]["content"], "Second \nquestion");
   EXPECT_EQ(saved["messages"][1]["content"], replies[0]["content"]);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- chat templates, directly
+// The test binary links only longctx_core, so the template code is compiled in here.
+#include "../tools/server/chat_template.cpp"
+
+namespace {
+
+using lcx::server::ChatMessage;
+using lcx::server::ChatTemplate;
+
+// Parts as one string, ids shown as <id>.
+std::string show(const std::vector<lcx::server::Part>& parts) {
+  std::string s;
+  for (const auto& p : parts) {
+    if (p.id < 0) {
+      s += p.text;
+      continue;
+    }
+    s += '<';
+    s += std::to_string(p.id);
+    s += '>';
+  }
+  return s;
+}
+
+std::shared_ptr<longctx::Model> fixture_model() {
+  static auto m = longctx::Model::load(model_dir(), {tokenizer_path(), {}});
+  return m;
+}
+
+TEST(ChatTemplates, RenderEachFormat) {
+  auto m = fixture_model();
+  const std::vector<ChatMessage> conv = {{"system", "S"}, {"user", " U "}, {"assistant", "A"}, {"user", "V"}};
+  // The OpenLLaMA vocabulary has no ChatML / Llama 3 pieces: the markers stay text.
+  EXPECT_EQ(show(ChatTemplate("chatml", *m).render(conv, true)),
+            "<1><|im_start|>system\nS<|im_end|>\n<|im_start|>user\n U <|im_end|>\n<|im_start|>assistant\nA<|im_end|>\n"
+            "<|im_start|>user\nV<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(show(ChatTemplate("llama2", *m).render(conv, true)),
+            "<1>[INST] <<SYS>>\nS\n<</SYS>>\n\n U [/INST] A <2><1>[INST] V [/INST]");
+  EXPECT_EQ(show(ChatTemplate("llama3", *m).render({{"user", " U "}}, true)),
+            "<1><|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n");
+  EXPECT_EQ(show(ChatTemplate("longllama", *m).render({{"user", "U"}, {"assistant", "A"}, {"user", "V"}}, true)),
+            std::string("<1>") + "A chat between a user (denoted as USER:) and an artificial intelligence assistant "
+            "(denoted as ASSISTANT:). The assistant gives helpful, detailed, and polite answers to the user's questions.\n\n"
+            "\nUSER: U\nASSISTANT: A<2>\nUSER: V\nASSISTANT: ");
+  EXPECT_EQ(ChatTemplate("chatml", *m).stop_strings(), std::vector<std::string>{"<|im_end|>"});
+  EXPECT_EQ(ChatTemplate("llama3", *m).stop_strings(), std::vector<std::string>{"<|eot_id|>"});
+  EXPECT_THROW(ChatTemplate("vicuna", *m), std::runtime_error);
+  EXPECT_THROW(ChatTemplate("chatml", *m).render({{"tool", "x"}}, true), std::runtime_error);
+}
+
+TEST(ChatTemplates, LongLlamaTokenizesPiecesSeparately) {
+  // As long_llama's chat_tuning_data_processor: BOS, then each prefix and text on its own.
+  auto m = fixture_model();
+  ChatTemplate t("longllama", *m);
+  const auto ids = t.tokenize(t.render({{"system", "Sys"}, {"user", "Hi"}}, true));
+  std::vector<int32_t> want = {1};
+  for (const char* s : {"Sys\n\n", "\nUSER: ", "Hi", "\nASSISTANT: "}) {
+    const auto p = m->tokenize(s, false);
+    want.insert(want.end(), p.begin(), p.end());
+  }
+  EXPECT_EQ(ids, want);
+  // ChatML text is joined, then tokenized once.
+  ChatTemplate c("chatml", *m);
+  const auto cids = c.tokenize(c.render({{"user", "Hi"}}, true));
+  auto joined = m->tokenize("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", true);
+  EXPECT_EQ(cids, joined);
+}
+
+TEST(ChatTemplates, DetectFromJinja) {
+  EXPECT_EQ(ChatTemplate::detect_from_jinja("{% for m in messages %}<|im_start|>{{ m.role }}..."), "chatml");
+  EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ '<|start_header_id|>' + m['role'] }}"), "llama3");
+  EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"), "llama2");
+  EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ 'USER: ' + c }}{{ 'ASSISTANT: ' }}"), "longllama");
+  EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ '<start_of_turn>' }}"), "");
+}
+
+// A model directory with tokenizer_config.json: the server picks its template by itself.
+TEST(ChatTemplates, ServerDetectsTokenizerConfig) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::path(tmp_dir()) / "chatml_model";
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors"})
+    if (!fs::exists(dir / f)) fs::create_symlink(fs::path(model_dir()) / f, dir / f);
+  if (!fs::exists(dir / "tokenizer.model")) fs::create_symlink(tokenizer_path(), dir / "tokenizer.model");
+  {
+    std::ofstream cfg(dir / "tokenizer_config.json");
+    cfg << json{{"chat_template", "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
+                                  "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"}}.dump();
+  }
+  ServerProcess t({"--alias", "my-model"}, dir.string());
+  auto m = http(t.port(), "GET", "/v1/models");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_EQ(m.j()["data"][0]["id"], "my-model");
+  EXPECT_EQ(m.j()["data"][0]["meta"]["chat_template"], "chatml");
+  auto r = post(t.port(), "/v1/chat/completions",
+                greedy({{"model", "my-model"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}}, 3));
+  EXPECT_EQ(r.status, 200) << r.body;
 }
 
 }  // namespace

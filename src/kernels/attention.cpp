@@ -117,6 +117,14 @@ size_t attn_scratch_floats(int64_t hd, int64_t m) {
   return size_t(2 * hdp * mp + 2 * kAttnTile * hdp + kAttnTile * mp + 4 * mp + 16 * 16);
 }
 
+size_t attn_range_scratch_floats(int64_t hd, int64_t m, int64_t n_head_kv) {
+  const int64_t hdp = (hd + kAttnMaxLanes - 1) / kAttnMaxLanes * kAttnMaxLanes;
+  const int64_t g_stride = (2 * m * hdp + 2 * m + 15) / 16 * 16;
+  // Kt, Vt [T, hdp], S [m, T], per kv head Q, O [m, hdp] + mx, l, then the per-head descriptors.
+  return size_t(2 * kAttnTile * hdp + m * kAttnTile + n_head_kv * g_stride + 16 * 8) +
+         size_t(n_head_kv) * 128 / sizeof(float);
+}
+
 const AttnKernels* attn_kernels(KernelIsa isa) {
   if (!kernel_isa_supported(isa)) return nullptr;
   switch (isa) {
@@ -203,9 +211,63 @@ void topk_block(const AttnKernels& k, const AttentionArgs& a, const AttnBlock& b
   }
 }
 
+// Decode: few query rows per kv head, so the work is split over keys instead (flash decoding):
+// each item walks one chunk of memory or local keys for all heads, and the chunks' softmax
+// states are merged at the end, rescaled to the common max.
+void attention_split_keys(const AttnKernels& k, const AttentionArgs& a, ThreadPool& pool) {
+  const int64_t group = a.n_head / a.n_head_kv, m = a.n_q * group, hd = a.head_dim;
+  const int64_t n_local = a.n_past + a.n_q;
+  const int64_t total = a.mem.n + n_local;
+  // Chunks of whole tiles, about four per thread, at least 512 keys (the merge stays negligible).
+  int64_t chunk = std::max<int64_t>(512, (total + 4 * pool.size() - 1) / (4 * pool.size()));
+  chunk = (chunk + kAttnTile - 1) / kAttnTile * kAttnTile;
+  struct Item {
+    bool mem;
+    int64_t t0, t1;
+  };
+  std::vector<Item> items;
+  for (int64_t t = 0; t < a.mem.n; t += chunk) items.push_back({true, t, std::min(a.mem.n, t + chunk)});
+  for (int64_t t = 0; t < n_local; t += chunk) items.push_back({false, t, std::min(n_local, t + chunk)});
+  const int64_t per_item = a.n_head_kv * m * (hd + 2);
+  std::vector<float> states(items.size() * size_t(per_item));
+  const size_t need = attn_range_scratch_floats(hd, m, a.n_head_kv);
+  std::atomic<int64_t> next{0};
+  pool.run([&](int, int) {
+    thread_local std::vector<float> scratch;
+    if (scratch.size() < need) scratch.resize(need);
+    for (int64_t it = next.fetch_add(1); it < int64_t(items.size()); it = next.fetch_add(1)) {
+      const Item& item = items[size_t(it)];
+      k.narrow_range(a, item.mem, item.t0, item.t1, states.data() + it * per_item, scratch.data());
+    }
+  });
+  for (int64_t g = 0; g < a.n_head_kv; ++g) {
+    for (int64_t r = 0; r < m; ++r) {
+      const float* st0 = states.data() + g * m * (hd + 2);
+      float mx = -INFINITY;
+      for (size_t it = 0; it < items.size(); ++it) mx = std::max(mx, st0[size_t(per_item) * it + m * hd + r]);
+      float* dst = a.out + ((r / group) * a.n_head + g * group + r % group) * hd;
+      std::fill(dst, dst + hd, 0.0f);
+      float l = 0.0f;
+      for (size_t it = 0; it < items.size(); ++it) {
+        const float* st = st0 + size_t(per_item) * it;
+        const float c = std::exp(st[m * hd + r] - mx);  // 0 for a chunk this row cannot see
+        if (c == 0.0f) continue;
+        l += st[m * hd + m + r] * c;
+        axpy(c, st + r * hd, dst, hd);
+      }
+      const float inv = 1.0f / l;
+      for (int64_t i = 0; i < hd; ++i) dst[i] *= inv;
+    }
+  }
+}
+
 void attention_simd(const AttnKernels& k, const AttentionArgs& a, ThreadPool& pool) {
   const int64_t group = a.n_head / a.n_head_kv;
   const bool topk = a.mem_topk > 0 && a.mem_topk < a.mem.n;
+  if (!topk && a.n_q * group < k.lanes) {
+    attention_split_keys(k, a, pool);
+    return;
+  }
   // Query rows per block: enough to run the GEMMs near peak (each decoded key tile is reused by
   // all rows) while the block's tiles stay in L2. Top-k keeps its [m, mem.n] scores smaller.
   const int64_t target_rows = topk ? 16 : 128;

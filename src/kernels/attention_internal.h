@@ -32,18 +32,27 @@ struct AttnBlock {
 
 struct AttnKernels {
   KernelIsa isa;
+  int lanes;  // floats per vector; blocks of fewer query rows use the decode layout
   // Softmax over the local keys plus (with_mem) all memory keys, result into a.out; or, when
   // state is set, the unnormalised state into it (and a.out untouched).
   void (*flash_block)(const AttentionArgs& a, const AttnBlock& b, bool with_mem, const FlashState* state,
                       float* scratch);
   // Memory scores max(q.k * scale, floor) of every row of the block: s[m, mem.n].
   void (*mem_scores)(const AttentionArgs& a, const AttnBlock& b, float* s, float* scratch);
+  // Decode (all n_q * group rows of a head fewer than lanes): keys [t_begin, t_end) of the memory
+  // (mem) or the local span for every kv head; head g's unnormalised state (o[m, hd], mx[m], l[m])
+  // into states + g * m * (head_dim + 2). Local keys past the causal horizon are masked.
+  void (*narrow_range)(const AttentionArgs& a, bool mem, int64_t t_begin, int64_t t_end, float* states,
+                       float* scratch);
   // One row into head_dim floats (SIMD decode).
   void (*decode_row)(KvFormat f, const uint8_t* src, int64_t head_dim, float* dst);
 };
 
 // Floats of scratch flash_block / mem_scores need for blocks of up to m rows (64-byte aligned).
 size_t attn_scratch_floats(int64_t head_dim, int64_t m);
+
+// Floats of scratch narrow_range needs.
+size_t attn_range_scratch_floats(int64_t head_dim, int64_t m, int64_t n_head_kv);
 
 // The table of one instruction set, or nullptr (scalar: none, the oracle runs instead).
 const AttnKernels* attn_kernels(KernelIsa isa);

@@ -53,7 +53,8 @@ const char* kServeHelp =
     "  --quiet                   no per-request log lines on stderr\n"
     "\n"
     "model:\n%s"
-    "\nsession (-t is the total; each of the --parallel workers gets t / N threads):\n%s"
+    "\nsession (-t is the total; each of the --parallel workers gets t / N threads; for LLaMA\n"
+    "the server's default -c is the trained context, a hard limit per request):\n%s"
     "\nsampling defaults (requests override them; -n is the default max_tokens, here 512):\n%s"
     "\nRoPE and memory overrides:\n%s";
 
@@ -179,10 +180,24 @@ struct Chat {
     return ids;
   }
 
+  // The system message (with a --file document) is processed once at start; /reset goes
+  // back to a clone of that state instead of processing the document again. Llama 2 folds
+  // the system prompt into the first [INST] block, so there it waits for the first turn.
+  std::unique_ptr<longctx::Session> start_state;
+  size_t n_start_fed = 0;
+  void prefeed() {
+    if (n_base > 0 && tmpl->name() != "llama2") {
+      feed(tmpl->tokenize(tmpl->render(messages, false)));
+      n_start_fed = n_base;
+    }
+    n_fed = n_start_fed;
+    start_state = session->clone();
+  }
+
   void reset() {
-    session->reset();
+    session = start_state->clone();
     messages.resize(n_base);
-    n_fed = 0;
+    n_fed = n_start_fed;
     pending.clear();
     skip_marker = false;
   }
@@ -246,7 +261,7 @@ struct Chat {
   void feed(const std::vector<int32_t>& ids) {
     if (ids.empty()) return;
     Progress prog;
-    const bool show = ids.size() >= 256;
+    const bool show = ids.size() >= 256 && isatty(STDERR_FILENO);  // not in logs of scripts
     session->feed(ids, nullptr, [&](int64_t d, int64_t t) {
       if (show) prog(d, t);
     });
@@ -295,6 +310,7 @@ int chat(int argc, char** argv) {
   c.session = std::make_unique<longctx::Session>(c.model, session_options(a));
   if (!system.empty()) c.messages.push_back({"system", system});
   c.n_base = c.messages.size();
+  c.prefeed();
 
   const bool tty = isatty(STDIN_FILENO) && !c.json_mode;
   if (tty) {
