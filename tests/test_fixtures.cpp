@@ -201,6 +201,57 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTest,
                          ::testing::Combine(::testing::ValuesIn(case_names()), ::testing::Values("hf", "gguf")),
                          param_name);
 
+// Quantised conversions: Q8_0 and Q4_0 GGUF against the reference logits of the plain LLaMA
+// cases. Bounds: Q8_0 max |diff| < 0.1 and argmax agreement >= 85% of positions; Q4_0 max
+// |diff| < 1.0 and the reference argmax within Q4_0's top 10 at >= 50% of positions (measured 64-67%). These tiny
+// random models (hidden 32, one quantisation block per row) have top-1/top-2 logit gaps of a
+// few hundredths, far below Q4_0's error, so exact argmax agreement is no measure for Q4_0 here.
+class QuantTest : public ::testing::TestWithParam<std::tuple<std::string, std::string>> {};
+
+TEST_P(QuantTest, BoundedError) {
+  const auto& [name, qtype] = GetParam();
+  const Case c = load_case(name);
+  const fs::path hf = fs::weakly_canonical(c.dir / c.j["model_dir"].get<std::string>());
+  const fs::path out = fs::path(tmp_dir()) / (hf.filename().string() + "." + qtype + ".gguf");
+  const std::string tok = (fs::path(fixtures_dir()) / "tokenizer.model").string();
+  std::string log;
+  ASSERT_EQ(run_cmd(cli() + " convert -m " + hf.string() + " --tokenizer " + tok + " --outtype " + qtype + " -o " +
+                        out.string() + " 2>&1", &log), 0) << log;
+  const auto ids = c.j["input_ids"].get<std::vector<int>>();
+  const auto got = run_logits(c, out.string(), ids, "");
+  const json& o = c.j["outputs"]["logits"];
+  const std::vector<float> want = read_f32((c.dir / o["file"].get<std::string>()).string());
+  const auto cols = c.j["vocab_ids"].get<std::vector<int>>();
+  const auto am = o["argmax_full_vocab"].get<std::vector<int>>();
+  double worst = 0;
+  size_t agree = 0, top10 = 0;
+  for (size_t r = 0; r < ids.size(); ++r) {
+    for (size_t j = 0; j < cols.size(); ++j)
+      worst = std::max(worst, double(std::fabs(got[r * kVocab + size_t(cols[j])] - want[r * cols.size() + j])));
+    const float* row = got.data() + r * kVocab;
+    agree += int(std::max_element(row, row + kVocab) - row) == am[r];
+    // rank of the reference argmax among the quantised model's logits
+    size_t rank = 0;
+    for (int v = 0; v < kVocab; ++v) rank += row[v] > row[am[r]];
+    top10 += rank < 10;
+  }
+  const double frac = double(agree) / double(ids.size()), frac10 = double(top10) / double(ids.size());
+  std::printf("[ %s %s ] max |diff| %.3g, argmax agreement %.0f%%, reference argmax in top-10 %.0f%%\n", name.c_str(),
+              qtype.c_str(), worst, 100 * frac, 100 * frac10);
+  if (qtype == "q8_0") {
+    EXPECT_LT(worst, 0.1);
+    EXPECT_GE(frac, 0.85);
+  } else {
+    EXPECT_LT(worst, 1.0);
+    EXPECT_GE(frac10, 0.5);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Quantized, QuantTest,
+                         ::testing::Combine(::testing::Values("llama_mha_len64", "llama_gqa_len17", "llama_mha_text"),
+                                            ::testing::Values("q8_0", "q4_0")),
+                         [](const auto& info) { return std::get<0>(info.param) + "_" + std::get<1>(info.param); });
+
 TEST(Fixtures, ManifestFound) {
   ASSERT_FALSE(case_names().empty()) << "no fixtures at " << fixtures_dir() << " (set LONGCTX_FIXTURES)";
 }

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "longctx/longctx.h"
+#include "server/chat_template.h"
 #include "testutil.h"
 
 using json = nlohmann::json;
@@ -722,8 +723,6 @@ TEST(Chat, PipedStdinJsonModeAndSave) {
 }  // namespace
 
 // ---------------------------------------------------------------- chat templates, directly
-// The test binary links only longctx_core, so the template code is compiled in here.
-#include "../tools/server/chat_template.cpp"
 
 namespace {
 

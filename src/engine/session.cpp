@@ -168,13 +168,15 @@ struct Session::Impl {
   bool fot() const { return m->config.arch == lcx::Arch::LongLlama; }
 
   // One forward call; logits rows go to `out` (all rows) or last_logits.
-  void forward(const int32_t* ids, int64_t n, lcx::ChunkMode mode, float* out) {
+  // need_logits=false skips the LM head (prefix windows of a long prompt whose logits nobody
+  // reads: a 32000 x n_embd matmul per window saved).
+  void forward(const int32_t* ids, int64_t n, lcx::ChunkMode mode, float* out, bool need_logits = true) {
     lcx::ForwardArgs a;
     a.tokens = ids;
     a.n = n;
     a.mode = mode;
     a.all_logits = out != nullptr;
-    a.logits = out ? out : last_logits.data();
+    a.logits = out ? out : (need_logits ? last_logits.data() : nullptr);
     a.mem_topk = opt.mem_topk;
     std::vector<int32_t> all;
     if (lcx::rotation_changes(*m, state, n)) {
@@ -240,7 +242,7 @@ struct Session::Impl {
     auto out_at = [&](int64_t i) { return all ? all->data() + i * V : nullptr; };
     int64_t done = 0;
     auto step = [&](int64_t b, int64_t e, lcx::ChunkMode mode) {
-      forward(ids.data() + b, e - b, mode, out_at(b));
+      forward(ids.data() + b, e - b, mode, out_at(b), /*need_logits=*/e == L);
       done = e;
       if (progress) progress(done, L);
     };

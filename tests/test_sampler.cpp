@@ -1,0 +1,159 @@
+// Sampling and generation mechanics: greedy, seeds, each filter, penalties, stop strings,
+// EOS, the streaming callback.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "engine/sampler.h"
+#include "longctx/longctx.h"
+#include "testutil.h"
+
+namespace fs = std::filesystem;
+using namespace lcx::test;
+
+namespace {
+
+std::vector<float> logits_of(std::initializer_list<float> l) { return std::vector<float>(l); }
+
+TEST(Sampler, GreedyPicksArgmaxLowestIdOnTies) {
+  lcx::SamplingParams p;
+  p.temperature = 0;
+  lcx::Sampler s(p);
+  auto l = logits_of({0.1f, 3.0f, 3.0f, -1.0f});
+  EXPECT_EQ(s.sample(l.data(), 4, {}), 1);
+}
+
+TEST(Sampler, SeedIsDeterministic) {
+  lcx::SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  std::vector<float> l(100);
+  for (int i = 0; i < 100; ++i) l[size_t(i)] = std::sin(float(i));
+  lcx::Sampler a(p), b(p);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(a.sample(l.data(), 100, {}), b.sample(l.data(), 100, {}));
+}
+
+TEST(Sampler, TopKOneIsGreedy) {
+  lcx::SamplingParams p;
+  p.temperature = 5.0f;
+  p.top_k = 1;
+  lcx::Sampler s(p);
+  auto l = logits_of({0.0f, 0.5f, 0.4f});
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(s.sample(l.data(), 3, {}), 1);
+}
+
+TEST(Sampler, TopPAndMinPCutTheTail) {
+  // probabilities ~ [0.7, 0.2, 0.1]-ish: top_p 0.5 keeps only the first
+  lcx::SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 0.5f;
+  p.min_p = 0.0f;
+  auto l = logits_of({2.0f, 0.75f, 0.05f});
+  lcx::Sampler s(p);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(s.sample(l.data(), 3, {}), 0);
+  p.top_p = 1.0f;
+  p.min_p = 0.5f;  // keep tokens with p >= 0.5 * p_max: only token 0 (0.2/0.7 < 0.5)
+  lcx::Sampler m(p);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(m.sample(l.data(), 3, {}), 0);
+}
+
+TEST(Sampler, TemperatureFollowsTheDistribution) {
+  lcx::SamplingParams p;
+  p.temperature = 1.0f;
+  p.top_k = 0;
+  p.top_p = 1.0f;
+  p.min_p = 0.0f;
+  p.seed = 3;
+  auto l = logits_of({0.0f, std::log(3.0f)});  // p = [0.25, 0.75]
+  lcx::Sampler s(p);
+  int ones = 0;
+  for (int i = 0; i < 4000; ++i) ones += s.sample(l.data(), 2, {});
+  EXPECT_NEAR(ones / 4000.0, 0.75, 0.03);
+}
+
+TEST(Sampler, RepetitionPenalty) {
+  lcx::SamplingParams p;
+  p.temperature = 0;
+  p.repeat_penalty = 2.0f;
+  lcx::Sampler s(p);
+  auto l = logits_of({1.0f, 1.5f, 0.9f});
+  EXPECT_EQ(s.sample(l.data(), 3, {1}), 0);     // 1.5 / 2 < 1.0
+  EXPECT_EQ(s.sample(l.data(), 3, {0, 1}), 2);  // both penalised: 0.5, 0.75 < 0.9
+}
+
+std::shared_ptr<longctx::Model> fixture_model() {
+  longctx::LoadOptions lo;
+  lo.tokenizer_path = (fs::path(fixtures_dir()) / "tokenizer.model").string();
+  return longctx::Model::load((fs::path(fixtures_dir()) / "models" / "llama_mha").string(), lo);
+}
+
+TEST(Generate, StreamsAndStopsAtStopString) {
+  auto m = fixture_model();
+  longctx::GenerateOptions g;
+  g.n_predict = 24;
+  g.sampling.temperature = 0;
+  std::string full;
+  {
+    longctx::Session s(m);
+    s.feed_text("The quick brown fox");
+    auto r = s.generate(g, [&](const longctx::Piece& p) {
+      full += p.text;
+      return true;
+    });
+    EXPECT_EQ(r.stop_reason, "length");
+    EXPECT_EQ(r.ids.size(), 24u);
+    EXPECT_EQ(full, r.text);
+    // Streamed text continues the prompt: prompt text + streamed text == decode(prompt + ids).
+    auto all = m->tokenize("The quick brown fox");
+    const std::string prompt_text = m->detokenize(all);
+    all.insert(all.end(), r.ids.begin(), r.ids.end());
+    EXPECT_EQ(prompt_text + r.text, m->detokenize(all));
+  }
+  ASSERT_GT(full.size(), 12u);
+  // A stop string from the middle of that output: generation stops there and it is not emitted.
+  const std::string stop = full.substr(full.size() / 2, 5);
+  g.stop = {stop};
+  longctx::Session s(m);
+  s.feed_text("The quick brown fox");
+  std::string streamed;
+  auto r = s.generate(g, [&](const longctx::Piece& p) {
+    streamed += p.text;
+    return true;
+  });
+  EXPECT_EQ(r.stop_reason, "stop");
+  EXPECT_EQ(streamed, full.substr(0, full.find(stop)));
+  EXPECT_EQ(r.text, streamed);
+}
+
+TEST(Generate, CallbackCanStop) {
+  auto m = fixture_model();
+  longctx::Session s(m);
+  s.feed_text("Hello");
+  longctx::GenerateOptions g;
+  g.n_predict = 20;
+  int n = 0;
+  auto r = s.generate(g, [&](const longctx::Piece&) { return ++n < 3; });
+  EXPECT_EQ(r.stop_reason, "callback");
+  EXPECT_EQ(r.ids.size(), 3u);
+}
+
+TEST(Generate, EosStopsUnlessIgnored) {
+  // Make EOS the greedy choice by feeding a prompt and checking the reason is honoured: we
+  // cannot steer a random model, so check the API contract on ignore_eos instead.
+  auto m = fixture_model();
+  longctx::Session s(m);
+  s.feed_text("Hello");
+  longctx::GenerateOptions g;
+  g.n_predict = 5;
+  g.ignore_eos = true;
+  auto r = s.generate(g);
+  EXPECT_EQ(r.ids.size(), 5u);
+  EXPECT_THROW(longctx::Session(m).generate(g), std::runtime_error);  // nothing fed
+}
+
+}  // namespace
