@@ -6,7 +6,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 bin="${1:-$here/../../build/bin}"
-fixtures="${2:-${LONGCTX_FIXTURES:-$here/../../../shared/fixtures}}"
+fixtures="${LONGCTX_FIXTURES:-${2:-$here/../../../shared/fixtures}}"
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   echo "run.sh: node and npm are needed (Debian: apt-get install nodejs npm); skipping"

@@ -51,6 +51,10 @@ int main(int argc, char** argv) {
   cp.n_batch = cp.n_ubatch = (uint32_t)n;
   cp.n_threads = cp.n_threads_batch = n_threads;
   cp.flash_attn_type = flash ? LLAMA_FLASH_ATTN_TYPE_ENABLED : LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  // llama.cpp's KV cache defaults to F16; keep it F32 (like longctx's) so that the comparison
+  // measures the weights' format and the matmuls, not cache rounding. KV_F16=1 restores the default.
+  const char* kv16 = getenv("KV_F16");
+  cp.type_k = cp.type_v = (kv16 && kv16[0] == '1') ? GGML_TYPE_F16 : GGML_TYPE_F32;
   struct llama_context* ctx = llama_init_from_model(model, cp);
   if (!ctx) {
     fprintf(stderr, "llama.cpp could not create a context\n");

@@ -25,7 +25,7 @@
 namespace lcx::cli {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // keep llama-bench's field order
 using Clock = std::chrono::steady_clock;
 
 // One row of the table: a (test, depth, threads) combination.
