@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <unordered_set>
 
 namespace lcx {
 
@@ -21,9 +20,11 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0) {
     const size_t from = p_.repeat_last_n < 0 || size_t(p_.repeat_last_n) >= history.size()
                             ? 0 : history.size() - size_t(p_.repeat_last_n);
-    std::unordered_set<int32_t> seen(history.begin() + long(from), history.end());
-    for (int32_t id : seen) {
-      if (id < 0 || id >= n_vocab) continue;
+    seen_.assign(size_t(n_vocab), 0);
+    for (size_t k = from; k < history.size(); ++k) {
+      const int32_t id = history[k];
+      if (id < 0 || id >= n_vocab || seen_[size_t(id)]) continue;
+      seen_[size_t(id)] = 1;  // each token penalised once, however often it appeared
       float& l = cand_[size_t(id)].first;
       l = l > 0 ? l / p_.repeat_penalty : l * p_.repeat_penalty;
     }
@@ -43,7 +44,8 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
     std::sort(cand_.begin(), cand_.end(), by_logit);
   }
   // Softmax over the survivors (sorted, so cand_[0] is the max).
-  std::vector<float> prob(n);
+  std::vector<float>& prob = prob_;
+  prob.resize(n);
   const float mx = cand_[0].first;
   float sum = 0.0f;
   for (size_t i = 0; i < n; ++i) sum += prob[i] = std::exp(cand_[i].first - mx);

@@ -27,6 +27,8 @@ class Sampler {
   SamplingParams p_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;  // reused: no allocation per token once warm
+  std::vector<float> prob_;
+  std::vector<uint8_t> seen_;                     // repetition penalty: token seen in the window
 };
 
 int32_t argmax(const float* x, int64_t n);

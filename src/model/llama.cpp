@@ -119,7 +119,8 @@ size_t memory_bytes_per_token(const ModelConfig& c) {
 size_t state_bytes(const KvState& st) {
   size_t b = 0;
   for (const auto& l : st.layers)
-    b += (l.k.capacity() + l.k_raw.capacity() + l.v.capacity()) * 4 + l.mem_k.capacity() + l.mem_v.capacity();
+    b += (l.k.capacity() + l.k_raw.capacity() + l.v.capacity()) * 4 + l.mem_k.capacity() + l.mem_v.capacity() +
+         l.mem_index.bytes();
   return b;
 }
 
@@ -138,7 +139,11 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
 
   // --- Local context bookkeeping (LongLLaMA: the cache never exceeds max_position_embeddings
   // across calls; the whole previous local cache moves to memory instead).
-  const RopeFreqs freqs0 = rope_frequencies(rc, 0);
+  if (s.freqs0_len != 0) {
+    s.freqs0 = rope_frequencies(rc, 0);
+    s.freqs0_len = 0;
+  }
+  const RopeFreqs& freqs0 = s.freqs0;
   if (is_longllama(c) && st.n_local() > 0 && st.n_local() + n > c.n_ctx_train) move_local_to_memory(c, st, freqs0);
   const int64_t n_past = st.n_local();
   for (int64_t i = 0; i < n; ++i) st.pos.push_back(st.next_pos + i);
@@ -148,7 +153,14 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
   // --- Rotation for this call. LongLLaMA rotates by position relative to the oldest local
   // token; LLaMA by absolute position.
   const int64_t offset = is_longllama(c) ? st.pos.front() : 0;
-  RopeFreqs freqs;
+  auto table_for = [&](int64_t len) -> const RopeFreqs& {
+    if (s.freqs_len != len) {
+      s.freqs = rope_frequencies(rc, len);
+      s.freqs_len = len;
+    }
+    return s.freqs;
+  };
+  const RopeFreqs* fp = nullptr;
   bool rerotate = false;
   if (rc.type == RopeScaling::Dynamic && rc.dynamic_mode == DynamicCacheMode::HF) {
     // transformers v4.49 `_dynamic_frequency_update`: grow on a longer call, reset to the
@@ -157,10 +169,10 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     const int64_t seq_len = st.pos.back() - offset + 1;
     if (seq_len > st.hf_max_seq_len) st.hf_max_seq_len = seq_len;
     if (seq_len < rc.max_pos && st.hf_max_seq_len > rc.max_pos) st.hf_max_seq_len = rc.max_pos;
-    freqs = rope_frequencies(rc, st.hf_max_seq_len);
+    fp = &table_for(st.hf_max_seq_len);
   } else {
     const int64_t rlen = rotation_len(rc, st.pos.back() - offset + 1);
-    freqs = rope_frequencies(rc, rlen);
+    fp = &table_for(rlen);
     // Only LongLLaMA's offset can change under a live cache: a LLaMA whose frequency table
     // changes (consistent Dynamic NTK, LongRoPE switch) is recomputed by the engine instead,
     // see rotation_changes().
@@ -168,6 +180,7 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     st.rot_seq_len = rlen;
     st.rot_offset = offset;
   }
+  const RopeFreqs& freqs = *fp;
   if (rerotate) {
     for (int il = 0; il < int(c.n_layer); ++il) {
       LayerCache& L = st.layers[size_t(il)];
@@ -232,6 +245,15 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
       a.mem = {mem_format(c.mem.dtype), C.mem_k.data(), C.mem_v.data(), st.n_mem, hb * size_t(c.n_head_kv), hb};
     }
     a.mem_topk = args.mem_topk;
+    if (args.mem_index == MemIndexKind::Hnsw && args.mem_topk > 0 && args.mem_topk < a.mem.n) {
+      // Approximate kNN: the layer's HNSW index (brought up to date with the memory first)
+      // proposes each query's top-k memory rows; the kernel scores only those.
+      C.mem_index.sync(a.mem, c.n_head_kv, hd, args.hnsw, pool);
+      int32_t* cand = grow(s.mem_cand, size_t(n * c.n_head * args.mem_topk));  // [n, n_head, k]
+      C.mem_index.search(q, n, c.n_head, args.mem_topk, args.hnsw.ef_search, cand, pool);
+      a.mem_cand = cand;
+      a.mem_n_cand = args.mem_topk;
+    }
     a.out = att;
     kernels::attention(a, pool);
     kernels::matmul(mat(L.wo), att, n, h, pool);

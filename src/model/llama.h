@@ -20,7 +20,13 @@ enum class ChunkMode { Cached, Window };
 // Reusable activations for one forward call, grown on demand (no allocation once warm).
 struct Scratch {
   std::vector<float> x, h, q, k, v, attn, gate, up, logits_in;
-  std::vector<RopeFreqs> freqs_cache;
+  // RoPE tables by the sequence length they were computed for (decode reuses them: no
+  // allocation per token).
+  RopeFreqs freqs0;        // rotation "as if at position 0" for memory keys
+  int64_t freqs0_len = -1;
+  RopeFreqs freqs;         // the current call's table
+  int64_t freqs_len = -2;
+  std::vector<int32_t> mem_cand;  // --mem-index hnsw: [n, n_head, mem_topk] memory rows
 };
 
 struct ForwardArgs {
@@ -31,6 +37,8 @@ struct ForwardArgs {
   int64_t n_out = 1;
   float* logits = nullptr;  // [n or 1, n_vocab], may be null (no LM head)
   int64_t mem_topk = 0;     // >0: attend to the top-k memory keys per query and head
+  MemIndexKind mem_index = MemIndexKind::Exact;  // how those top-k keys are found
+  HnswParams hnsw;          // mem_index == Hnsw
 };
 
 // Runs the model over args.tokens at positions state.next_pos.., updating state.
