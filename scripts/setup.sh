@@ -9,8 +9,10 @@ PKGS=(
   libgtest-dev libgmock-dev   # tests
   libbenchmark-dev            # kernel microbenchmarks
   libcpp-httplib-dev          # longctx serve (HTTP server; Debian ships it as a library)
+  libhnswlib-dev              # --mem-index hnsw: approximate kNN over FoT memory (header-only)
   python3 python3-numpy python3-sentencepiece  # tools/ scripts that write test models
   python3-matplotlib          # longctx passkey/synth --plot heat maps (tools/plot_passkey.py)
+  python3-torch               # tools/train/ (training longctx-fot-tiny; its CI smoke test)
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -56,6 +56,12 @@ struct SessionOptions {
   int64_t n_batch = 512;      // prompt tokens per forward call (LLaMA)
   int64_t mem_topk = 0;       // LongLLaMA: attend to the top-k memory keys (0: all)
   int64_t mem_max_tokens = 0; // LongLLaMA: cap on memory tokens (0: none); oldest dropped first
+  // LongLLaMA with mem_topk: how the top-k memory keys are found. "exact" scores every memory
+  // key; "hnsw" asks an approximate HNSW index per memory layer and kv head (faster on large
+  // memories, costs index memory and build time; rebuilt after load_state).
+  std::string mem_index = "exact";
+  int hnsw_ef = 0;            // hnsw: search beam width (0: max(128, 4 * mem_topk))
+  int hnsw_m = 16;            // hnsw: graph degree
   std::function<void(const std::string&)> on_warning;  // one-time warnings (CLI: stderr)
 };
 

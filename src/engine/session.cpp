@@ -162,6 +162,12 @@ struct Session::Impl {
         pool(o.n_threads > 0 ? o.n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
         state(lcx::make_state(*m)) {
     if (opt.n_batch <= 0) opt.n_batch = 512;
+    if (opt.mem_index != "exact" && opt.mem_index != "hnsw")
+      fail("--mem-index: unknown '" + opt.mem_index + "': use exact or hnsw");
+    if (opt.mem_index == "hnsw" && opt.mem_topk <= 0)
+      fail("--mem-index hnsw selects the top-k memory keys approximately: give --mem-topk K too");
+    if (opt.hnsw_ef < 0 || opt.hnsw_m < 2)
+      fail("--hnsw-ef must be >= 0 (0: automatic) and --hnsw-m >= 2");
     last_logits.resize(size_t(m->config.n_vocab));
   }
 
@@ -178,6 +184,9 @@ struct Session::Impl {
     a.all_logits = out != nullptr;
     a.logits = out ? out : (need_logits ? last_logits.data() : nullptr);
     a.mem_topk = opt.mem_topk;
+    a.mem_index = opt.mem_index == "hnsw" ? lcx::MemIndexKind::Hnsw : lcx::MemIndexKind::Exact;
+    a.hnsw.m = opt.hnsw_m;
+    a.hnsw.ef_search = opt.hnsw_ef;
     std::vector<int32_t> all;
     if (lcx::rotation_changes(*m, state, n)) {
       // Consistent Dynamic NTK / LongRoPE switch: the whole sequence must see the table for
@@ -207,6 +216,7 @@ struct Session::Impl {
       if (L.mem_k.empty()) continue;
       L.mem_k.erase_front(size_t(drop) * row);
       L.mem_v.erase_front(size_t(drop) * row);
+      L.mem_index.drop_front(drop);
     }
     state.n_mem = opt.mem_max_tokens;
   }
@@ -494,6 +504,7 @@ class StateReader {
  public:
   StateReader(const std::string& path) : path_(path), f_(lcx::MappedFile::open(path)) {}
   void raw(void* p, size_t n) {
+    if (n == 0) return;  // empty arrays: data() may be null, and memcpy must not see it
     if (n > f_->size() - pos_ - 8 || pos_ + 8 > f_->size())
       fail("'" + path_ + "' is truncated: re-create it with `longctx ingest --save`");
     std::memcpy(p, f_->data() + pos_, n);

@@ -62,10 +62,17 @@ namespace scalar {
 
 void attention_items(const AttentionArgs& a, int64_t w0, int64_t w1, float* scratch) {
   const int64_t hd = a.head_dim, group = a.n_head / a.n_head_kv;
-  float* tmp = scratch + a.local.n + a.mem.n;  // [head_dim] decoded row
+  // Memory entries per item: every memory row, or the item's candidate list.
+  const int64_t n_m = a.mem_cand ? a.mem_n_cand : a.mem.n;
+  float* tmp = scratch + a.local.n + std::max(a.mem.n, n_m);  // [head_dim] decoded row
   for (int64_t w = w0; w < w1; ++w) {
     const int64_t h = w / a.n_q, i = w % a.n_q, g = h / group;
     const float* qv = a.q + (i * a.n_head + h) * hd;
+    const int32_t* cand = a.mem_cand ? a.mem_cand + (i * a.n_head + h) * a.mem_n_cand : nullptr;
+    auto mem_row = [&](int64_t j) -> int64_t {
+      if (!cand) return j;
+      return cand[j] >= 0 && cand[j] < a.mem.n ? cand[j] : -1;
+    };
     const int64_t n_vis = a.n_past + i + 1;
     float* p = scratch;
     for (int64_t j = 0; j < n_vis; ++j) {
@@ -73,11 +80,16 @@ void attention_items(const AttentionArgs& a, int64_t w0, int64_t w1, float* scra
       p[j] = dot_f32(qv, tmp, hd) * a.scale;
     }
     float* pm = p + n_vis;
-    for (int64_t j = 0; j < a.mem.n; ++j) {
-      kv_decode(a.mem.fmt, a.mem.k + size_t(j) * a.mem.token_stride + size_t(g) * a.mem.head_stride, hd, tmp);
+    for (int64_t j = 0; j < n_m; ++j) {
+      const int64_t r = mem_row(j);
+      if (r < 0) {
+        pm[j] = -INFINITY;
+        continue;
+      }
+      kv_decode(a.mem.fmt, a.mem.k + size_t(r) * a.mem.token_stride + size_t(g) * a.mem.head_stride, hd, tmp);
       pm[j] = std::max(dot_f32(qv, tmp, hd) * a.scale, a.mem_score_floor);
     }
-    if (a.mem_topk > 0 && a.mem_topk < a.mem.n) {
+    if (!cand && a.mem_topk > 0 && a.mem_topk < a.mem.n) {
       // kNN memory attention (Memorizing Transformers, Wu et al. 2022): keep the top-k memory
       // scores for this query and head; the rest leave the softmax. Ties keep the earliest.
       std::vector<float> sorted(pm, pm + a.mem.n);
@@ -92,16 +104,17 @@ void attention_items(const AttentionArgs& a, int64_t w0, int64_t w1, float* scra
         pm[j] = -INFINITY;
       }
     }
-    softmax(p, n_vis + a.mem.n);
+    softmax(p, n_vis + n_m);
     float* o = a.out + (i * a.n_head + h) * hd;
     std::fill(o, o + hd, 0.0f);
     for (int64_t j = 0; j < n_vis; ++j) {
       kv_decode(a.local.fmt, a.local.v + size_t(j) * a.local.token_stride + size_t(g) * a.local.head_stride, hd, tmp);
       axpy(p[j], tmp, o, hd);
     }
-    for (int64_t j = 0; j < a.mem.n; ++j) {
+    for (int64_t j = 0; j < n_m; ++j) {
       if (pm[j] == 0.0f) continue;
-      kv_decode(a.mem.fmt, a.mem.v + size_t(j) * a.mem.token_stride + size_t(g) * a.mem.head_stride, hd, tmp);
+      const int64_t r = mem_row(j);
+      kv_decode(a.mem.fmt, a.mem.v + size_t(r) * a.mem.token_stride + size_t(g) * a.mem.head_stride, hd, tmp);
       axpy(pm[j], tmp, o, hd);
     }
   }
@@ -140,7 +153,7 @@ namespace {
 
 void attention_oracle(const AttentionArgs& a, ThreadPool& pool) {
   const int64_t n_work = a.n_head * a.n_q;
-  const size_t need = size_t(a.local.n + a.mem.n + 2 * a.head_dim);
+  const size_t need = size_t(a.local.n + std::max(a.mem.n, a.mem_cand ? a.mem_n_cand : 0) + 2 * a.head_dim);
   pool.run([&](int ith, int nth) {
     thread_local std::vector<float> scratch;
     if (scratch.size() < need) scratch.resize(need);
@@ -211,6 +224,50 @@ void topk_block(const AttnKernels& k, const AttentionArgs& a, const AttnBlock& b
   }
 }
 
+// Approximate kNN memory attention for one block: the flash kernel runs over the local keys;
+// each row then scores only its candidate memory rows (chosen by an index outside the kernel)
+// and merges them into its softmax state, as topk_block does with the exact selection.
+void cand_block(const AttnKernels& k, const AttentionArgs& a, const AttnBlock& b, AttnBuffers& buf) {
+  const int64_t group = a.n_head / a.n_head_kv, hd = a.head_dim, n_c = a.mem_n_cand;
+  const int64_t m = (b.i1 - b.i0) * group;
+  buf.state.resize(size_t(m * (hd + 2)));
+  FlashState st{buf.state.data(), buf.state.data() + m * hd, buf.state.data() + m * hd + m};
+  k.flash_block(a, b, false, &st, buf.scratch.data());
+  buf.scores.resize(size_t(n_c));
+  buf.v.resize(size_t(hd));
+  const size_t g_off = size_t(b.g) * a.mem.head_stride;
+  for (int64_t r = 0; r < m; ++r) {
+    const int64_t i = b.i0 + r / group, h = b.g * group + r % group;
+    const float* qv = a.q + (i * a.n_head + h) * hd;
+    const int32_t* cand = a.mem_cand + (i * a.n_head + h) * n_c;
+    float* s = buf.scores.data();
+    float mx = st.mx[r];
+    for (int64_t j = 0; j < n_c; ++j) {
+      if (cand[j] < 0 || cand[j] >= a.mem.n) {
+        s[j] = -INFINITY;
+        continue;
+      }
+      k.decode_row(a.mem.fmt, a.mem.k + size_t(cand[j]) * a.mem.token_stride + g_off, hd, buf.v.data());
+      s[j] = std::max(dot_f32(qv, buf.v.data(), hd) * a.scale, a.mem_score_floor);
+      mx = std::max(mx, s[j]);
+    }
+    const float c = std::exp(st.mx[r] - mx);
+    float* o = st.o + r * hd;
+    float l = st.l[r] * c;
+    for (int64_t d = 0; d < hd; ++d) o[d] *= c;
+    for (int64_t j = 0; j < n_c; ++j) {
+      if (s[j] == -INFINITY) continue;
+      const float p = std::exp(s[j] - mx);
+      l += p;
+      k.decode_row(a.mem.fmt, a.mem.v + size_t(cand[j]) * a.mem.token_stride + g_off, hd, buf.v.data());
+      axpy(p, buf.v.data(), o, hd);
+    }
+    float* dst = a.out + (i * a.n_head + h) * hd;
+    const float inv = 1.0f / l;
+    for (int64_t d = 0; d < hd; ++d) dst[d] = o[d] * inv;
+  }
+}
+
 // Decode: few query rows per kv head, so the work is split over keys instead (flash decoding):
 // each item walks one chunk of memory or local keys for all heads, and the chunks' softmax
 // states are merged at the end, rescaled to the common max.
@@ -263,14 +320,15 @@ void attention_split_keys(const AttnKernels& k, const AttentionArgs& a, ThreadPo
 
 void attention_simd(const AttnKernels& k, const AttentionArgs& a, ThreadPool& pool) {
   const int64_t group = a.n_head / a.n_head_kv;
-  const bool topk = a.mem_topk > 0 && a.mem_topk < a.mem.n;
-  if (!topk && a.n_q * group < k.lanes) {
+  const bool cand = a.mem_cand != nullptr && a.mem.n > 0;
+  const bool topk = !cand && a.mem_topk > 0 && a.mem_topk < a.mem.n;
+  if (!topk && !cand && a.n_q * group < k.lanes) {
     attention_split_keys(k, a, pool);
     return;
   }
   // Query rows per block: enough to run the GEMMs near peak (each decoded key tile is reused by
   // all rows) while the block's tiles stay in L2. Top-k keeps its [m, mem.n] scores smaller.
-  const int64_t target_rows = topk ? 16 : 128;
+  const int64_t target_rows = topk || cand ? 16 : 128;
   int64_t qb = std::clamp<int64_t>(target_rows / group, 1, a.n_q);
   // Enough work items for every thread (prefill of a few tokens with few kv heads).
   while (qb > 1 && a.n_head_kv * ((a.n_q + qb - 1) / qb) < 2 * pool.size()) qb = (qb + 1) / 2;
@@ -284,7 +342,9 @@ void attention_simd(const AttnKernels& k, const AttentionArgs& a, ThreadPool& po
     for (int64_t it = next.fetch_add(1); it < n_items; it = next.fetch_add(1)) {
       const int64_t qi = it / a.n_head_kv;
       const AttnBlock b{it % a.n_head_kv, qi * qb, std::min(a.n_q, (qi + 1) * qb)};
-      if (topk)
+      if (cand)
+        cand_block(k, a, b, buf);
+      else if (topk)
         topk_block(k, a, b, buf);
       else
         k.flash_block(a, b, a.mem.n > 0, nullptr, buf.scratch.data());

@@ -41,6 +41,11 @@ struct AttentionArgs {
   KvSpan mem;                // every query sees all of it (FoT memory); n may be 0
   float mem_score_floor = -1e6f;  // LongLLaMA clamps memory scores below at -1e6
   int64_t mem_topk = 0;      // >0: only the top-k memory scores per query and head take part
+  // Approximate kNN (an index chose the keys): when set, each query and head attends to its
+  // local keys and only these memory rows, [n_q, n_head, mem_n_cand]; -1 (or a row outside
+  // the memory) = none. Replaces mem_topk's exact selection.
+  const int32_t* mem_cand = nullptr;
+  int64_t mem_n_cand = 0;
   float* out = nullptr;      // [n_q, n_head, head_dim]
 };
 
@@ -52,7 +57,7 @@ void attention(const AttentionArgs& a, ThreadPool& pool, KernelIsa isa);
 
 namespace scalar {
 // The oracle: queries*heads work items [w0, w1) (w = h * n_q + i); scratch holds at least
-// local.n + mem.n + 2 * head_dim floats.
+// local.n + max(mem.n, mem_n_cand) + 2 * head_dim floats.
 void attention_items(const AttentionArgs& a, int64_t w0, int64_t w1, float* scratch);
 }  // namespace scalar
 

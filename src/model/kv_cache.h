@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/memory_index.h"
 #include "model/rope.h"
 #include "runtime/byte_buffer.h"
 
@@ -19,6 +20,9 @@ struct LayerCache {
   // Keys are stored rotated as position 0 (mem_positionals) or unrotated, as LongLLaMA does.
   ByteBuffer mem_k;
   ByteBuffer mem_v;
+  // --mem-index hnsw: approximate kNN over mem_k, one graph per kv head; follows the memory
+  // lazily (built on the first forward that searches it, so loaded states rebuild it there).
+  MemoryIndex mem_index;
 };
 
 struct KvState {
@@ -37,7 +41,7 @@ struct KvState {
   int64_t n_local() const { return int64_t(pos.size()); }
   void clear() {
     for (auto& l : layers) {
-      l.k.clear(); l.k_raw.clear(); l.v.clear(); l.mem_k.clear(); l.mem_v.clear();
+      l.k.clear(); l.k_raw.clear(); l.v.clear(); l.mem_k.clear(); l.mem_v.clear(); l.mem_index.clear();
     }
     pos.clear();
     n_mem = 0;

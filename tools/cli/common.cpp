@@ -16,7 +16,10 @@ const char* kSessionHelp =
     "  -c, --ctx-size N          LLaMA: hard context limit (default: none; warns past the trained context)\n"
     "  -b, --batch-size N        prompt tokens per forward call (default 512)\n"
     "  --mem-topk K              LongLLaMA: attend to the K best memory keys per query and head\n"
-    "  --mem-max-tokens N        LongLLaMA: keep at most N memory tokens (oldest leave first)\n";
+    "  --mem-max-tokens N        LongLLaMA: keep at most N memory tokens (oldest leave first)\n"
+    "  --mem-index exact|hnsw    LongLLaMA with --mem-topk: exact top-k, or an approximate HNSW index\n"
+    "  --hnsw-ef N               --mem-index hnsw: search beam width (default max(128, 4K))\n"
+    "  --hnsw-m N                --mem-index hnsw: graph degree (default 16)\n";
 
 const char* kSamplingHelp =
     "  -n, --n-predict N         tokens to generate (default 128)\n"
@@ -31,7 +34,8 @@ const char* kSamplingHelp =
     "  --ignore-eos              keep generating after the end-of-sequence token\n";
 
 const std::set<std::string> kModelFlags = {"--model", "--tokenizer"};
-const std::set<std::string> kSessionFlags = {"--threads", "--ctx-size", "--batch-size", "--mem-topk", "--mem-max-tokens"};
+const std::set<std::string> kSessionFlags = {"--threads", "--ctx-size", "--batch-size", "--mem-topk", "--mem-max-tokens",
+                                             "--mem-index", "--hnsw-ef", "--hnsw-m"};
 const std::set<std::string> kSamplingFlags = {"--n-predict", "--temp", "--top-k", "--top-p", "--min-p",
                                               "--repeat-penalty", "--repeat-last-n", "--seed", "--stop"};
 const std::map<std::string, std::string> kAliases = {
@@ -64,6 +68,9 @@ longctx::SessionOptions session_options(const Args& a) {
   so.n_batch = a.integer("--batch-size", 512);
   so.mem_topk = a.integer("--mem-topk", 0);
   so.mem_max_tokens = a.integer("--mem-max-tokens", 0);
+  so.mem_index = a.str("--mem-index", "exact");
+  so.hnsw_ef = int(a.integer("--hnsw-ef", 0));
+  so.hnsw_m = int(a.integer("--hnsw-m", 16));
   if (so.n_threads < 0 || so.n_ctx < 0 || so.n_batch < 0 || so.mem_topk < 0 || so.mem_max_tokens < 0)
     lcx::fail("thread, context, batch and memory counts must not be negative");
   so.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };

@@ -82,6 +82,24 @@ def make_batch(gen, rng, cfg, n_main, n_neg, max_len, answer_weight):
     return ids, cid, lpos, valid, w, neg, ~neg
 
 
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches; each DataLoader worker has its own generator seeded from the
+    run's seed and the worker id, and workers are read round-robin, so a run is reproducible
+    for a given --workers."""
+
+    def __init__(self, sp, text_ids, cfg, args):
+        self.sp, self.text_ids, self.cfg, self.args = sp, text_ids, cfg, args
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        a = self.args
+        gen = TaskGen(self.sp, self.text_ids, a.max_len, a.seed * 1000 + wid)
+        rng = random.Random(a.seed * 1000 + 500 + wid)
+        while True:
+            yield make_batch(gen, rng, self.cfg, a.batch, a.neg, a.max_len, a.answer_weight)
+
+
 def load_text_ids(sp, corpus, limit_mb):
     if corpus and os.path.exists(corpus):
         with open(corpus) as f:
@@ -151,8 +169,6 @@ def load_exported(model_dir):
                     mem_layers=list(c["mem_layers"]), rms_eps=c["rms_norm_eps"], rope_theta=c["rope_theta"])
     model = FotModel(cfg)
     w = read_safetensors(os.path.join(model_dir, "model.safetensors"))
-    for name, t in model.hf_tensors():
-        pass
     sd = {"embed_tokens.weight": w["model.embed_tokens.weight"], "norm": w["model.norm.weight"],
           "lm_head.weight": w["lm_head.weight"]}
     for i in range(cfg.n_layer):
@@ -253,6 +269,8 @@ def main():
     ap.add_argument("--save-every", type=int, default=500)
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--eval-lengths", default="1,4,16", help="torch passkey check lengths, x max-len")
+    ap.add_argument("--workers", type=int, default=0, help="data-generating processes")
+    ap.add_argument("--final-eval-lengths", default="", help="torch passkey check after training, x max-len")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true", help="a few CPU steps of a tiny model (CI)")
     ap.add_argument("--longctx", default=None, help="longctx binary: check its logits against this forward")
@@ -290,8 +308,8 @@ def main():
     corpus = None if args.smoke else os.path.join(args.data, "corpus.txt")
     text_ids = load_text_ids(sp, corpus, 12.0)
     log(f"corpus: {len(text_ids)} tokens ({time.time() - t0:.1f} s)")
-    gen = TaskGen(sp, text_ids, args.max_len, args.seed)
-    rng = random.Random(args.seed + 1)
+    dl_kw = {"num_workers": args.workers, "prefetch_factor": 4} if args.workers else {}
+    loader = iter(torch.utils.data.DataLoader(BatchStream(sp, text_ids, cfg, args), batch_size=None, **dl_kw))
 
     decay = [p for n, p in model.named_parameters() if p.dim() == 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -311,9 +329,8 @@ def main():
         lr = args.lr * min(1.0, (step + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, step / total))))
         for g in opt.param_groups:
             g["lr"] = lr
-        ids, cid, lpos, valid, w, neg, use_neg = (torch.from_numpy(a).to(dev) for a in
-                                                  make_batch(gen, rng, cfg, args.batch, args.neg, args.max_len,
-                                                             args.answer_weight))
+        ids, cid, lpos, valid, w, neg, use_neg = (torch.as_tensor(a).to(dev, non_blocking=True)
+                                                  for a in next(loader))
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
             logits = model(ids, cid, lpos, valid, neg, use_neg)
         nll = F.cross_entropy(logits[:, :-1].float().reshape(-1, cfg.vocab_size), ids[:, 1:].reshape(-1),
@@ -345,6 +362,11 @@ def main():
     meta.update(steps=step, seconds=round(time.time() - t_start), device=str(dev))
     export(model, args.out, tok, args.dtype, meta)
     log(f"done: {step} steps in {time.time() - t_start:.0f} s -> {args.out}")
+    if args.final_eval_lengths:
+        model.eval()
+        for x in args.final_eval_lengths.split(","):
+            L = int(float(x) * args.max_len)
+            log(f"final torch passkey {x}x = {L} tokens: {torch_passkey(model, sp, L, 20, 99):.2f}")
     if args.longctx:
         check_against_longctx(args.out, args.longctx, 3 * cfg.window + 20, args.seed, 2e-3 if args.dtype == "f32" else 5e-2)
         if args.smoke:
