@@ -9,6 +9,7 @@ scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j"${JOBS:-2}"
 MODEL=${MODEL:-models/longctx-fot-tiny}
+mkdir -p models/generated
 DOC=models/generated/passkey_doc.txt
 {
   echo "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. I will quiz you about the important information there."

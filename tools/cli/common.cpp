@@ -98,7 +98,11 @@ longctx::GenerateOptions generate_options(const Args& a) {
 }
 
 void Progress::operator()(int64_t done, int64_t total) {
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto now = std::chrono::steady_clock::now();
+  // Redraw at most ten times a second (a long document has thousands of windows).
+  if (done < total && shown && now - last < std::chrono::milliseconds(100)) return;
+  last = now;
+  const double s = std::chrono::duration<double>(now - t0).count();
   const double tps = s > 0 ? double(done) / s : 0;
   const double eta = tps > 0 ? double(total - done) / tps : 0;
   std::fprintf(stderr, "\rprompt: %lld/%lld tokens  %.1f tok/s  ETA %.0fs   ", (long long)done, (long long)total, tps, eta);

@@ -29,6 +29,7 @@ longctx::GenerateOptions generate_options(const Args& a);
 // A progress line on stderr: tokens, tokens/s and ETA, redrawn in place.
 struct Progress {
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point last = t0;
   bool shown = false;
   void operator()(int64_t done, int64_t total);
   void end();
