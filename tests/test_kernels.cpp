@@ -1,7 +1,9 @@
 // Every kernel variant this CPU can run, against the scalar twins (the oracle).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <random>
 #include <string>
@@ -149,11 +151,12 @@ TEST(Kernels, MatmulRowSubrangesAndThreads) {
         std::vector<float> want(static_cast<size_t>(nt * rows));
         scalar::matmul_rows(w, x.data(), nt, want.data(), 0, rows);
         const std::vector<double> scale = abs_products(w, x.data(), nt);
-        // int8 activations (quantized GEMV on SIMD variants) need the looser bound; 1e-2 of the
-        // absolute product sum is far above it for these Gaussian inputs.
-        const double rel = dtype_is_quantized(t) && nt <= kGemvMaxTokens && active_kernel_isa() != KernelIsa::Scalar
-                               ? 1e-2
-                               : 1e-5;
+        // int8 activations (quantized GEMV/GEMM on SIMD variants) and the opt-in bf16 GEMM need the
+        // looser bound; 1e-2 of the absolute product sum is far above it for these Gaussian inputs.
+        const bool low_precision =
+            (dtype_is_quantized(t) && nt <= kGemvMaxTokens && active_kernel_isa() != KernelIsa::Scalar) ||
+            gemm_mode(active_kernels(), t, nt, fast_bf16_requested()) != GemmMode::F32;
+        const double rel = low_precision ? 1e-2 : 1e-5;
         for (int n_threads : {1, 2, 3}) {
           ThreadPool pool(n_threads);
           std::vector<float> got(static_cast<size_t>(nt * rows), NAN);
@@ -171,6 +174,203 @@ TEST(Kernels, MatmulRowSubrangesAndThreads) {
               ASSERT_EQ(part[at], -7.0f);
             } else {
               ASSERT_NEAR(part[at], want[at], rel * scale[at] + 1e-30);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---- Low-precision GEMMs (n_tokens > kGemvMaxTokens) ---------------------------------------
+
+// Activations of all tokens quantized row-major by the scalar twin (the oracle's QuantActs).
+struct TwinActs {
+  std::vector<int8_t> qs;
+  std::vector<float> d;
+};
+TwinActs twin_quantize(const std::vector<float>& x, int64_t nt, int64_t cols) {
+  TwinActs a{std::vector<int8_t>(size_t(nt * cols)), std::vector<float>(size_t(nt * cols / kQBlock))};
+  for (int64_t i = 0; i < nt; ++i) {
+    scalar::quantize_acts(x.data() + i * cols, cols, a.qs.data() + i * cols, a.d.data() + i * (cols / kQBlock));
+  }
+  return a;
+}
+
+// 64-byte aligned packed activations (the kernels use aligned loads).
+struct PackedBuf {
+  std::vector<uint8_t> raw;
+  uint8_t* data = nullptr;
+};
+PackedBuf pack_all(const KernelTable& k, GemmMode mode, const std::vector<float>& x, int64_t nt, int64_t cols) {
+  PackedBuf p;
+  p.raw.assign(packed_acts_bytes(mode, cols, nt) + 64, 0xee);
+  const auto addr = reinterpret_cast<uintptr_t>(p.raw.data());
+  p.data = p.raw.data() + (64 - addr % 64) % 64;
+  const auto pack = mode == GemmMode::Int8 ? k.pack_acts_int8 : k.pack_acts_bf16;
+  const int64_t groups = pack_token_groups(nt);
+  pack(x.data(), cols, nt, 0, groups / 2, p.data);  // in two pieces, as threads do
+  pack(x.data(), cols, nt, groups / 2, groups, p.data);
+  return p;
+}
+
+// The packed int8 activations hold exactly quantize_acts' values, biased by 128; pads are zero.
+TEST(Kernels, PackActsInt8MatchesQuantizeActs) {
+  for (const KernelTable* k : simd_tables()) {
+    if (k->pack_acts_int8 == nullptr) continue;
+    for (int64_t nt : {5, 16, 17, 40}) {
+      const int64_t cols = 96, nb = cols / kQBlock;
+      std::vector<float> x = random_vec(nt * cols, uint32_t(nt), 2.0f);
+      for (int j = 0; j < 32; ++j) x[size_t(32 + j)] = 0.0f;  // an all-zero block
+      const TwinActs want = twin_quantize(x, nt, cols);
+      const PackedBuf p = pack_all(*k, GemmMode::Int8, x, nt, cols);
+      for (int64_t t = 0; t < pack_token_groups(nt) * kPackTokens; ++t) {
+        const int64_t g = t / kPackTokens, i = t % kPackTokens;
+        for (int64_t b = 0; b < nb; ++b) {
+          const uint8_t* blk = p.data + (g * nb + b) * kInt8GroupBlockBytes;
+          float d;
+          std::memcpy(&d, blk + 8 * 64 + i * 4, 4);
+          ASSERT_EQ(d, t < nt ? want.d[size_t(t * nb + b)] : 0.0f) << kernel_isa_name(k->isa) << " t=" << t;
+          for (int j = 0; j < kQBlock; ++j) {
+            const int q = int(blk[(j / 4) * 64 + i * 4 + j % 4]) - 128;
+            ASSERT_EQ(q, t < nt ? int(want.qs[size_t(t * cols + b * kQBlock + j)]) : 0) << kernel_isa_name(k->isa);
+          }
+        }
+      }
+    }
+  }
+}
+
+// |y_int8 - y_f32| <= sum_c |w[r,c]| * d_x(block of c) / 2 (see GemmMode).
+double int8_bound(const MatRef& w, const TwinActs& a, int64_t r, int64_t t) {
+  std::vector<float> row(size_t(w.cols));
+  scalar::dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * dtype_row_bytes(w.dtype, w.cols),
+                         row.data(), w.cols);
+  double bound = 0;
+  for (int64_t c = 0; c < w.cols; ++c) bound += std::fabs(row[size_t(c)]) * a.d[size_t(t * (w.cols / kQBlock) + c / kQBlock)] * 0.5;
+  return bound;
+}
+
+// Q8_0/Q4_0 prompt processing with int8 activations: the integer block sums are exact, so against
+// the scalar int8 twin only float rounding differs; against float activations, the stated bound.
+TEST(Kernels, MatmulInt8GemmMatchesTwin) {
+  for (const KernelTable* k : simd_tables()) {
+    if (k->pack_acts_int8 == nullptr) continue;
+    for (DType t : {DType::Q8_0, DType::Q4_0}) {
+      for (int64_t rows : {1, 7, 33, 67}) {
+        for (int64_t cols : {32, 96, 288, 544}) {
+          const std::vector<uint8_t> wdata = make_weights(t, rows, cols, uint32_t(rows * 29 + cols));
+          const MatRef w{t, rows, cols, wdata.data()};
+          for (int64_t nt : {5, 12, 16, 17, 33, 48, 65}) {
+            const std::vector<float> x = random_vec(nt * cols, uint32_t(nt + 11));
+            const TwinActs a = twin_quantize(x, nt, cols);
+            const PackedBuf p = pack_all(*k, GemmMode::Int8, x, nt, cols);
+            std::vector<float> twin(size_t(nt * rows)), exact(size_t(nt * rows)), got(size_t(nt * rows), NAN);
+            scalar::matmul_rows_q8acts({w, x.data(), nt, twin.data(), {a.qs.data(), a.d.data()}}, 0, rows, 0, nt);
+            scalar::matmul_rows_job({w, x.data(), nt, exact.data(), {}}, 0, rows, 0, nt);
+            MatmulJob jg{w, x.data(), nt, got.data(), {}};
+            jg.mode = GemmMode::Int8;
+            jg.xp = p.data;
+            k->matmul_rows(jg, 0, rows, 0, nt);
+            const std::vector<double> scale = abs_products(w, x.data(), nt);
+            for (int64_t r = 0; r < rows; ++r) {
+              for (int64_t i = 0; i < nt; ++i) {
+                const size_t at = size_t(i * rows + r);
+                ASSERT_NEAR(got[at], twin[at], 1e-5 * scale[at] + 1e-30) << shape_str(*k, t, rows, cols, nt);
+                ASSERT_NEAR(got[at], exact[at], int8_bound(w, a, r, i) * 1.001 + 1e-5 * scale[at])
+                    << shape_str(*k, t, rows, cols, nt);
+              }
+            }
+            // A ragged sub-range of rows and tokens touches only its own outputs.
+            const int64_t ra = std::min<int64_t>(rows - 1, 3), rb = std::min<int64_t>(rows, 38), ta = 3, tb = nt - 1;
+            std::vector<float> part(size_t(nt * rows), -7.0f);
+            jg.y = part.data();
+            k->matmul_rows(jg, ra, rb, ta, tb);
+            for (int64_t i = 0; i < nt; ++i) {
+              for (int64_t r = 0; r < rows; ++r) {
+                const size_t at = size_t(i * rows + r);
+                if (r < ra || r >= rb || i < ta || i >= tb) {
+                  ASSERT_EQ(part[at], -7.0f) << shape_str(*k, t, rows, cols, nt);
+                } else {
+                  ASSERT_EQ(part[at], got[at]) << shape_str(*k, t, rows, cols, nt);
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Whether this CPU runs the bf16 GEMM of table k.
+bool has_bf16_gemm(const KernelTable& k) { return gemm_mode(k, DType::BF16, kGemvMaxTokens + 1, true) == GemmMode::Bf16; }
+
+// F16/BF16 prompt processing with LONGCTX_FAST_BF16: against the scalar bf16 twin (only float
+// summation order differs) and against the exact f32 product with the stated relative bound.
+TEST(Kernels, MatmulBf16GemmMatchesTwin) {
+  for (const KernelTable* k : simd_tables()) {
+    if (!has_bf16_gemm(*k)) continue;
+    for (DType t : {DType::F16, DType::BF16}) {
+      for (int64_t rows : {1, 7, 33, 67}) {
+        for (int64_t cols : {1, 5, 32, 100, 288, 531}) {
+          const std::vector<uint8_t> wdata = make_weights(t, rows, cols, uint32_t(rows * 7 + cols));
+          const MatRef w{t, rows, cols, wdata.data()};
+          for (int64_t nt : {5, 12, 16, 17, 33, 48, 65}) {
+            const std::vector<float> x = random_vec(nt * cols, uint32_t(nt + 5));
+            const PackedBuf p = pack_all(*k, GemmMode::Bf16, x, nt, cols);
+            std::vector<float> twin(size_t(nt * rows)), exact(size_t(nt * rows)), got(size_t(nt * rows), NAN);
+            scalar::matmul_rows_bf16({w, x.data(), nt, twin.data(), {}}, 0, rows, 0, nt);
+            scalar::matmul_rows_job({w, x.data(), nt, exact.data(), {}}, 0, rows, 0, nt);
+            MatmulJob jg{w, x.data(), nt, got.data(), {}};
+            jg.mode = GemmMode::Bf16;
+            jg.xp = p.data;
+            k->matmul_rows(jg, 0, rows, 0, nt);
+            const std::vector<double> scale = abs_products(w, x.data(), nt);
+            const double rel = t == DType::BF16 ? 0x1p-8 : 0x1p-7;
+            for (size_t i = 0; i < got.size(); ++i) {
+              ASSERT_NEAR(got[i], twin[i], 1e-5 * scale[i] + 1e-30) << shape_str(*k, t, rows, cols, nt) << " i=" << i;
+              ASSERT_NEAR(got[i], exact[i], (rel + 1e-5) * scale[i] + 1e-30) << shape_str(*k, t, rows, cols, nt);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The whole matmul (activation packing split across threads, then rows or tokens split) for
+// every variant, dtype and thread count, against the twin of the path it takes.
+TEST(Kernels, MatmulLowPrecisionThreads) {
+  for (const KernelTable* k : simd_tables()) {
+    for (bool fast : {false, true}) {
+      for (DType t : kAllTypes) {
+        for (int64_t nt : {5, 64, 65}) {
+          for (int64_t rows : {45, 300}) {
+            const int64_t cols = 320;
+            const std::vector<uint8_t> wdata = make_weights(t, rows, cols, 77);
+            const MatRef w{t, rows, cols, wdata.data()};
+            const std::vector<float> x = random_vec(nt * cols, 9);
+            const GemmMode mode = gemm_mode(*k, t, nt, fast);
+            std::vector<float> want(size_t(nt * rows));
+            const TwinActs a = twin_quantize(x, nt, cols);
+            const MatmulJob jw{w, x.data(), nt, want.data(), {a.qs.data(), a.d.data()}};
+            if (mode == GemmMode::Int8) {
+              scalar::matmul_rows_q8acts(jw, 0, rows, 0, nt);
+            } else if (mode == GemmMode::Bf16) {
+              scalar::matmul_rows_bf16(jw, 0, rows, 0, nt);
+            } else {
+              scalar::matmul_rows_job(jw, 0, rows, 0, nt);
+            }
+            const std::vector<double> scale = abs_products(w, x.data(), nt);
+            for (int n_threads : {1, 2, 3}) {
+              ThreadPool pool(n_threads);
+              std::vector<float> got(size_t(nt * rows), NAN);
+              matmul_with(*k, fast, w, x.data(), nt, got.data(), pool);
+              for (size_t i = 0; i < got.size(); ++i) {
+                ASSERT_NEAR(got[i], want[i], 1e-5 * scale[i] + 1e-30)
+                    << shape_str(*k, t, rows, cols, nt) << " threads=" << n_threads << " fast=" << fast;
+              }
             }
           }
         }

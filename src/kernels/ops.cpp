@@ -3,6 +3,8 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -121,17 +123,70 @@ void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) 
 
 }  // namespace
 
+bool fast_bf16_requested() {
+  static const bool on = [] {
+    const char* env = std::getenv("LONGCTX_FAST_BF16");
+    return env != nullptr && std::strcmp(env, "1") == 0;
+  }();
+  return on;
+}
+
+namespace {
+
+bool cpu_has_avx512bf16() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+// Activations packed for a low-precision GEMM (see GemmMode), reused across calls of one thread:
+// a prompt's matmuls all need about the same size, and fresh multi-MiB buffers cost page faults.
+uint8_t* packed_acts_scratch(size_t bytes) {
+  thread_local std::vector<uint8_t> buf;
+  if (buf.size() < bytes + 64) buf.resize(bytes + 64);
+  const auto addr = reinterpret_cast<uintptr_t>(buf.data());
+  return buf.data() + ((64 - addr % 64) % 64);  // cache-line aligned
+}
+
+void pack_job_acts(const KernelTable& k, MatmulJob& job, ThreadPool* pool) {
+  uint8_t* xp = packed_acts_scratch(packed_acts_bytes(job.mode, job.w.cols, job.n_tokens));
+  const auto pack = job.mode == GemmMode::Int8 ? k.pack_acts_int8 : k.pack_acts_bf16;
+  const int64_t groups = pack_token_groups(job.n_tokens);
+  if (pool == nullptr) {
+    pack(job.x, job.w.cols, job.n_tokens, 0, groups, xp);
+  } else {
+    pool->parallel_for(groups, [&](int64_t g0, int64_t g1) { pack(job.x, job.w.cols, job.n_tokens, g0, g1, xp); });
+  }
+  job.xp = xp;
+}
+
+}  // namespace
+
+GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16) {
+  if (n_tokens <= kGemvMaxTokens) return GemmMode::F32;
+  if ((t == DType::Q8_0 || t == DType::Q4_0) && k.pack_acts_int8 != nullptr) return GemmMode::Int8;
+  if ((t == DType::F16 || t == DType::BF16) && fast_bf16 && k.pack_acts_bf16 != nullptr && cpu_has_avx512bf16()) {
+    return GemmMode::Bf16;
+  }
+  return GemmMode::F32;
+}
+
 void matmul_rows(const MatRef& w, const float* x, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   const KernelTable& k = active_kernels();
   MatmulJob job{w, x, n_tokens, y, {}};
   QuantActsBuf buf;
   if (use_int8_gemv(k, w, n_tokens)) quantize_job_acts(k, job, buf);
+  job.mode = gemm_mode(k, w.dtype, n_tokens, fast_bf16_requested());
+  if (job.mode != GemmMode::F32) pack_job_acts(k, job, nullptr);
   k.matmul_rows(job, r0, r1, 0, n_tokens);
 }
 
-void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const float* x, int64_t n_tokens, float* y,
+                 ThreadPool& pool) {
   if (w.rows <= 0 || n_tokens <= 0) return;
-  const KernelTable& k = active_kernels();
   MatmulJob job{w, x, n_tokens, y, {}};
   QuantActsBuf buf;
   if (use_int8_gemv(k, w, n_tokens)) quantize_job_acts(k, job, buf);
@@ -140,20 +195,43 @@ void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadP
   const int64_t block = 32;
   const int64_t n_row_blocks = (w.rows + block - 1) / block;
   const double flops = 2.0 * double(w.rows) * double(w.cols) * double(n_tokens);
-  if (pool.size() == 1 || flops < 2e5) {  // waking threads costs more than such a small product
+  // Waking threads costs more than such a small product.
+  const bool serial = pool.size() == 1 || flops < 2e5;
+  job.mode = gemm_mode(k, w.dtype, n_tokens, fast_bf16);
+  if (job.mode != GemmMode::F32) pack_job_acts(k, job, serial ? nullptr : &pool);
+  if (serial) {
     k.matmul_rows(job, 0, w.rows, 0, n_tokens);
     return;
   }
-  if (n_row_blocks >= 2 * pool.size() || n_tokens <= kGemvMaxTokens) {
+  if (n_tokens <= kGemvMaxTokens || (job.mode == GemmMode::F32 && n_row_blocks >= 2 * pool.size())) {
     // Split output rows: each weight row is read once per call whatever the number of tokens,
-    // which is what bounds decode speed (memory bandwidth).
+    // which is what bounds decode speed (memory bandwidth). The f32 GEMM packs the activations of
+    // all tokens per call, so it wants one call per thread too.
     pool.parallel_for(n_row_blocks, [&](int64_t b0, int64_t b1) {
       k.matmul_rows(job, b0 * block, std::min(w.rows, b1 * block), 0, n_tokens);
     });
+  } else if (n_row_blocks >= 2 * pool.size()) {
+    // Prompt processing is compute bound and the cores are shared with other processes: threads
+    // take row blocks from a counter, so a thread slowed by a busy core does less of the work
+    // instead of everyone waiting for its fixed half (the activations are packed once, above).
+    std::atomic<int64_t> next{0};
+    pool.run([&](int, int) {
+      for (int64_t b = next.fetch_add(1); b < n_row_blocks; b = next.fetch_add(1)) {
+        k.matmul_rows(job, b * block, std::min(w.rows, (b + 1) * block), 0, n_tokens);
+      }
+    });
   } else {
-    // Few rows, many tokens (small models, k/v projections of tiny configs): split tokens.
-    pool.parallel_for(n_tokens, [&](int64_t t0, int64_t t1) { k.matmul_rows(job, 0, w.rows, t0, t1); });
+    // Few rows, many tokens (small models, k/v projections of tiny configs): split tokens, in
+    // whole packed groups for the low-precision GEMMs.
+    const int64_t unit = job.mode == GemmMode::F32 ? 1 : kPackTokens;
+    pool.parallel_for((n_tokens + unit - 1) / unit, [&](int64_t u0, int64_t u1) {
+      k.matmul_rows(job, 0, w.rows, u0 * unit, std::min(n_tokens, u1 * unit));
+    });
   }
+}
+
+void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool) {
+  matmul_with(active_kernels(), fast_bf16_requested(), w, x, n_tokens, y, pool);
 }
 
 }  // namespace lcx::kernels

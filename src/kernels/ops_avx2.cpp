@@ -430,8 +430,9 @@ void softmax(float* x, int64_t n) {
 
 }  // namespace
 
+// No low-precision GEMM: AVX2 machines without AVX-512 rarely have AVX-VNNI; prefill stays f32.
 const KernelTable kTable = {KernelIsa::Avx2, matmul_rows, quantize_acts, dequantize_row, scalar::quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, nullptr, nullptr};
 
 }  // namespace lcx::kernels::avx2
 

@@ -361,10 +361,305 @@ void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) 
   std::free(xp);
 }
 
+// ---- Int8 GEMM (Q8_0 / Q4_0, n_tokens > kGemvMaxTokens): vpdpbusd, tokens in lanes ----------
+//
+// See GemmMode in ops_internal.h for the numerics and the packed activation layout. One zmm holds
+// 4 columns of 16 tokens (biased to unsigned); 4 signed weight bytes of one row are broadcast, so
+// Q8_0 rows are read in place and only Q4_0 needs its nibbles spread to bytes. Per 32-block the
+// int32 sums start from the bias correction and are scaled once: acc += float(isum) * (d_x * d_w).
+
+constexpr int kI8Rows = 4;     // weight rows per micro-tile (broadcast)
+constexpr int kI8Groups = 3;   // token groups of 16 per micro-tile: 12 int32 + 12 f32 accumulators
+constexpr int64_t kPanelRows = 32;  // rows whose scales (and Q4_0 bytes) are prepared together
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// Quantizes 32 values as quantize_acts does (bit-exact) into q[32] biased by +128; returns d.
+inline float quant_block_biased(const float* x, uint8_t* q) {
+  const __m512 x0 = _mm512_loadu_ps(x), x1 = _mm512_loadu_ps(x + 16);
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
+  const __m512 vid = _mm512_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+  const __m128i bias = _mm_set1_epi8(char(0x80));
+  const __m128i q0 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x0, vid)));
+  const __m128i q1 = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(x1, vid)));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q), _mm_xor_si128(q0, bias));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 16), _mm_xor_si128(q1, bias));
+  return amax / 127.0f;
+}
+
+void pack_acts_int8(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp) {
+  const int64_t nb = cols / kQBlock;
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* base = xp + g * nb * kInt8GroupBlockBytes;
+    for (int64_t i = 0; i < kPackTokens; ++i) {
+      const int64_t t = g * kPackTokens + i;
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* blk = base + b * kInt8GroupBlockBytes;
+        alignas(32) uint8_t q[kQBlock];
+        float d = 0.0f;
+        if (t < n_tokens) {
+          d = quant_block_biased(x + t * cols + b * kQBlock, q);
+        } else {
+          std::memset(q, 0x80, sizeof(q));  // q = 0
+        }
+        for (int j = 0; j < 8; ++j) std::memcpy(blk + j * 64 + i * 4, q + 4 * j, 4);
+        std::memcpy(blk + 8 * 64 + i * 4, &d, 4);
+      }
+    }
+  }
+}
+
+// Weight scales and bias corrections of panel rows, [nr][nb]; Q4_0 rows also spread to signed
+// bytes (nibble - 8) in wq[nr][cols], value order as in dequantization.
+template <DType T>
+void prepare_int8_panel(const MatmulJob& job, int64_t rp, int64_t nr, float* dw, int32_t* corr, int8_t* wq) {
+  const int64_t K = job.w.cols, nb = K / kQBlock;
+  const __m256i bias = _mm256_set1_epi8(char(0x80));
+  for (int64_t i = 0; i < nr; ++i) {
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i q;
+      uint16_t d;
+      if constexpr (T == DType::Q8_0) {
+        const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(job.w.data)[(rp + i) * nb + b];
+        q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+        d = blk.d;
+      } else {
+        const BlockQ4_0& blk = static_cast<const BlockQ4_0*>(job.w.data)[(rp + i) * nb + b];
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+        const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+        q = _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(wq + i * K + b * kQBlock), q);
+        d = blk.d;
+      }
+      // sum of the signed bytes: sad of the biased bytes, minus 32 * 128.
+      const __m256i s = _mm256_sad_epu8(_mm256_xor_si256(q, bias), _mm256_setzero_si256());
+      const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      const int32_t sum = int32_t(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128;
+      dw[i * nb + b] = _cvtsh_ss(d);
+      corr[i * nb + b] = -128 * sum;
+    }
+  }
+}
+
+// out[m][v * 16 + i] = y of row m, token i of group v, for MR rows and NV token groups.
+// w[m]: the row's bytes; block b's 32 bytes at w[m] + b * WS (WS = 34 reads Q8_0 blocks in place).
+template <int NV, int MR, int WS>
+void int8_tile(const uint8_t* const* w, const float* dw, const int32_t* corr, int64_t nb, const uint8_t* xg,
+               int64_t gstride, float* out) {
+  __m512 facc[NV][MR];
+  for (int v = 0; v < NV; ++v) {
+    for (int m = 0; m < MR; ++m) facc[v][m] = _mm512_setzero_ps();
+  }
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i acc[NV][MR];
+    for (int m = 0; m < MR; ++m) {
+      const __m512i c = _mm512_set1_epi32(corr[m * nb + b]);
+      for (int v = 0; v < NV; ++v) acc[v][m] = c;
+    }
+    const uint8_t* xb = xg + b * kInt8GroupBlockBytes;
+    for (int g = 0; g < 8; ++g) {
+      __m512i xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_load_si512(xb + v * gstride + g * 64);
+      for (int m = 0; m < MR; ++m) {
+        const __m512i wb = _mm512_set1_epi32(int(load_u32(w[m] + b * WS + 4 * g)));
+        for (int v = 0; v < NV; ++v) acc[v][m] = _mm512_dpbusd_epi32(acc[v][m], xv[v], wb);
+      }
+    }
+    for (int v = 0; v < NV; ++v) {
+      const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb + v * gstride + 8 * 64));
+      for (int m = 0; m < MR; ++m) {
+        const __m512 s = _mm512_mul_ps(dx, _mm512_set1_ps(dw[m * nb + b]));
+        facc[v][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[v][m]), s, facc[v][m]);
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + m * (kI8Groups * 16) + v * 16, facc[v][m]);
+  }
+}
+
+using Int8TileFn = void (*)(const uint8_t* const*, const float*, const int32_t*, int64_t, const uint8_t*, int64_t, float*);
+template <int WS>
+constexpr Int8TileFn kInt8Tiles[kI8Groups][kI8Rows] = {
+    {int8_tile<1, 1, WS>, int8_tile<1, 2, WS>, int8_tile<1, 3, WS>, int8_tile<1, 4, WS>},
+    {int8_tile<2, 1, WS>, int8_tile<2, 2, WS>, int8_tile<2, 3, WS>, int8_tile<2, 4, WS>},
+    {int8_tile<3, 1, WS>, int8_tile<3, 2, WS>, int8_tile<3, 3, WS>, int8_tile<3, 4, WS>}};
+
+// Writes tile results for tokens in [t0, t1) only (pad tokens and other threads' tokens skipped).
+inline void store_tile(const float* out, int nv, int mr, int64_t g, int64_t t0, int64_t t1, float* y, int64_t ldy,
+                       int64_t r) {
+  for (int v = 0; v < nv; ++v) {
+    for (int i = 0; i < 16; ++i) {
+      const int64_t t = (g + v) * kPackTokens + i;
+      if (t < t0 || t >= t1) continue;
+      for (int m = 0; m < mr; ++m) y[t * ldy + r + m] = out[m * (kI8Groups * 16) + v * 16 + i];
+    }
+  }
+}
+
+template <DType T>
+void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const int64_t K = job.w.cols, nb = K / kQBlock, ldy = job.w.rows;
+  const int64_t gstride = nb * kInt8GroupBlockBytes;
+  const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
+  const bool q4 = T == DType::Q4_0;
+  // Panel scratch (malloc: no STL in this file): scales, corrections, Q4_0 bytes.
+  auto* dw = static_cast<float*>(std::malloc(size_t(kPanelRows * nb) * sizeof(float)));
+  auto* corr = static_cast<int32_t*>(std::malloc(size_t(kPanelRows * nb) * sizeof(int32_t)));
+  auto* wq = static_cast<int8_t*>(q4 ? std::malloc(size_t(kPanelRows * K)) : nullptr);
+  if (dw == nullptr || corr == nullptr || (q4 && wq == nullptr)) std::abort();  // hot path: no exceptions
+  alignas(64) float out[kI8Rows * kI8Groups * 16];
+  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
+    const int64_t nr = imin(kPanelRows, r1 - rp);
+    prepare_int8_panel<T>(job, rp, nr, dw, corr, wq);
+    for (int64_t g = ga; g < gb; g += kI8Groups) {
+      const int nv = int(imin(kI8Groups, gb - g));
+      const uint8_t* xg = job.xp + g * gstride;
+      for (int64_t m0 = 0; m0 < nr; m0 += kI8Rows) {
+        const int mr = int(imin(kI8Rows, nr - m0));
+        const uint8_t* w[kI8Rows];
+        for (int m = 0; m < mr; ++m) {
+          w[m] = q4 ? reinterpret_cast<const uint8_t*>(wq + (m0 + m) * K)
+                    : reinterpret_cast<const uint8_t*>(static_cast<const BlockQ8_0*>(job.w.data) + (rp + m0 + m) * nb) + 2;
+        }
+        const Int8TileFn fn = q4 ? kInt8Tiles<kQBlock>[nv - 1][mr - 1] : kInt8Tiles<int(sizeof(BlockQ8_0))>[nv - 1][mr - 1];
+        fn(w, dw + m0 * nb, corr + m0 * nb, nb, xg, gstride, out);
+        store_tile(out, nv, mr, g, t0, t1, job.y, ldy, rp + m0);
+      }
+    }
+  }
+  std::free(wq);
+  std::free(corr);
+  std::free(dw);
+}
+
+// ---- Bf16 GEMM (F16 / BF16, LONGCTX_FAST_BF16=1): vdpbf16ps, tokens in lanes -----------------
+//
+// One zmm holds a column pair of 16 tokens as bf16; a pair of one row's weights is broadcast.
+// BF16 rows with an even number of columns are read in place; F16 rows are rounded to bf16 per
+// panel. Needs AVX512_BF16 (ops.cpp checks the CPU before choosing GemmMode::Bf16).
+#pragma GCC push_options
+#pragma GCC target("avx512bf16")
+
+constexpr int kBfRows = 8;    // weight rows per micro-tile
+constexpr int kBfGroups = 3;  // token groups of 16: 24 accumulators
+
+inline __m256i to_bf16_rne(__m512 x) { return reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(x)); }
+
+void pack_acts_bf16(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp) {
+  const int64_t np = (cols + 1) / 2;
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* base = xp + g * np * 64;
+    for (int64_t i = 0; i < kPackTokens; ++i) {
+      const int64_t t = g * kPackTokens + i;
+      for (int64_t c = 0; c < 2 * np; c += 16) {  // 16 values = 8 pairs
+        const int64_t n = imin(16, 2 * np - c);
+        alignas(32) uint32_t pairs[8];
+        if (t < n_tokens) {
+          const __m512 v = _mm512_maskz_loadu_ps(tail_mask(imin(16, cols - c)), x + t * cols + c);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(pairs), to_bf16_rne(v));
+        } else {
+          std::memset(pairs, 0, sizeof(pairs));
+        }
+        for (int64_t j = 0; j < n / 2; ++j) std::memcpy(base + (c / 2 + j) * 64 + i * 4, &pairs[j], 4);
+      }
+    }
+  }
+}
+
+// Panel rows as bf16 pairs, [nr][np] dwords (F16, or BF16 with odd cols).
+template <DType T>
+void prepare_bf16_panel(const MatmulJob& job, int64_t rp, int64_t nr, uint16_t* wb) {
+  const int64_t K = job.w.cols, np = (K + 1) / 2;
+  const size_t row_bytes = dtype_row_bytes(T, K);
+  for (int64_t i = 0; i < nr; ++i) {
+    const void* row = static_cast<const uint8_t*>(job.w.data) + size_t(rp + i) * row_bytes;
+    for (int64_t c = 0; c < 2 * np; c += 16) {
+      const __mmask16 m = tail_mask(K - c < 0 ? 0 : K - c);
+      const __mmask16 mo = tail_mask(2 * np - c);
+      _mm256_mask_storeu_epi16(wb + i * 2 * np + c, mo, to_bf16_rne(load16<T>(row, c, m)));
+    }
+  }
+}
+
+template <int NV, int MR>
+void bf16_tile(const uint8_t* const* w, int64_t np, const uint8_t* xg, int64_t gstride, float* out) {
+  __m512 acc[NV][MR];
+  for (int v = 0; v < NV; ++v) {
+    for (int m = 0; m < MR; ++m) acc[v][m] = _mm512_setzero_ps();
+  }
+  for (int64_t p = 0; p < np; ++p) {
+    __m512i xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = _mm512_load_si512(xg + v * gstride + p * 64);
+    for (int m = 0; m < MR; ++m) {
+      const __m512i wv = _mm512_set1_epi32(int(load_u32(w[m] + 4 * p)));
+      for (int v = 0; v < NV; ++v) {
+        acc[v][m] = _mm512_dpbf16_ps(acc[v][m], reinterpret_cast<__m512bh>(xv[v]), reinterpret_cast<__m512bh>(wv));
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m) {
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + m * (kBfGroups * 16) + v * 16, acc[v][m]);
+  }
+}
+
+using Bf16TileFn = void (*)(const uint8_t* const*, int64_t, const uint8_t*, int64_t, float*);
+template <int NV>
+constexpr Bf16TileFn kBf16TilesNv[kBfRows] = {bf16_tile<NV, 1>, bf16_tile<NV, 2>, bf16_tile<NV, 3>, bf16_tile<NV, 4>,
+                                              bf16_tile<NV, 5>, bf16_tile<NV, 6>, bf16_tile<NV, 7>, bf16_tile<NV, 8>};
+constexpr const Bf16TileFn* kBf16Tiles[kBfGroups] = {kBf16TilesNv<1>, kBf16TilesNv<2>, kBf16TilesNv<3>};
+
+template <DType T>
+void gemm_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const int64_t K = job.w.cols, np = (K + 1) / 2, ldy = job.w.rows;
+  const int64_t gstride = np * 64;
+  const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
+  const bool in_place = T == DType::BF16 && K % 2 == 0;
+  auto* wb = static_cast<uint16_t*>(in_place ? nullptr : std::malloc(size_t(kPanelRows * 2 * np) * 2));
+  if (!in_place && wb == nullptr) std::abort();  // hot path: no exceptions
+  const size_t row_bytes = dtype_row_bytes(T, K);
+  alignas(64) float out[kBfRows * kBfGroups * 16];
+  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
+    const int64_t nr = imin(kPanelRows, r1 - rp);
+    if (!in_place) prepare_bf16_panel<T>(job, rp, nr, wb);
+    for (int64_t g = ga; g < gb; g += kBfGroups) {
+      const int nv = int(imin(kBfGroups, gb - g));
+      const uint8_t* xg = job.xp + g * gstride;
+      for (int64_t m0 = 0; m0 < nr; m0 += kBfRows) {
+        const int mr = int(imin(kBfRows, nr - m0));
+        const uint8_t* w[kBfRows];
+        for (int m = 0; m < mr; ++m) {
+          w[m] = in_place ? static_cast<const uint8_t*>(job.w.data) + size_t(rp + m0 + m) * row_bytes
+                          : reinterpret_cast<const uint8_t*>(wb + (m0 + m) * 2 * np);
+        }
+        kBf16Tiles[nv - 1][mr - 1](w, np, xg, gstride, out);
+        for (int v = 0; v < nv; ++v) {
+          for (int i = 0; i < 16; ++i) {
+            const int64_t t = (g + v) * kPackTokens + i;
+            if (t < t0 || t >= t1) continue;
+            for (int m = 0; m < mr; ++m) job.y[t * ldy + rp + m0 + m] = out[m * (kBfGroups * 16) + v * 16 + i];
+          }
+        }
+      }
+    }
+  }
+  std::free(wb);
+}
+
+#pragma GCC pop_options
+
 template <DType T>
 void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   constexpr bool quant = T == DType::Q8_0 || T == DType::Q4_0;
   if constexpr (quant) {
+    if (job.mode == GemmMode::Int8) {
+      gemm_int8<T>(job, r0, r1, t0, t1);
+      return;
+    }
     if (job.xq.qs != nullptr) {
       for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
         switch (imin(kGemvMaxTokens, t1 - t)) {
@@ -377,6 +672,12 @@ void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int6
       return;
     }
   } else {
+    if constexpr (T == DType::F16 || T == DType::BF16) {
+      if (job.mode == GemmMode::Bf16) {
+        gemm_bf16<T>(job, r0, r1, t0, t1);
+        return;
+      }
+    }
     if (t1 - t0 <= kGemvMaxTokens) {
       switch (t1 - t0) {
         case 1: gemv_f<T, 1>(job, r0, r1, t0); return;
@@ -493,7 +794,7 @@ void softmax(float* x, int64_t n) {
 }  // namespace
 
 const KernelTable kTable = {KernelIsa::Avx512, matmul_rows, quantize_acts, dequantize_row, quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, pack_acts_bf16};
 
 }  // namespace lcx::kernels::avx512
 

@@ -22,6 +22,38 @@ struct QuantActs {
   const float* d = nullptr;    // [n_tokens, cols / 32]
 };
 
+// ---- Low-precision GEMM (prompt processing, n_tokens > kGemvMaxTokens) ------------------------
+//
+// Int8 (Q8_0 / Q4_0 weights): activations are quantized exactly as QuantActs, then multiplied
+// with vpdpbusd (unsigned x signed bytes -> int32). Weights stay signed (Q8_0 as stored, Q4_0 as
+// nibble - 8) and are broadcast 4 bytes at a time; activations are biased to unsigned, q + 128,
+// and the bias is removed with a per-(row, block) correction -128 * sum(w). Each 32-block's
+// integer sum is exact; y = sum_b d_w * d_x * isum, as scalar::matmul_rows_q8acts. The error
+// against float activations is the same as the int8 GEMV's: at most half an activation
+// quantization step per element, |dy| <= sum_c |w[r,c]| * d_x(block of c) / 2.
+//
+// Bf16 (F16 / BF16 weights, opt-in with LONGCTX_FAST_BF16=1): activations and weights rounded to
+// bfloat16 (round to nearest even), products summed in float32 by vdpbf16ps. Each product has a
+// relative error of at most about 2^-8 for BF16 weights (only x is rounded) and 2^-7 for F16
+// weights (both rounded): |dy| <= sum_c |w[r,c] x[t,c]| * (2^-8 or 2^-7), plus float32 summation.
+//
+// Both pack activations once per matmul call, shared by all threads, tokens interleaved in groups
+// of kPackTokens so that one zmm holds the same columns of 16 tokens:
+//   int8: per token group and 32-block: 8 x [16 tokens x 4 bytes (q + 128)] then 16 float d_x
+//         (kInt8GroupBlockBytes bytes); pad tokens have q = 0 and d_x = 0.
+//   bf16: per token group and column pair: [16 tokens x 2 bf16] (64 bytes); cols padded to even.
+constexpr int64_t kPackTokens = 16;
+constexpr int64_t kInt8GroupBlockBytes = 8 * 64 + kPackTokens * 4;
+enum class GemmMode : uint8_t { F32, Int8, Bf16 };
+
+inline int64_t pack_token_groups(int64_t n_tokens) { return (n_tokens + kPackTokens - 1) / kPackTokens; }
+inline size_t packed_acts_bytes(GemmMode mode, int64_t cols, int64_t n_tokens) {
+  const int64_t groups = pack_token_groups(n_tokens);
+  if (mode == GemmMode::Int8) return size_t(groups * (cols / kQBlock) * kInt8GroupBlockBytes);
+  if (mode == GemmMode::Bf16) return size_t(groups * ((cols + 1) / 2) * 64);
+  return 0;
+}
+
 // One matmul call: y[t, r] = sum_c w[r, c] * x[t, c].
 struct MatmulJob {
   MatRef w;                // [rows, cols]
@@ -29,6 +61,8 @@ struct MatmulJob {
   int64_t n_tokens = 0;
   float* y = nullptr;      // [n_tokens, rows]
   QuantActs xq;            // set (n_tokens <= kGemvMaxTokens, Q8_0/Q4_0 weights): int8 path
+  GemmMode mode = GemmMode::F32;  // Int8 / Bf16: xp holds all n_tokens packed as described above
+  const uint8_t* xp = nullptr;
 };
 
 struct KernelTable {
@@ -44,7 +78,19 @@ struct KernelTable {
   void (*swiglu)(const float* gate, const float* up, int64_t n, float* out);
   void (*softmax)(float* x, int64_t n);
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // Token groups [g0, g1) of x ([n_tokens, cols]) packed for GemmMode::Int8 / Bf16 into xp (the
+  // whole buffer of packed_acts_bytes); nullptr where the variant has no such GEMM.
+  void (*pack_acts_int8)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
+  void (*pack_acts_bf16)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
 };
+
+// LONGCTX_FAST_BF16=1 (read once): F16/BF16 prompt-processing matmuls use the bf16 GEMM.
+bool fast_bf16_requested();
+// Whether matmul with table k uses mode for these weights and n_tokens (CPU features included).
+GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16);
+// matmul() with an explicit kernel table and bf16 choice (tests run every variant through it).
+void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const float* x, int64_t n_tokens, float* y,
+                 ThreadPool& pool);
 
 // The table of one instruction set, or nullptr when it is not compiled in or the CPU lacks it.
 const KernelTable* kernel_table(KernelIsa isa);
@@ -55,8 +101,10 @@ namespace scalar {
 extern const KernelTable kTable;
 void matmul_rows_job(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d);
-// The twin of the SIMD int8 GEMV: sum over blocks of d_w * d_x * (integer block dot).
+// The twin of the SIMD int8 GEMV and GEMM: sum over blocks of d_w * d_x * (integer block dot).
 void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+// The twin of the bf16 GEMM: x and w rounded to bf16, exact products summed in float32.
+void matmul_rows_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 }  // namespace scalar
 namespace avx2 {
 extern const KernelTable kTable;

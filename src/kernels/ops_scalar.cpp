@@ -192,7 +192,21 @@ void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0
   }
 }
 
+void matmul_rows_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const MatRef& w = job.w;
+  std::vector<float> row(size_t(w.cols)), xt(size_t(w.cols));
+  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  for (int64_t r = r0; r < r1; ++r) {
+    dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes, row.data(), w.cols);
+    for (auto& v : row) v = bf16_to_f32(f32_to_bf16(v));  // F16 -> bf16 rounds; BF16 is exact
+    for (int64_t t = t0; t < t1; ++t) {
+      for (int64_t c = 0; c < w.cols; ++c) xt[size_t(c)] = bf16_to_f32(f32_to_bf16(job.x[t * w.cols + c]));
+      job.y[t * w.rows + r] = dot_f32(row.data(), xt.data(), w.cols);  // bf16 x bf16 is exact in f32
+    }
+  }
+}
+
 const KernelTable kTable = {KernelIsa::Scalar, matmul_rows_job, quantize_acts, dequantize_row, quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, nullptr, nullptr};
 
 }  // namespace lcx::kernels::scalar
