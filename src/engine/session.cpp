@@ -194,7 +194,6 @@ struct Session::Impl {
       all = history;
       all.insert(all.end(), ids, ids + n);
       state.clear();
-      state.hf_max_seq_len = m->config.rope.max_pos;
       a.tokens = all.data();
       a.n = int64_t(all.size());
       a.all_logits = false;
@@ -390,7 +389,6 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
 
 void Session::reset() {
   impl_->state.clear();
-  impl_->state.hf_max_seq_len = impl_->m->config.rope.max_pos;
   impl_->history.clear();
 }
 std::unique_ptr<Session> Session::clone() const {

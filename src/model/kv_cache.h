@@ -37,6 +37,7 @@ struct KvState {
   int64_t rot_seq_len = -1;
   // transformers' stateful Dynamic NTK (DynamicCacheMode::HF): the largest length seen.
   int64_t hf_max_seq_len = 0;
+  int64_t hf_initial_len = 0;  // max_position_embeddings: where hf_max_seq_len starts
 
   int64_t n_local() const { return int64_t(pos.size()); }
   void clear() {
@@ -48,7 +49,7 @@ struct KvState {
     next_pos = 0;
     rot_offset = 0;
     rot_seq_len = -1;
-    hf_max_seq_len = 0;
+    hf_max_seq_len = hf_initial_len;
   }
 };
 

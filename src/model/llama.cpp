@@ -108,7 +108,7 @@ bool rotation_changes(const Model& m, const KvState& st, int64_t n_new) {
 KvState make_state(const Model& m) {
   KvState st;
   st.layers.resize(size_t(m.config.n_layer));
-  st.hf_max_seq_len = m.config.rope.max_pos;
+  st.hf_initial_len = st.hf_max_seq_len = m.config.rope.max_pos;
   return st;
 }
 
