@@ -104,7 +104,9 @@ TEST(Kernels, MatmulInt8ActivationsWithinBound) {
   for (const KernelTable* k : simd_tables()) {
     for (DType t : {DType::Q8_0, DType::Q4_0}) {
       for (int64_t rows : {1, 7, 33, 67}) {
-        for (int64_t cols : {32, 96, 288, 544}) {
+        // Block counts 1, 2, 3, 4, 6, 9, 17: the AVX-512 Q4_0 GEMV takes blocks in pairs, two
+        // pairs per step, then a lone pair and a lone block.
+        for (int64_t cols : {32, 64, 96, 128, 192, 288, 544}) {
           const std::vector<uint8_t> wdata = make_weights(t, rows, cols, uint32_t(rows * 17 + cols));
           const MatRef w{t, rows, cols, wdata.data()};
           for (int64_t nt : {1, 2, 3, 4}) {
