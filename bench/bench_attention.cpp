@@ -40,6 +40,8 @@ const Shape kShapes[] = {
     {"LongLLaMA3B_prefill2048_mem16k_2heads", 2, 2, 100, 2048, 0, 16384, KvFormat::BF16, 0},
     // ... decode: one query against 32k memory keys, all 32 heads (bandwidth bound; 419 MB).
     {"LongLLaMA3B_decode_mem32k", 32, 32, 100, 1, 0, 32768, KvFormat::BF16, 0},
+    // ... the same from cache (1k memory keys, 13 MB, L3-resident): the kernel's compute rate.
+    {"LongLLaMA3B_decode_mem1k_cached", 32, 32, 100, 1, 0, 1024, KvFormat::BF16, 0},
     {"LongLLaMA3B_decode_mem32k_q8row", 32, 32, 100, 1, 0, 32768, KvFormat::Q8Row, 0},
     {"LongLLaMA3B_decode_mem32k_topk128", 32, 32, 100, 1, 0, 32768, KvFormat::BF16, 128},
     {"LongLLaMA3B_prefill512_mem16k_topk128_2heads", 2, 2, 100, 512, 0, 16384, KvFormat::BF16, 128},

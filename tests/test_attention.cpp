@@ -197,6 +197,36 @@ TEST(Attention, MemoryMatchesOracle) {
   }
 }
 
+// Decode shapes (fewer query rows per kv head than a vector's lanes): the AVX-512 variant reads
+// rows in place with per-format loads (bf16 as even/odd halves, masked tails), tiles of 16 keys,
+// and falls back to the shared path above head_dim 128. Every format, odd head sizes, tile edges.
+TEST(Attention, DecodeMatchesOracle) {
+  ThreadPool pool(2);
+  uint32_t seed = 500;
+  for (KvFormat f : kFormats) {
+    for (int64_t hd : {8, 33, 50, 64, 100, 128, 130}) {
+      for (int64_t group : {1, 4}) {
+        for (int64_t n_q : {1, 3}) {
+          for (int64_t n_mem : {0, 15, 16, 17, 700}) {
+            Case c;
+            c.n_head_kv = seed % 3 == 0 ? 5 : 2;
+            c.group = group;
+            c.head_dim = hd;
+            c.n_q = n_q;
+            c.n_past = int64_t((seed * 37) % 90);
+            c.n_mem = n_mem;
+            c.mem_fmt = f;
+            c.local_fmt = seed % 2 ? f : KvFormat::F32;
+            c.floor = seed % 4 == 0 ? -0.5f : -1e6f;
+            c.seed = seed++;
+            check_case(c, pool);
+          }
+        }
+      }
+    }
+  }
+}
+
 // With the floor above most scores, memory keys mostly tie at the floor.
 TEST(Attention, ScoreFloor) {
   ThreadPool pool(2);

@@ -131,10 +131,12 @@ size_t attn_scratch_floats(int64_t hd, int64_t m) {
 }
 
 size_t attn_range_scratch_floats(int64_t hd, int64_t m, int64_t n_head_kv) {
-  const int64_t hdp = (hd + kAttnMaxLanes - 1) / kAttnMaxLanes * kAttnMaxLanes;
+  // Rounded to 32 (not kAttnMaxLanes): the AVX-512 fused decode keeps bf16 rows as pairs of
+  // 16-float halves, and also needs [n_head_kv * m, 16 * 16 + 16] floats of its own.
+  const int64_t hdp = (hd + 31) / 32 * 32;
   const int64_t g_stride = (2 * m * hdp + 2 * m + 15) / 16 * 16;
   // Kt, Vt [T, hdp], S [m, T], per kv head Q, O [m, hdp] + mx, l, then the per-head descriptors.
-  return size_t(2 * kAttnTile * hdp + m * kAttnTile + n_head_kv * g_stride + 16 * 8) +
+  return size_t(2 * kAttnTile * hdp + m * kAttnTile + n_head_kv * g_stride + 16 * 8) + size_t(n_head_kv * m * 272) +
          size_t(n_head_kv) * 128 / sizeof(float);
 }
 
