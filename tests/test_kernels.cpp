@@ -557,5 +557,71 @@ TEST(Kernels, DispatchNamesTheActiveVariant) {
   }
 }
 
+// GEMV edge cases of the AVX-512 kernels: the int8 GEMV takes columns in groups of four blocks
+// (then 1-3 lone blocks) and every GEMV reduces rows 16 at a time, so use block counts 4k + 0..3,
+// row ranges that start and end inside a batch of 16, token sub-ranges, and Q8_0 weights of -128
+// (not produced by the quantizer, but legal in a file: the biased dot must stay exact).
+TEST(Kernels, GemvGroupTailsAndRowBatches) {
+  for (const KernelTable* k : simd_tables()) {
+    for (DType t : kAllTypes) {
+      const bool quant = dtype_is_quantized(t);
+      const std::vector<int64_t> cols_list = quant ? std::vector<int64_t>{128, 160, 224, 256, 384, 416, 1056}
+                                                   : std::vector<int64_t>{31, 63, 64, 65, 97, 160, 1000};
+      for (int64_t rows : {1, 16, 17, 40}) {
+        for (int64_t cols : cols_list) {
+          std::vector<uint8_t> wdata = make_weights(t, rows, cols, uint32_t(rows * 7 + cols));
+          if (t == DType::Q8_0) {  // a few quants of -128, extreme products with |q_x| = 127 below
+            for (int64_t r = 0; r < rows; r += 3) {
+              auto* b = reinterpret_cast<BlockQ8_0*>(wdata.data() + size_t(r) * dtype_row_bytes(t, cols));
+              for (int64_t ib = 0; ib < cols / kQBlock; ib += 2) b[ib].qs[(r + ib) % kQBlock] = -128;
+            }
+          }
+          const MatRef w{t, rows, cols, wdata.data()};
+          for (int64_t nt = 1; nt <= kGemvMaxTokens; ++nt) {
+            std::vector<float> x = random_vec(nt * cols, uint32_t(nt * 13 + cols));
+            if (quant) x[0] = 1e3f;  // the block's amax: its q = 127
+            std::vector<int8_t> qs(static_cast<size_t>(nt * cols));
+            std::vector<float> d(static_cast<size_t>(nt * cols / kQBlock));
+            QuantActs xq{};
+            if (quant) {
+              for (int64_t i = 0; i < nt; ++i) {
+                k->quantize_acts(x.data() + i * cols, cols, qs.data() + i * cols, d.data() + i * (cols / kQBlock));
+              }
+              xq = {qs.data(), d.data()};
+            }
+            const std::vector<double> scale = abs_products(w, x.data(), nt);
+            std::vector<float> want(static_cast<size_t>(nt * rows));
+            const MatmulJob jw{w, x.data(), nt, want.data(), xq};
+            if (quant) {
+              scalar::matmul_rows_q8acts(jw, 0, rows, 0, nt);
+            } else {
+              scalar::matmul_rows_job(jw, 0, rows, 0, nt);
+            }
+            // Rows [r0, rows) and tokens [t0, nt): everything else must stay untouched.
+            for (int64_t r0 : {int64_t(0), std::min<int64_t>(3, rows - 1)}) {
+              for (int64_t t0 : {int64_t(0), nt - 1}) {
+                std::vector<float> got(static_cast<size_t>(nt * rows), -7.0f);
+                const MatmulJob jg{w, x.data(), nt, got.data(), xq};
+                k->matmul_rows(jg, r0, rows, t0, nt);
+                for (int64_t i = 0; i < nt; ++i) {
+                  for (int64_t r = 0; r < rows; ++r) {
+                    const size_t at = size_t(i * rows + r);
+                    if (r < r0 || i < t0) {
+                      ASSERT_EQ(got[at], -7.0f) << shape_str(*k, t, rows, cols, nt);
+                    } else {
+                      ASSERT_NEAR(got[at], want[at], 1e-5 * scale[at] + 1e-30)
+                          << shape_str(*k, t, rows, cols, nt) << " r=" << r << " t=" << i << " r0=" << r0 << " t0=" << t0;
+                    }
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace lcx::kernels

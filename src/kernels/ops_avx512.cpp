@@ -195,29 +195,85 @@ void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d) {
 
 // ---- GEMV: n_tokens <= kGemvMaxTokens, one pass over each weight row ---------------------------
 
+// Lane sums of 16 vectors: result lane i = sum of v[i]'s lanes (a transposing tree of adds,
+// about 3 operations per vector instead of 9 for a horizontal sum each).
+inline __m512 reduce16(const __m512* v) {
+  __m512 u[8], w[4], x[2];
+  for (int i = 0; i < 8; ++i) {  // [v 2i: 8 partials, v 2i+1: 8 partials]
+    const __m512 a = v[2 * i], b = v[2 * i + 1];
+    u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee));
+  }
+  for (int i = 0; i < 4; ++i) {  // quarter k: 4 partials of v 4i + k
+    const __m512 a = u[2 * i], b = u[2 * i + 1];
+    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd));
+  }
+  for (int i = 0; i < 2; ++i) {  // quarter k: 2 partials of v 8i + k, then of v 8i + 4 + k, interleaved
+    const __m512 a = w[2 * i], b = w[2 * i + 1];
+    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+  }
+  // Quarter k: [v k, v 4 + k, v 8 + k, v 12 + k]; lane 4k + j holds v (k + 4j).
+  const __m512 s = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(x[0]), _mm512_castps_pd(x[1]))),
+                                 _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(x[0]), _mm512_castps_pd(x[1]))));
+  return _mm512_permutexvar_ps(_mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), s);
+}
+
+// 64-byte aligned scratch memory of one call; data is nullptr when the allocation failed.
+struct Scratch {
+  uint8_t* data = nullptr;
+  explicit Scratch(size_t bytes) {
+    if (bytes > 0) data = static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
+  }
+  ~Scratch() { std::free(data); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// F32 / F16 / BF16 weights: 64 columns per step into four accumulators per token, row sums
+// reduced 16 rows at a time. In L2 this runs at ~50 GB/s of F16 (bound by vcvtph2ps and the
+// activation loads), above DRAM bandwidth. Measured and dropped: BF16 as 32 weights per 512-bit
+// load (shift / mask into even / odd columns against activations split once per call) was
+// slower (~39 vs ~49 GB/s in L2).
 template <DType T, int NT>
 void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols;
   const size_t rb = dtype_row_bytes(T, K);
   const float* x = job.x + t0 * K;  // [NT, K]
-  for (int64_t r = r0; r < r1; ++r) {
-    const void* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
-    __m512 acc0[NT], acc1[NT];
-    for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 32 <= K; c += 32) {
-      const __m512 w0 = load16<T>(row, c, 0xffff), w1 = load16<T>(row, c + 16, 0xffff);
+  __m512 part[NT][16];              // [token][row within the batch] lane partial sums
+  for (int64_t rb0 = r0; rb0 < r1; rb0 += 16) {
+    const int nr = int(imin(16, r1 - rb0));
+    for (int i = 0; i < nr; ++i) {
+      const void* row = static_cast<const uint8_t*>(job.w.data) + size_t(rb0 + i) * rb;
+      __m512 acc[4][NT];
+      for (int t = 0; t < NT; ++t) acc[0][t] = acc[1][t] = acc[2][t] = acc[3][t] = _mm512_setzero_ps();
+      const auto step32 = [&](int64_t c, int a) {  // columns [c, c + 32) into acc[a], acc[a + 1]
+        const __m512 w0 = load16<T>(row, c, 0xffff), w1 = load16<T>(row, c + 16, 0xffff);
+        for (int t = 0; t < NT; ++t) {
+          acc[a][t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * K + c), acc[a][t]);
+          acc[a + 1][t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * K + c + 16), acc[a + 1][t]);
+        }
+      };
+      int64_t c = 0;
+      for (; c + 64 <= K; c += 64) {
+        step32(c, 0);
+        step32(c + 32, 2);
+      }
+      if (c + 32 <= K) {
+        step32(c, 0);
+        c += 32;
+      }
+      for (; c < K; c += 16) {
+        const __mmask16 m = tail_mask(K - c);
+        const __m512 w0 = load16<T>(row, c, m);
+        for (int t = 0; t < NT; ++t) acc[3][t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * K + c), acc[3][t]);
+      }
       for (int t = 0; t < NT; ++t) {
-        acc0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + t * K + c), acc0[t]);
-        acc1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + t * K + c + 16), acc1[t]);
+        part[t][i] = _mm512_add_ps(_mm512_add_ps(acc[0][t], acc[1][t]), _mm512_add_ps(acc[2][t], acc[3][t]));
       }
     }
-    for (; c < K; c += 16) {
-      const __mmask16 m = tail_mask(K - c);
-      const __m512 w0 = load16<T>(row, c, m);
-      for (int t = 0; t < NT; ++t) acc0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + t * K + c), acc0[t]);
+    for (int t = 0; t < NT; ++t) {
+      for (int i = nr; i < 16; ++i) part[t][i] = _mm512_setzero_ps();
+      _mm512_mask_storeu_ps(job.y + (t0 + t) * job.w.rows + rb0, tail_mask(nr), reduce16(part[t]));
     }
-    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
   }
 }
 
@@ -270,63 +326,131 @@ void gemv_q(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
-// Q4_0 decode, two blocks per zmm (ggml_vec_dot_q4_0_q8_0 uses the same idea): a row's two
-// blocks [q0, q1] become the bytes [q0 & 15, q0 >> 4, q1 & 15, q1 >> 4], in column order, so
-// activations are read as stored. The -8 offset is folded in per 32-bit lane: c = -sum_lane 8 y
-// seeds the accumulator, so one vpdpbusd gives sum_lane (n - 8) y exactly, as block_dot does.
-// Lanes 0..7 belong to block ib, 8..15 to ib + 1, so the scale lanes are [dw0 * dx0] x 8,
-// [dw1 * dx1] x 8 (the same float product as gemv_q). One row at a time: a single sequential
-// weight stream measured faster on Zen 4 than 4 interleaved rows (7 vs 13 GB/s), and computing
-// c and dx in the loop beat precomputing them per call (fewer loads).
-template <int NT>
-void gemv_q4(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
-  const int64_t K = job.w.cols, nb = K / kQBlock;
+// Q8_0 / Q4_0 decode: columns in groups of four 32-blocks (128 columns), each group's weights
+// as two zmm of unsigned bytes, lo = columns 0..15 of the four blocks and hi = columns 16..31, so
+// that 32-bit lane l of a vpdpbusd sums products of block l / 4 only:
+//   Q8_0: w + 128 (w ^ 0x80, exact for every int8 w, -128 included) from the 32-byte quants of
+//         blocks 0,1 and 2,3 loaded as two zmm whose 128-bit quarters are regrouped (vshufi64x2);
+//   Q4_0: the nibbles n = w + 8 of the four 16-byte quants (low nibbles are columns 0..15).
+// With that bias, sum_j w_j y_j = sum_j (w_j + bias) y_j - bias * sum_j y_j: the second term
+// depends only on the activations, so it is computed once per call (prep_gemv_acts) and seeds the
+// accumulator, and two vpdpbusd give each lane's exact int32 share of the block's integer dot.
+// Lanes are scaled by d_w * d_x of their block (the same float product as
+// scalar::matmul_rows_q8acts), so results differ from the twin only in float summation order.
+// Per group and token that is 2 vpdpbusd, a convert, a multiply and an FMA, plus 8 operations
+// per group shared by the tokens. In L2 (Zen 4-class core, 1 zmm FMA / vpdpbusd per cycle) this
+// runs at ~40 GB/s of Q8_0 and ~25 GB/s of Q4_0. Measured and dropped (no gain): two rows at a
+// time sharing the activation loads, Q4_0 quants gathered by one vpermt2b (VBMI), and even
+// removing the weight scale conversion only gave ~5%.
+
+// Activations of nt tokens for gemv_int8, per group of 4 blocks and token (256 bytes, 64-aligned):
+// y lo (columns 0..15 of each block), y hi (16..31), the seed -bias * (sum of the 8 y of each
+// lane) as 16 int32 and d_x of each lane's block as 16 floats.
+constexpr int64_t kGemvGroupBytes = 256;
+
+void prep_gemv_acts(const int8_t* xq, const float* xd, int64_t K, int nt, int32_t bias, uint8_t* out) {
+  const int64_t nb = K / kQBlock, ng = nb / 4;
+  const __m512i ones = _mm512_set1_epi8(1), nbias = _mm512_set1_epi32(-bias);
+  const __m512i lane_block = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+  for (int64_t g = 0; g < ng; ++g) {
+    for (int t = 0; t < nt; ++t) {
+      const int8_t* y = xq + t * K + g * 4 * kQBlock;
+      uint8_t* o = out + (g * nt + t) * kGemvGroupBytes;
+      // Quarters [b0 0..15, b0 16..31, b1 0..15, b1 16..31] and the same for b2, b3.
+      const __m512i a = _mm512_loadu_si512(y), b = _mm512_loadu_si512(y + 64);
+      const __m512i lo = _mm512_shuffle_i64x2(a, b, 0x88), hi = _mm512_shuffle_i64x2(a, b, 0xdd);
+      const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, lo), ones, hi);
+      _mm512_store_si512(o, lo);
+      _mm512_store_si512(o + 64, hi);
+      _mm512_store_si512(o + 128, _mm512_mullo_epi32(s, nbias));
+      _mm512_store_ps(o + 192, _mm512_permutexvar_ps(lane_block, _mm512_castps128_ps512(_mm_loadu_ps(xd + t * nb + g * 4))));
+    }
+  }
+}
+
+template <DType T, int NT>
+void gemv_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  using Block = std::conditional_t<T == DType::Q8_0, BlockQ8_0, BlockQ4_0>;
+  const int64_t K = job.w.cols, nb = K / kQBlock, ng = nb / 4;
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
   const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
-  const __m512i low4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
-  // Words of a pair's first 32 bytes -> f16 scale lanes: d0 is word 0, d1 word 9 (18-byte blocks).
-  const __m256i didx = _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9);
-  for (int64_t r = r0; r < r1; ++r) {
-    const BlockQ4_0* row = static_cast<const BlockQ4_0*>(job.w.data) + r * nb;
-    // Even / odd block pairs go to two accumulator sets to hide the FMA latency.
-    __m512 acc0[NT], acc1[NT];
-    for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
-    const auto pair = [&](int64_t ib, __m512(&acc)[NT]) {
-      const BlockQ4_0* b = row + ib;
-      _mm_prefetch(reinterpret_cast<const char*>(b + 32), _MM_HINT_T0);  // ~576 bytes ahead
-      const __m256i raw = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(b[0].qs))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[1].qs)), 1);
-      // [q0, q0, q1, q1], then the odd 16-byte quarters shifted down a nibble.
-      __m512i n = _mm512_shuffle_i64x2(_mm512_castsi256_si512(raw), _mm512_castsi256_si512(raw), 0x50);
-      n = _mm512_and_si512(_mm512_mask_srli_epi16(n, 0xff00ff00, n, 4), low4);
-      const __m512 dw = _mm512_cvtph_ps(
-          _mm256_permutexvar_epi16(didx, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b))));
+  Scratch xg(size_t(ng * NT * kGemvGroupBytes));  // [ng, NT] groups of prep_gemv_acts
+  if (ng > 0 && xg.data == nullptr) {  // out of memory: the kernel that needs no scratch
+    gemv_q<T, NT>(job, r0, r1, t0);
+    return;
+  }
+  prep_gemv_acts(xq, xd, K, NT, T == DType::Q8_0 ? 128 : 8, xg.data);
+  const __m512i low4 = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(char(0x80));
+  // f16 scale words -> lanes [d0 x4, d1 x4, d2 x4, d3 x4]. Q8_0 (34-byte blocks): words 0 and 17
+  // of two 64-byte loads at blocks 0 and 2; Q4_0 (18-byte blocks): words 0, 9, 18, 27 of one.
+  const __m512i didx = T == DType::Q8_0
+                           ? _mm512_setr_epi32(0, 0, 0x00110011, 0x00110011, 0x00200020, 0x00200020, 0x00310031,
+                                               0x00310031, 0, 0, 0, 0, 0, 0, 0, 0)
+                           : _mm512_setr_epi32(0, 0, 0x00090009, 0x00090009, 0x00120012, 0x00120012, 0x001b001b,
+                                               0x001b001b, 0, 0, 0, 0, 0, 0, 0, 0);
+  // Row sums are reduced 16 rows at a time (reduce16): a horizontal sum per row would cost
+  // about as much as the row's multiply-adds at K = 2048.
+  __m512 part[NT][16];  // [token][row within the batch] lane partial sums
+  for (int64_t rb = r0; rb < r1; rb += 16) {
+    const int nr = int(imin(16, r1 - rb));
+    for (int i = 0; i < nr; ++i) {
+      const Block* row = static_cast<const Block*>(job.w.data) + (rb + i) * nb;
+      // Even / odd groups go to two accumulator sets to hide the FMA latency.
+      __m512 acc0[NT], acc1[NT];
+      for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm512_setzero_ps();
+      const auto group = [&](int64_t g, __m512(&acc)[NT]) {
+        const Block* b = row + 4 * g;
+        if constexpr (T == DType::Q4_0) {  // measured: helps Q4_0 from DRAM (~+10%), not Q8_0
+          _mm_prefetch(reinterpret_cast<const char*>(b) + 1536, _MM_HINT_T0);
+          _mm_prefetch(reinterpret_cast<const char*>(b) + 1536 + 64, _MM_HINT_T0);
+        }
+        __m512i lo, hi;
+        __m512 dw;
+        if constexpr (T == DType::Q8_0) {
+          const auto q = [&](int j) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b[j].qs)); };
+          const __m512i a = _mm512_inserti64x4(_mm512_castsi256_si512(q(0)), q(1), 1);
+          const __m512i c = _mm512_inserti64x4(_mm512_castsi256_si512(q(2)), q(3), 1);
+          lo = _mm512_xor_si512(_mm512_shuffle_i64x2(a, c, 0x88), flip);
+          hi = _mm512_xor_si512(_mm512_shuffle_i64x2(a, c, 0xdd), flip);
+          dw = _mm512_cvtph_ps(
+              _mm512_castsi512_si256(_mm512_permutex2var_epi16(_mm512_loadu_si512(b), didx, _mm512_loadu_si512(b + 2))));
+        } else {
+          const auto q = [&](int j) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[j].qs)); };
+          const __m512i a =
+              _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(q(0)), q(1), 1)),
+                                 _mm256_inserti128_si256(_mm256_castsi128_si256(q(2)), q(3), 1), 1);
+          lo = _mm512_and_si512(a, low4);
+          hi = _mm512_and_si512(_mm512_srli_epi16(a, 4), low4);
+          dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, _mm512_loadu_si512(b))));
+        }
+        const uint8_t* xt = xg.data + g * NT * kGemvGroupBytes;
+        for (int t = 0; t < NT; ++t, xt += kGemvGroupBytes) {
+          const __m512i seed = _mm512_load_si512(xt + 128);
+          const __m512i isum =
+              _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed, lo, _mm512_load_si512(xt)), hi, _mm512_load_si512(xt + 64));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_load_ps(xt + 192)), acc[t]);
+        }
+      };
+      int64_t g = 0;
+      for (; g + 2 <= ng; g += 2) {
+        group(g, acc0);
+        group(g + 1, acc1);
+      }
+      if (g < ng) group(g, acc0);
       for (int t = 0; t < NT; ++t) {
-        const __m512i y = _mm512_loadu_si512(xq + t * K + ib * kQBlock);
-        const __m512i c = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, y));
-        const __m512 dx = _mm512_mask_broadcastss_ps(_mm512_set1_ps(xd[t * nb + ib]), 0xff00,
-                                                     _mm_load_ss(xd + t * nb + ib + 1));
-        const __m512 s = _mm512_mul_ps(dw, dx);
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(c, n, y)), s, acc[t]);
+        __m512 sum = _mm512_add_ps(acc0[t], acc1[t]);
+        for (int64_t ib = ng * 4; ib < nb; ++ib) {  // the last nb % 4 blocks one at a time, as gemv_q
+          const auto w = prep_weights(row[ib]);
+          const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + ib * kQBlock));
+          const __m256 s = _mm256_set1_ps(_cvtsh_ss(row[ib].d) * xd[t * nb + ib]);
+          sum = _mm512_add_ps(sum, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(block_dot(w, yv)), s)));
+        }
+        part[t][i] = sum;
       }
-    };
-    int64_t ib = 0;
-    for (; ib + 4 <= nb; ib += 4) {
-      pair(ib, acc0);
-      pair(ib + 2, acc1);
     }
-    if (ib + 2 <= nb) pair(ib, acc0);
     for (int t = 0; t < NT; ++t) {
-      float sum = _mm512_reduce_add_ps(_mm512_add_ps(acc0[t], acc1[t]));
-      if (nb % 2 != 0) {  // odd block count: the last block as gemv_q does it
-        const int64_t ib = nb - 1;
-        const auto w = prep_weights(row[ib]);
-        const __m256i yv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + ib * kQBlock));
-        const __m256 s = _mm256_set1_ps(_cvtsh_ss(row[ib].d) * xd[t * nb + ib]);
-        sum += hsum256(_mm256_mul_ps(_mm256_cvtepi32_ps(block_dot(w, yv)), s));
-      }
-      job.y[(t0 + t) * job.w.rows + r] = sum;
+      for (int i = nr; i < 16; ++i) part[t][i] = _mm512_setzero_ps();
+      _mm512_mask_storeu_ps(job.y + (t0 + t) * job.w.rows + rb, tail_mask(nr), reduce16(part[t]));
     }
   }
 }
@@ -553,11 +677,28 @@ constexpr Int8TileFn kInt8Tiles[kI8Groups][kI8Rows] = {
 // Writes tile results for tokens in [t0, t1) only (pad tokens and other threads' tokens skipped).
 inline void store_tile(const float* out, int nv, int mr, int64_t g, int64_t t0, int64_t t1, float* y, int64_t ldy,
                        int64_t r) {
+  constexpr int64_t ld = kI8Groups * 16;
   for (int v = 0; v < nv; ++v) {
+    const int64_t tg = (g + v) * kPackTokens;
+    if (mr == 4 && tg >= t0 && tg + kPackTokens <= t1) {
+      // A whole group of a full tile: 4 x 4 transposes, one 16-byte store per token (a quarter
+      // of the stores; y's rows are far apart, so each store is a separate cache line).
+      for (int i = 0; i < 16; i += 4) {
+        __m128 a = _mm_load_ps(out + v * 16 + i), b = _mm_load_ps(out + ld + v * 16 + i);
+        __m128 c = _mm_load_ps(out + 2 * ld + v * 16 + i), d = _mm_load_ps(out + 3 * ld + v * 16 + i);
+        _MM_TRANSPOSE4_PS(a, b, c, d);
+        float* yt = y + (tg + i) * ldy + r;
+        _mm_storeu_ps(yt, a);
+        _mm_storeu_ps(yt + ldy, b);
+        _mm_storeu_ps(yt + 2 * ldy, c);
+        _mm_storeu_ps(yt + 3 * ldy, d);
+      }
+      continue;
+    }
     for (int i = 0; i < 16; ++i) {
-      const int64_t t = (g + v) * kPackTokens + i;
+      const int64_t t = tg + i;
       if (t < t0 || t >= t1) continue;
-      for (int m = 0; m < mr; ++m) y[t * ldy + r + m] = out[m * (kI8Groups * 16) + v * 16 + i];
+      for (int m = 0; m < mr; ++m) y[t * ldy + r + m] = out[m * ld + v * 16 + i];
     }
   }
 }
@@ -721,24 +862,13 @@ void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int6
       gemm_int8<T>(job, r0, r1, t0, t1);
       return;
     }
-    if (job.xq.qs != nullptr && T == DType::Q4_0) {
-      for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
-        switch (imin(kGemvMaxTokens, t1 - t)) {
-          case 1: gemv_q4<1>(job, r0, r1, t); break;
-          case 2: gemv_q4<2>(job, r0, r1, t); break;
-          case 3: gemv_q4<3>(job, r0, r1, t); break;
-          default: gemv_q4<4>(job, r0, r1, t); break;
-        }
-      }
-      return;
-    }
     if (job.xq.qs != nullptr) {
       for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
         switch (imin(kGemvMaxTokens, t1 - t)) {
-          case 1: gemv_q<T, 1>(job, r0, r1, t); break;
-          case 2: gemv_q<T, 2>(job, r0, r1, t); break;
-          case 3: gemv_q<T, 3>(job, r0, r1, t); break;
-          default: gemv_q<T, 4>(job, r0, r1, t); break;
+          case 1: gemv_int8<T, 1>(job, r0, r1, t); break;
+          case 2: gemv_int8<T, 2>(job, r0, r1, t); break;
+          case 3: gemv_int8<T, 3>(job, r0, r1, t); break;
+          default: gemv_int8<T, 4>(job, r0, r1, t); break;
         }
       }
       return;
