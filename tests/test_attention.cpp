@@ -227,6 +227,34 @@ TEST(Attention, DecodeMatchesOracle) {
   }
 }
 
+// Decode with exact top-k (AVX-512: scores of all heads in storage order, then per-head
+// selection): integer data so that the selected sets are identical, ties included.
+TEST(Attention, TopKDecodeMatchesOracle) {
+  ThreadPool pool(2);
+  uint32_t seed = 900;
+  for (KvFormat f : kFormats) {
+    for (int64_t hd : {8, 64, 100}) {
+      for (int64_t group : {1, 4}) {
+        for (int64_t topk : {1, 5, 64}) {
+          Case c;
+          c.n_head_kv = 3;
+          c.group = group;
+          c.head_dim = hd;
+          c.n_q = seed % 2 ? 1 : 2;
+          c.n_past = int64_t(seed % 40);
+          c.n_mem = seed % 3 ? 700 : 2100;
+          c.mem_fmt = f;
+          c.mem_topk = topk;
+          c.integer = true;
+          c.floor = seed % 4 == 0 ? 0.0f : -1e6f;
+          c.seed = seed++;
+          check_case(c, pool);
+        }
+      }
+    }
+  }
+}
+
 // With the floor above most scores, memory keys mostly tie at the floor.
 TEST(Attention, ScoreFloor) {
   ThreadPool pool(2);

@@ -226,6 +226,59 @@ void topk_block(const AttnKernels& k, const AttentionArgs& a, const AttnBlock& b
   }
 }
 
+// Decode with exact top-k (few query rows per kv head): the memory scores of all heads are
+// computed in storage order, split over tokens between threads (kernel mem_scores_range: only
+// the keys are read, half of dense attention's bytes); then per kv head the flash kernel runs over
+// the local keys and every row merges its top-k memory keys, as topk_block does.
+void topk_decode(const AttnKernels& k, const AttentionArgs& a, ThreadPool& pool) {
+  const int64_t group = a.n_head / a.n_head_kv, m = a.n_q * group, hd = a.head_dim, n = a.mem.n;
+  thread_local std::vector<float> scores;  // [n_head_kv, m, n]; reused across calls
+  scores.resize(size_t(a.n_head_kv * m * n));
+  const int64_t chunk = std::max<int64_t>(1024, (n + 4 * pool.size() - 1) / (4 * pool.size()) / 16 * 16);
+  const int64_t n_chunks = (n + chunk - 1) / chunk;
+  const size_t need = std::max(attn_range_scratch_floats(hd, m, a.n_head_kv), attn_scratch_floats(hd, m));
+  std::atomic<int64_t> next{0};
+  float* sc = scores.data();
+  pool.run([&](int, int) {
+    thread_local AttnBuffers buf;
+    if (buf.scratch.size() < need) buf.scratch.resize(need);
+    for (int64_t c = next.fetch_add(1); c < n_chunks; c = next.fetch_add(1)) {
+      k.mem_scores_range(a, c * chunk, std::min(n, (c + 1) * chunk), sc, n, buf.scratch.data());
+    }
+  });
+  next = 0;
+  pool.run([&](int, int) {
+    thread_local AttnBuffers buf;
+    if (buf.scratch.size() < need) buf.scratch.resize(need);
+    for (int64_t g = next.fetch_add(1); g < a.n_head_kv; g = next.fetch_add(1)) {
+      buf.state.resize(size_t(m * (hd + 2)));
+      FlashState st{buf.state.data(), buf.state.data() + m * hd, buf.state.data() + m * hd + m};
+      k.flash_block(a, AttnBlock{g, 0, a.n_q}, false, &st, buf.scratch.data());
+      buf.v.resize(size_t(hd));
+      const size_t g_off = size_t(g) * a.mem.head_stride;
+      for (int64_t r = 0; r < m; ++r) {
+        const float* s = sc + (g * m + r) * n;
+        select_topk(s, n, a.mem_topk, buf);
+        float mx = st.mx[r];
+        for (int64_t j : buf.picked) mx = std::max(mx, s[j]);
+        const float c = std::exp(st.mx[r] - mx);
+        float* o = st.o + r * hd;
+        float l = st.l[r] * c;
+        for (int64_t i = 0; i < hd; ++i) o[i] *= c;
+        for (int64_t j : buf.picked) {
+          const float p = std::exp(s[j] - mx);
+          l += p;
+          k.decode_row(a.mem.fmt, a.mem.v + size_t(j) * a.mem.token_stride + g_off, hd, buf.v.data());
+          axpy(p, buf.v.data(), o, hd);
+        }
+        float* dst = a.out + ((r / group) * a.n_head + g * group + r % group) * hd;
+        const float inv = 1.0f / l;
+        for (int64_t i = 0; i < hd; ++i) dst[i] = o[i] * inv;
+      }
+    }
+  });
+}
+
 // Approximate kNN memory attention for one block: the flash kernel runs over the local keys;
 // each row then scores only its candidate memory rows (chosen by an index outside the kernel)
 // and merges them into its softmax state, as topk_block does with the exact selection.
@@ -326,6 +379,12 @@ void attention_simd(const AttnKernels& k, const AttentionArgs& a, ThreadPool& po
   const bool topk = !cand && a.mem_topk > 0 && a.mem_topk < a.mem.n;
   if (!topk && !cand && a.n_q * group < k.lanes) {
     attention_split_keys(k, a, pool);
+    return;
+  }
+  const int64_t m = a.n_q * group;
+  if (topk && m < k.lanes && k.mem_scores_range != nullptr && a.head_dim <= 128 && a.n_head_kv <= 256 &&
+      a.n_head_kv * m <= 256) {
+    topk_decode(k, a, pool);
     return;
   }
   // Query rows per block: enough to run the GEMMs near peak (each decoded key tile is reused by

@@ -110,10 +110,13 @@ void decode_row(KvFormat f, const uint8_t* src, int64_t hd, float* dst) {
 // Decode over a span of keys straight from the stored rows (defined below the shared code).
 void fused_narrow_range(const AttentionArgs& a, bool mem, int64_t t_begin, int64_t t_end, float* states,
                         float* scratch);
+// Decode top-k: memory scores of all heads in storage order (defined below the shared code).
+void fused_mem_scores_range(const AttentionArgs& a, int64_t t0, int64_t t1, float* s, int64_t ld, float* scratch);
 
 }  // namespace
 
 #define LCX_ATTN_NARROW_RANGE fused_narrow_range
+#define LCX_ATTN_MEM_SCORES_RANGE fused_mem_scores_range
 #include "kernels/attention_simd.inc"
 
 namespace {
@@ -196,26 +199,41 @@ struct FusedHead {
   float *q, *o, *mx, *l;
 };
 
-// Keys [t_begin, t_end) of the span for all kv heads and their m query rows each, in tiles of
-// 16 tokens. Memory is read in storage order (token-major, all heads of a token adjacent), so the
-// hardware prefetchers see two plain sequential streams, K and V: a head-by-head walk would read
-// 100-200 byte rows a token_stride apart and wait on DRAM latency instead (LongLLaMA-3B layer, 32k bf16 memory
-// keys, 2 threads: 37 ms per decode step with the shared path, ~20 ms with this one).
-// Per tile: every (head, row, key) partial dot product into acc, one transpose-add tree per
-// (head, row) gives 16 scores, the online softmax update (running max, sum, rescale), then P.V
-// token by token into the accumulators (L1-resident: n_kv * m * 16 * NCH floats).
+// Scores step of a tile: acc[g, r, j] = the vector of partial products of head g's row r and
+// key t0 + j (j < nt), keys read in storage order.
 template <KvFormat F, int NCH>
-void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t_begin, int64_t t_end, float* states,
-                 float* scratch) {
+inline void key_products(const AttentionArgs& a, const KvSpan& span, int64_t t0, int64_t nt, int64_t m,
+                         const FusedHead* heads, float* acc) {
+  constexpr int W = 16 * NCH;
+  const int64_t hd = a.head_dim, n_kv = a.n_head_kv;
+  for (int64_t j = 0; j < nt; ++j) {
+    const uint8_t* kt = span.k + size_t(t0 + j) * span.token_stride;
+    for (int64_t g = 0; g < n_kv; ++g) {
+      __m512 k[NCH];
+      load_row<F, NCH>(kt + size_t(g) * span.head_stride, hd, k);
+      for (int64_t r = 0; r < m; ++r) {
+        const float* q = heads[g].q + r * W;
+        __m512 s0 = _mm512_mul_ps(_mm512_load_ps(q), k[0]), s1 = _mm512_setzero_ps();
+        for (int c = 1; c < NCH; ++c) {
+          if (c % 2) s1 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), k[c], s1);
+          else s0 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), k[c], s0);
+        }
+        _mm512_store_ps(acc + ((g * m + r) * 16 + j) * 16, _mm512_add_ps(s0, s1));
+      }
+    }
+  }
+}
+
+// Query rows of every kv head in row layout, pre-scaled (heads[g].q; o, mx, l zeroed).
+template <KvFormat F, int NCH>
+float* fused_setup(const AttentionArgs& a, float* scratch, FusedHead* heads, float** pbuf_out) {
   constexpr int W = 16 * NCH;
   const int64_t group = a.n_head / a.n_head_kv, m = a.n_q * group, hd = a.head_dim, n_kv = a.n_head_kv;
-  const int64_t nh = n_kv * m;  // (head, row) pairs
-  float* p = align64(scratch);
-  float* acc = p;                         // [nh, 16 keys, 16 lanes]
+  const int64_t nh = n_kv * m;
+  float* acc = align64(scratch);          // [nh, 16 keys, 16 lanes]
   float* pbuf = align64(acc + nh * 256);  // [nh, 16]
   float* per_g = align64(pbuf + nh * 16);
   const int64_t g_stride = round_up(2 * m * W + 2 * m, 16);
-  FusedHead heads[256];
   for (int64_t g = 0; g < n_kv; ++g) {
     float* base = per_g + g * g_stride;
     FusedHead& h = heads[g];
@@ -229,25 +247,29 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
       h.l[r] = 0.0f;
     }
   }
+  *pbuf_out = pbuf;
+  return acc;
+}
+
+// Keys [t_begin, t_end) of the span for all kv heads and their m query rows each, in tiles of
+// 16 tokens. Memory is read in storage order (token-major, all heads of a token adjacent), so the
+// hardware prefetchers see two plain sequential streams, K and V: a head-by-head walk would read
+// 100-200 byte rows a token_stride apart and wait on DRAM latency instead (LongLLaMA-3B layer, 32k bf16 memory
+// keys, 2 threads: 37 ms per decode step with the shared path, ~20 ms with this one).
+// Per tile: every (head, row, key) partial dot product into acc, one transpose-add tree per
+// (head, row) gives 16 scores, the online softmax update (running max, sum, rescale), then P.V
+// token by token into the accumulators (L1-resident: n_kv * m * 16 * NCH floats).
+template <KvFormat F, int NCH>
+void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t_begin, int64_t t_end, float* states,
+                 float* scratch) {
+  constexpr int W = 16 * NCH;
+  const int64_t group = a.n_head / a.n_head_kv, m = a.n_q * group, hd = a.head_dim, n_kv = a.n_head_kv;
+  FusedHead heads[256];
+  float* pbuf = nullptr;
+  float* acc = fused_setup<F, NCH>(a, scratch, heads, &pbuf);
   for (int64_t t0 = t_begin; t0 < t_end; t0 += kFusedTile) {
     const int64_t nt = imin(kFusedTile, t_end - t0);
-    // Scores: acc[g, r, j] = the vector of partial products of head g's row r and key j.
-    for (int64_t j = 0; j < nt; ++j) {
-      const uint8_t* kt = span.k + size_t(t0 + j) * span.token_stride;
-      for (int64_t g = 0; g < n_kv; ++g) {
-        __m512 k[NCH];
-        load_row<F, NCH>(kt + size_t(g) * span.head_stride, hd, k);
-        for (int64_t r = 0; r < m; ++r) {
-          const float* q = heads[g].q + r * W;
-          __m512 s0 = _mm512_mul_ps(_mm512_load_ps(q), k[0]), s1 = _mm512_setzero_ps();
-          for (int c = 1; c < NCH; ++c) {
-            if (c % 2) s1 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), k[c], s1);
-            else s0 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), k[c], s0);
-          }
-          _mm512_store_ps(acc + ((g * m + r) * 16 + j) * 16, _mm512_add_ps(s0, s1));
-        }
-      }
-    }
+    key_products<F, NCH>(a, span, t0, nt, m, heads, acc);
     // Online softmax per (head, row); accumulators rescaled by exp(mx_old - mx_new).
     const __mmask16 live = mask16(nt);
     for (int64_t g = 0; g < n_kv; ++g) {
@@ -308,6 +330,39 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
   }
 }
 
+template <KvFormat F, int NCH>
+void fused_scores(const AttentionArgs& a, int64_t t_begin, int64_t t_end, float* out, int64_t ld, float* scratch) {
+  const int64_t m = a.n_q * (a.n_head / a.n_head_kv), n_kv = a.n_head_kv;
+  FusedHead heads[256];
+  float* pbuf = nullptr;
+  float* acc = fused_setup<F, NCH>(a, scratch, heads, &pbuf);
+  const __m512 floor = _mm512_set1_ps(a.mem_score_floor);
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kFusedTile) {
+    const int64_t nt = imin(kFusedTile, t_end - t0);
+    key_products<F, NCH>(a, a.mem, t0, nt, m, heads, acc);
+    for (int64_t i = 0; i < n_kv * m; ++i) {
+      float* ar = acc + i * 256;
+      for (int64_t j = nt; j < 16; ++j) _mm512_store_ps(ar + j * 16, _mm512_setzero_ps());
+      _mm512_mask_storeu_ps(out + i * ld + t0, mask16(nt), _mm512_max_ps(hsum16(ar), floor));
+    }
+  }
+}
+
+template <KvFormat F>
+bool scores_dispatch(const AttentionArgs& a, int64_t t0, int64_t t1, float* s, int64_t ld, float* scratch) {
+  switch (fused_chunks(F, a.head_dim)) {
+    case 1: fused_scores<F, 1>(a, t0, t1, s, ld, scratch); return true;
+    case 2: fused_scores<F, 2>(a, t0, t1, s, ld, scratch); return true;
+    case 3: fused_scores<F, 3>(a, t0, t1, s, ld, scratch); return true;
+    case 4: fused_scores<F, 4>(a, t0, t1, s, ld, scratch); return true;
+    case 5: fused_scores<F, 5>(a, t0, t1, s, ld, scratch); return true;
+    case 6: fused_scores<F, 6>(a, t0, t1, s, ld, scratch); return true;
+    case 7: fused_scores<F, 7>(a, t0, t1, s, ld, scratch); return true;
+    case 8: fused_scores<F, 8>(a, t0, t1, s, ld, scratch); return true;
+    default: return false;
+  }
+}
+
 template <KvFormat F>
 bool fused_dispatch(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t0, int64_t t1, float* states,
                     float* scratch) {
@@ -339,6 +394,16 @@ void fused_narrow_range(const AttentionArgs& a, bool mem, int64_t t_begin, int64
     }
   }
   if (!done) narrow_range(a, mem, t_begin, t_end, states, scratch);
+}
+
+// Callers check fused_scores_supported first (head_dim <= 128, few rows, n_head_kv <= 256).
+void fused_mem_scores_range(const AttentionArgs& a, int64_t t0, int64_t t1, float* s, int64_t ld, float* scratch) {
+  switch (a.mem.fmt) {
+    case KvFormat::F32: scores_dispatch<KvFormat::F32>(a, t0, t1, s, ld, scratch); return;
+    case KvFormat::F16: scores_dispatch<KvFormat::F16>(a, t0, t1, s, ld, scratch); return;
+    case KvFormat::BF16: scores_dispatch<KvFormat::BF16>(a, t0, t1, s, ld, scratch); return;
+    case KvFormat::Q8Row: scores_dispatch<KvFormat::Q8Row>(a, t0, t1, s, ld, scratch); return;
+  }
 }
 
 }  // namespace

@@ -46,6 +46,11 @@ struct AttnKernels {
                        float* scratch);
   // One row into head_dim floats (SIMD decode).
   void (*decode_row)(KvFormat f, const uint8_t* src, int64_t head_dim, float* dst);
+  // Decode top-k (optional; nullptr: the per-head topk path): memory scores max(q.k * scale,
+  // floor) of memory tokens [t0, t1) for every kv head g and row r (m = n_q * group rows, ordered
+  // as in narrow_range) into s[(g * m + r) * ld + t], reading the keys in storage order.
+  // scratch: attn_range_scratch_floats floats.
+  void (*mem_scores_range)(const AttentionArgs& a, int64_t t0, int64_t t1, float* s, int64_t ld, float* scratch);
 };
 
 // Floats of scratch flash_block / mem_scores need for blocks of up to m rows (64-byte aligned).
