@@ -32,6 +32,7 @@ struct Shape {
   int64_t n_mem;              // memory rows
   KvFormat mem_fmt;
   int64_t topk;
+  KvFormat local_fmt = KvFormat::F32;  // the local cache's --cache-type
 };
 
 // Heads are reduced where a full layer would take many seconds: the cost per head is the same.
@@ -47,6 +48,7 @@ const Shape kShapes[] = {
     {"LongLLaMA3B_prefill512_mem16k_topk128_2heads", 2, 2, 100, 512, 0, 16384, KvFormat::BF16, 128},
     // TinyLlama local attention: decode at depth 16k, prefill of 4096 tokens.
     {"Tiny_decode_depth16k", 32, 4, 64, 1, 16383, 0, KvFormat::F32, 0},
+    {"Tiny_decode_depth16k_f16cache", 32, 4, 64, 1, 16383, 0, KvFormat::F32, 0, KvFormat::F16},
     {"Tiny_prefill4096_causal", 32, 4, 64, 4096, 0, 0, KvFormat::F32, 0},
     // Small shape where the scalar oracle also runs (speedup reference).
     {"Small_prefill256_mem2k", 8, 8, 100, 256, 0, 2048, KvFormat::BF16, 0},
@@ -77,8 +79,8 @@ void BM_Attention(benchmark::State& state, Shape s, KernelIsa isa, int n_threads
     std::normal_distribution<float> nd(0.0f, 1.0f);
     for (auto& x : q) x = nd(rng);
   }
-  const std::vector<uint8_t> lk = random_rows(KvFormat::F32, n_local * s.n_head_kv, hd, 2);
-  const std::vector<uint8_t> lv = random_rows(KvFormat::F32, n_local * s.n_head_kv, hd, 3);
+  const std::vector<uint8_t> lk = random_rows(s.local_fmt, n_local * s.n_head_kv, hd, 2);
+  const std::vector<uint8_t> lv = random_rows(s.local_fmt, n_local * s.n_head_kv, hd, 3);
   const std::vector<uint8_t> mk = random_rows(s.mem_fmt, s.n_mem * s.n_head_kv, hd, 4);
   const std::vector<uint8_t> mv = random_rows(s.mem_fmt, s.n_mem * s.n_head_kv, hd, 5);
   lcx::kernels::AttentionArgs a;
@@ -88,7 +90,8 @@ void BM_Attention(benchmark::State& state, Shape s, KernelIsa isa, int n_threads
   a.n_head_kv = s.n_head_kv;
   a.head_dim = hd;
   a.scale = 1.0f / std::sqrt(float(hd));
-  a.local = {KvFormat::F32, lk.data(), lv.data(), n_local, size_t(s.n_head_kv * hd) * 4, size_t(hd) * 4};
+  const size_t lrb = lcx::kernels::kv_row_bytes(s.local_fmt, hd);
+  a.local = {s.local_fmt, lk.data(), lv.data(), n_local, lrb * size_t(s.n_head_kv), lrb};
   a.n_past = s.n_past;
   const size_t mrb = lcx::kernels::kv_row_bytes(s.mem_fmt, hd);
   a.mem = {s.mem_fmt, mk.data(), mv.data(), s.n_mem, mrb * size_t(s.n_head_kv), mrb};
@@ -103,7 +106,7 @@ void BM_Attention(benchmark::State& state, Shape s, KernelIsa isa, int n_threads
   // Scores per head: every query sees all memory keys and n_past + i + 1 local keys.
   const double scores = double(s.n_head) * (double(s.n_q) * double(s.n_mem) +
                                             double(s.n_q) * double(s.n_past) + double(s.n_q) * double(s.n_q + 1) / 2);
-  const double kv_bytes = 2.0 * double(s.n_head_kv) * (double(s.n_mem) * double(mrb) + double(n_local) * double(hd) * 4);
+  const double kv_bytes = 2.0 * double(s.n_head_kv) * (double(s.n_mem) * double(mrb) + double(n_local) * double(lrb));
   state.counters["GFLOP/s"] = benchmark::Counter(4e-9 * scores * double(hd), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GB/s"] = benchmark::Counter(1e-9 * kv_bytes, benchmark::Counter::kIsIterationInvariantRate);
 }

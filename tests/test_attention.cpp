@@ -205,7 +205,7 @@ TEST(Attention, DecodeMatchesOracle) {
   uint32_t seed = 500;
   for (KvFormat f : kFormats) {
     for (int64_t hd : {8, 33, 50, 64, 100, 128, 130}) {
-      for (int64_t group : {1, 4}) {
+      for (int64_t group : {1, 2, 4}) {
         for (int64_t n_q : {1, 3}) {
           for (int64_t n_mem : {0, 15, 16, 17, 700}) {
             Case c;

@@ -62,6 +62,10 @@ struct SessionOptions {
   std::string mem_index = "exact";
   int hnsw_ef = 0;            // hnsw: search beam width (0: max(128, 4 * mem_topk))
   int hnsw_m = 16;            // hnsw: graph degree
+  // Local KV cache storage (llama.cpp's -ctk/-ctv): "f32" (default: exact, as the reference),
+  // "f16", "bf16" or "q8_0" (per-row int8). f16 halves the bytes every decode step reads at
+  // depth; LongLLaMA memory keeps its own mem_dtype.
+  std::string cache_type = "f32";
   std::function<void(const std::string&)> on_warning;  // one-time warnings (CLI: stderr)
 };
 

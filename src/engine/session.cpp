@@ -147,6 +147,17 @@ std::string Model::describe() const {
 // ---------------------------------------------------------------------------------------------
 // Session
 
+namespace {
+lcx::kernels::KvFormat parse_cache_type(const std::string& t) {
+  using lcx::kernels::KvFormat;
+  if (t == "f32" || t == "float32") return KvFormat::F32;
+  if (t == "f16" || t == "float16") return KvFormat::F16;
+  if (t == "bf16" || t == "bfloat16") return KvFormat::BF16;
+  if (t == "q8_0" || t == "q8") return KvFormat::Q8Row;
+  fail("--cache-type: unknown '" + t + "': use f32, f16, bf16 or q8_0");
+}
+}  // namespace
+
 struct Session::Impl {
   std::shared_ptr<const Model> model;
   const lcx::Model* m;
@@ -168,6 +179,7 @@ struct Session::Impl {
       fail("--mem-index hnsw selects the top-k memory keys approximately: give --mem-topk K too");
     if (opt.hnsw_ef < 0 || opt.hnsw_m < 2)
       fail("--hnsw-ef must be >= 0 (0: automatic) and --hnsw-m >= 2");
+    state.local_fmt = parse_cache_type(opt.cache_type);
     last_logits.resize(size_t(m->config.n_vocab));
   }
 
@@ -415,7 +427,7 @@ size_t Session::cache_bytes() const { return lcx::state_bytes(impl_->state); }
 namespace {
 
 constexpr char kStateMagic[8] = {'L', 'C', 'X', 'S', 'T', 'A', 'T', 'E'};
-constexpr uint32_t kStateVersion = 1;
+constexpr uint32_t kStateVersion = 2;  // 2: local cache format byte, local k/v as rows of that format
 
 struct Fnv {
   uint64_t h = 1469598103934665603ull;
@@ -553,6 +565,7 @@ void Session::save_state(const std::string& path) const {
   w.vec(st.pos);
   w.vec(I.history);
   w.vec(I.last_logits);
+  w.pod(uint8_t(st.local_fmt));
   w.pod(uint64_t(st.layers.size()));
   for (const auto& L : st.layers) {
     w.vec(L.k); w.vec(L.k_raw); w.vec(L.v); w.bytes(L.mem_k); w.bytes(L.mem_v);
@@ -583,9 +596,31 @@ void Session::load_state(const std::string& path) {
   r.vec(history, big);
   std::vector<float> last;
   r.vec(last, big);
+  const auto saved_fmt = r.pod<uint8_t>();
+  if (saved_fmt > uint8_t(lcx::kernels::KvFormat::Q8Row)) fail("'" + path + "' is corrupt (local cache format)");
+  const auto file_fmt = lcx::kernels::KvFormat(saved_fmt);
+  st.local_fmt = I.state.local_fmt;
   if (r.pod<uint64_t>() != st.layers.size()) fail("'" + path + "' is corrupt (layer count)");
+  const int64_t hd = I.m->config.head_dim;
+  const size_t file_rb = lcx::kernels::kv_row_bytes(file_fmt, hd), rb = lcx::kernels::kv_row_bytes(st.local_fmt, hd);
+  std::vector<float> row(size_t(hd), 0.0f);
+  // A state saved with another --cache-type is converted row by row (f32 <-> f16 etc.).
+  auto convert = [&](std::vector<uint8_t>& b) {
+    if (b.size() % file_rb != 0) fail("'" + path + "' is corrupt (local cache size)");
+    if (file_fmt == st.local_fmt) return;
+    std::vector<uint8_t> out(b.size() / file_rb * rb);
+    for (size_t i = 0; i < b.size() / file_rb; ++i) {
+      lcx::kernels::kv_decode(file_fmt, b.data() + i * file_rb, hd, row.data());
+      lcx::kernels::kv_encode(st.local_fmt, row.data(), hd, out.data() + i * rb);
+    }
+    b = std::move(out);
+  };
   for (auto& L : st.layers) {
     r.vec(L.k, big); r.vec(L.k_raw, big); r.vec(L.v, big); r.bytes(L.mem_k); r.bytes(L.mem_v);
+    convert(L.k);
+    convert(L.v);
+    if (L.k.size() / rb != st.pos.size() * size_t(I.m->config.n_head_kv) || L.v.size() != L.k.size())
+      fail("'" + path + "' is corrupt (local cache size)");
   }
   if (!r.at_end() || last.size() != size_t(I.m->config.n_vocab)) fail("'" + path + "' is corrupt (trailing data)");
   I.state = std::move(st);

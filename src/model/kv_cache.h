@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "model/config.h"
 #include "model/memory_index.h"
 #include "model/rope.h"
@@ -12,10 +13,12 @@
 namespace lcx {
 
 struct LayerCache {
-  // Local context, one row per token: [n_local, n_head_kv, head_dim].
-  std::vector<float> k;      // keys as rotated for the current rotation (see KvState)
-  std::vector<float> k_raw;  // keys before RoPE, kept when the rotation can change
-  std::vector<float> v;
+  // Local context, one row per (token, kv head) of head_dim values in KvState::local_fmt:
+  // [n_local, n_head_kv, head_dim]. F32 by default (bit-exact with the reference); F16/BF16/Q8
+  // (--cache-type, llama.cpp's -ctk/-ctv) halve or quarter the bytes decode reads at depth.
+  std::vector<uint8_t> k;    // keys as rotated for the current rotation (see KvState)
+  std::vector<float> k_raw;  // keys before RoPE (f32), kept when the rotation can change
+  std::vector<uint8_t> v;
   // FoT memory (memory layers only): [n_mem, n_head_kv, head_dim] in MemConfig::dtype.
   // Keys are stored rotated as position 0 (mem_positionals) or unrotated, as LongLLaMA does.
   ByteBuffer mem_k;
@@ -27,6 +30,7 @@ struct LayerCache {
 
 struct KvState {
   std::vector<LayerCache> layers;
+  kernels::KvFormat local_fmt = kernels::KvFormat::F32;  // storage of LayerCache::k and ::v
   std::vector<int64_t> pos;  // absolute position of each local token [n_local]
   int64_t n_mem = 0;         // tokens in memory (same for every memory layer)
   int64_t next_pos = 0;      // absolute position of the next token

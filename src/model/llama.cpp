@@ -71,7 +71,8 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
   const kernels::KvFormat fmt = mem_format(c.mem.dtype);
   const size_t head_bytes = kernels::kv_row_bytes(fmt, c.head_dim);
   const size_t row_bytes = head_bytes * size_t(c.n_head_kv);
-  std::vector<float> row(static_cast<size_t>(kv_dim));
+  const size_t local_head_bytes = kernels::kv_row_bytes(st.local_fmt, c.head_dim);
+  std::vector<float> row(static_cast<size_t>(kv_dim)), vrow(static_cast<size_t>(c.head_dim));
   for (int il = 0; il < int(c.n_layer); ++il) {
     LayerCache& L = st.layers[size_t(il)];
     if (c.mem.is_mem_layer(il)) {
@@ -84,7 +85,9 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
         for (int64_t g = 0; g < c.n_head_kv; ++g) {
           const size_t at = old + size_t(t) * row_bytes + size_t(g) * head_bytes;
           kernels::kv_encode(fmt, row.data() + g * c.head_dim, c.head_dim, L.mem_k.data() + at);
-          kernels::kv_encode(fmt, L.v.data() + t * kv_dim + g * c.head_dim, c.head_dim, L.mem_v.data() + at);
+          kernels::kv_decode(st.local_fmt, L.v.data() + size_t(t * c.n_head_kv + g) * local_head_bytes, c.head_dim,
+                             vrow.data());
+          kernels::kv_encode(fmt, vrow.data(), c.head_dim, L.mem_v.data() + at);
         }
       }
     }
@@ -94,6 +97,18 @@ void move_local_to_memory(const ModelConfig& c, KvState& st, const RopeFreqs& fr
   }
   if (!c.mem.layers.empty()) st.n_mem += n_loc;
   st.pos.clear();
+}
+
+// Appends n_rows rows of head_dim floats to a local cache in format f.
+void append_rows(std::vector<uint8_t>& dst, kernels::KvFormat f, const float* src, int64_t n_rows, int64_t hd) {
+  const size_t rb = kernels::kv_row_bytes(f, hd);
+  const size_t old = dst.size();
+  dst.resize(old + size_t(n_rows) * rb);
+  if (f == kernels::KvFormat::F32) {
+    std::memcpy(dst.data() + old, src, size_t(n_rows) * rb);
+    return;
+  }
+  for (int64_t r = 0; r < n_rows; ++r) kernels::kv_encode(f, src + r * hd, hd, dst.data() + old + size_t(r) * rb);
 }
 
 }  // namespace
@@ -119,7 +134,7 @@ size_t memory_bytes_per_token(const ModelConfig& c) {
 size_t state_bytes(const KvState& st) {
   size_t b = 0;
   for (const auto& l : st.layers)
-    b += (l.k.capacity() + l.k_raw.capacity() + l.v.capacity()) * 4 + l.mem_k.capacity() + l.mem_v.capacity() +
+    b += l.k.capacity() + l.k_raw.capacity() * 4 + l.v.capacity() + l.mem_k.capacity() + l.mem_v.capacity() +
          l.mem_index.bytes();
   return b;
 }
@@ -181,13 +196,18 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     st.rot_offset = offset;
   }
   const RopeFreqs& freqs = *fp;
+  const size_t local_row = kernels::kv_row_bytes(st.local_fmt, hd) * size_t(c.n_head_kv);  // bytes per token
   if (rerotate) {
+    float* row = grow(s.k, size_t(kv_dim));
     for (int il = 0; il < int(c.n_layer); ++il) {
       LayerCache& L = st.layers[size_t(il)];
-      std::copy(L.k_raw.begin(), L.k_raw.begin() + n_past * kv_dim, L.k.begin());
-      if (!layer_uses_rope(c, il)) continue;
-      for (int64_t t = 0; t < n_past; ++t)
-        rope_apply(L.k.data() + t * kv_dim, c.n_head_kv, hd, st.pos[size_t(t)] - offset, freqs);
+      L.k.resize(size_t(n_past) * local_row);
+      for (int64_t t = 0; t < n_past; ++t) {
+        std::memcpy(row, L.k_raw.data() + t * kv_dim, size_t(kv_dim) * 4);
+        if (layer_uses_rope(c, il)) rope_apply(row, c.n_head_kv, hd, st.pos[size_t(t)] - offset, freqs);
+        for (int64_t g = 0; g < c.n_head_kv; ++g)
+          kernels::kv_encode(st.local_fmt, row + g * hd, hd, L.k.data() + size_t(t) * local_row + size_t(g) * (local_row / size_t(c.n_head_kv)));
+      }
     }
   }
 
@@ -225,8 +245,8 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
         rope_apply(k + i * kv_dim, c.n_head_kv, hd, p, freqs);
       }
     }
-    C.k.insert(C.k.end(), k, k + n * kv_dim);
-    C.v.insert(C.v.end(), v, v + n * kv_dim);
+    append_rows(C.k, st.local_fmt, k, n * c.n_head_kv, hd);
+    append_rows(C.v, st.local_fmt, v, n * c.n_head_kv, hd);
 
     // One softmax over [local keys (causal); memory keys] (modeling_longllama.py), scale
     // 1/sqrt(head_dim); memory scores clamped below at -1e6 as the reference does.
@@ -237,8 +257,7 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     a.n_head_kv = c.n_head_kv;
     a.head_dim = hd;
     a.scale = 1.0f / std::sqrt(float(hd));
-    a.local = {kernels::KvFormat::F32, reinterpret_cast<const uint8_t*>(C.k.data()),
-               reinterpret_cast<const uint8_t*>(C.v.data()), n_loc, size_t(kv_dim) * 4, size_t(hd) * 4};
+    a.local = {st.local_fmt, C.k.data(), C.v.data(), n_loc, local_row, local_row / size_t(c.n_head_kv)};
     a.n_past = n_past;
     if (is_longllama(c) && c.mem.is_mem_layer(il) && st.n_mem > 0) {
       const size_t hb = kernels::kv_row_bytes(mem_format(c.mem.dtype), hd);

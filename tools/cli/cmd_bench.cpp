@@ -212,7 +212,7 @@ std::string utc_now() {
 }
 
 json to_json(const BenchTest& t, const ModelFacts& f, const std::string& path, int64_t n_batch,
-             const std::string& when) {
+             const std::string& kv_type, const std::string& when) {
   std::vector<double> ns(t.samples_ns.begin(), t.samples_ns.end());
   const auto ts = t.samples_ts();
   return json{{"engine", "longctx"},
@@ -223,6 +223,8 @@ json to_json(const BenchTest& t, const ModelFacts& f, const std::string& path, i
               {"backends", "CPU"},
               {"n_batch", n_batch},
               {"n_threads", t.n_threads},
+              {"type_k", kv_type},
+              {"type_v", kv_type},
               {"n_prompt", t.n_prompt},
               {"n_gen", t.n_gen},
               {"n_depth", t.n_depth},
@@ -267,6 +269,8 @@ const char* kBenchHelp =
     "  -d, --n-depth D[,D..]     tokens already in the context before the timed part (default 0)\n"
     "  -t, --threads N[,N..]     threads (default: all cores)\n"
     "  -b, --batch-size N        prompt tokens per forward call (default 512)\n"
+    "  -ctk, -ctv T              local KV cache type: f32 (default), f16, bf16, q8_0 (llama-bench's\n"
+    "                            default is f16: pass -ctk f16 -ctv f16 to compare like with like)\n"
     "  -r, --repetitions N       timed repetitions per test (default 5)\n"
     "  --no-warmup               skip the warm-up run\n"
     "  --json                    print a JSON array (llama-bench -o json field names) instead of a table\n"
@@ -284,10 +288,12 @@ int cmd_bench(int argc, char** argv) {
   // bench has its own short flags (llama-bench's): -p is a prompt length here, not text.
   const std::map<std::string, std::string> aliases = {
       {"-m", "--model"},   {"-p", "--n-prompt"},   {"-n", "--n-gen"},       {"-d", "--n-depth"},
-      {"-t", "--threads"}, {"-b", "--batch-size"}, {"-r", "--repetitions"}, {"-o", "--output"}};
+      {"-t", "--threads"}, {"-b", "--batch-size"}, {"-r", "--repetitions"}, {"-o", "--output"},
+      {"-ctk", "--cache-type"}, {"-ctv", "--cache-type"}, {"--cache-type-k", "--cache-type"},
+      {"--cache-type-v", "--cache-type"}};
   Args a("bench", argc, argv,
          {"--model", "--tokenizer", "--n-prompt", "--n-gen", "--n-depth", "--threads", "--batch-size",
-          "--repetitions", "--output"},
+          "--repetitions", "--output", "--cache-type"},
          {"--json", "--no-warmup", "--progress"}, aliases, true);
   const auto prompts = int_list(a, "--n-prompt", "512", 0);
   const auto gens = int_list(a, "--n-gen", "128", 0);
@@ -311,6 +317,7 @@ int cmd_bench(int argc, char** argv) {
   run.warmup = !a.has("--no-warmup");
   run.progress = a.has("--progress");
   run.so.n_batch = n_batch;
+  run.so.cache_type = cache_type(a);
   run.so.on_warning = [](const std::string&) {};  // depth past the trained context is intended here
   const ModelFacts facts = model_facts(run.model->impl());
   const std::string when = utc_now();
@@ -330,7 +337,7 @@ int cmd_bench(int argc, char** argv) {
   for (auto& t : tests) {
     run.run(t);
     if (output == "md") print_row(t, facts);
-    else out.push_back(to_json(t, facts, path, n_batch, when));
+    else out.push_back(to_json(t, facts, path, n_batch, run.so.cache_type, when));
   }
   if (output == "json") std::printf("%s\n", out.dump(2).c_str());
   return 0;

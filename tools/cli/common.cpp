@@ -19,7 +19,8 @@ const char* kSessionHelp =
     "  --mem-max-tokens N        LongLLaMA: keep at most N memory tokens (oldest leave first)\n"
     "  --mem-index exact|hnsw    LongLLaMA with --mem-topk: exact top-k, or an approximate HNSW index\n"
     "  --hnsw-ef N               --mem-index hnsw: search beam width (default max(128, 4K))\n"
-    "  --hnsw-m N                --mem-index hnsw: graph degree (default 16)\n";
+    "  --hnsw-m N                --mem-index hnsw: graph degree (default 16)\n"
+    "  -ctk, -ctv, --cache-type T  local KV cache storage: f32 (default, exact), f16, bf16, q8_0\n";
 
 const char* kSamplingHelp =
     "  -n, --n-predict N         tokens to generate (default 128)\n"
@@ -35,12 +36,14 @@ const char* kSamplingHelp =
 
 const std::set<std::string> kModelFlags = {"--model", "--tokenizer"};
 const std::set<std::string> kSessionFlags = {"--threads", "--ctx-size", "--batch-size", "--mem-topk", "--mem-max-tokens",
-                                             "--mem-index", "--hnsw-ef", "--hnsw-m"};
+                                             "--mem-index", "--hnsw-ef", "--hnsw-m", "--cache-type"};
 const std::set<std::string> kSamplingFlags = {"--n-predict", "--temp", "--top-k", "--top-p", "--min-p",
                                               "--repeat-penalty", "--repeat-last-n", "--seed", "--stop"};
 const std::map<std::string, std::string> kAliases = {
     {"-m", "--model"}, {"-p", "--prompt"}, {"-f", "--file"}, {"-n", "--n-predict"}, {"-t", "--threads"},
-    {"-c", "--ctx-size"}, {"-b", "--batch-size"}, {"-o", "--out"}, {"-s", "--seed"}, {"-h", "--help"}};
+    {"-c", "--ctx-size"}, {"-b", "--batch-size"}, {"-o", "--out"}, {"-s", "--seed"}, {"-h", "--help"},
+    {"-ctk", "--cache-type"}, {"-ctv", "--cache-type"}, {"--cache-type-k", "--cache-type"},
+    {"--cache-type-v", "--cache-type"}};
 
 std::set<std::string> join(std::initializer_list<std::set<std::string>> sets) {
   std::set<std::string> out;
@@ -61,6 +64,16 @@ std::shared_ptr<longctx::Model> load(const Args& a) {
   return longctx::Model::load(a.required("--model"), lo);
 }
 
+std::string cache_type(const Args& a) {
+  // Keys and values share one storage format here (llama.cpp lets them differ).
+  const auto all = a.all("--cache-type");
+  for (const auto& t : all)
+    if (t != all.front())
+      fail("-ctk/-ctv/--cache-type: keys and values use one cache type in longctx, got '" + all.front() + "' and '" +
+           t + "': give the same type to both");
+  return all.empty() ? "f32" : all.front();
+}
+
 longctx::SessionOptions session_options(const Args& a) {
   longctx::SessionOptions so;
   so.n_threads = int(a.integer("--threads", 0));
@@ -71,6 +84,7 @@ longctx::SessionOptions session_options(const Args& a) {
   so.mem_index = a.str("--mem-index", "exact");
   so.hnsw_ef = int(a.integer("--hnsw-ef", 0));
   so.hnsw_m = int(a.integer("--hnsw-m", 16));
+  so.cache_type = cache_type(a);
   if (so.n_threads < 0 || so.n_ctx < 0 || so.n_batch < 0 || so.mem_topk < 0 || so.mem_max_tokens < 0)
     lcx::fail("thread, context, batch and memory counts must not be negative");
   so.on_warning = [](const std::string& w) { std::fprintf(stderr, "warning: %s\n", w.c_str()); };

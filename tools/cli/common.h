@@ -24,6 +24,7 @@ std::set<std::string> join(std::initializer_list<std::set<std::string>> sets);
 bool wants_help(int argc, char** argv);
 std::shared_ptr<longctx::Model> load(const Args& a);
 longctx::SessionOptions session_options(const Args& a);
+std::string cache_type(const Args& a);  // -ctk/-ctv/--cache-type (one type for both)
 longctx::GenerateOptions generate_options(const Args& a);
 
 // A progress line on stderr: tokens, tokens/s and ETA, redrawn in place.
