@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -96,6 +97,9 @@ void BM_Attention(benchmark::State& state, Shape s, KernelIsa isa, int n_threads
   const size_t mrb = lcx::kernels::kv_row_bytes(s.mem_fmt, hd);
   a.mem = {s.mem_fmt, mk.data(), mv.data(), s.n_mem, mrb * size_t(s.n_head_kv), mrb};
   a.mem_topk = s.topk;
+  // LONGCTX_FAST_BF16=1: bf16 dot products for BF16 memory tiles (as kernels::attention does).
+  const char* fast = std::getenv("LONGCTX_FAST_BF16");
+  a.mem_bf16_dot = fast != nullptr && std::string(fast) == "1";
   a.out = out.data();
   lcx::ThreadPool pool(n_threads);
   for (auto _ : state) {

@@ -12,6 +12,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_internal.h"
 #include "kernels/ops.h"
+#include "kernels/ops_internal.h"
 #include "runtime/thread_pool.h"
 
 namespace lcx::kernels {
@@ -364,5 +365,39 @@ TEST(Attention, DecodeRowExact) {
   }
 }
 
+// LONGCTX_FAST_BF16 memory tiles (AVX512_BF16): queries and probabilities rounded to bf16, so
+// compared with the oracle at bf16 accuracy (2^-8 relative per product; observed ~1e-3).
+TEST(Attention, Bf16MemoryTilesCloseToOracle) {
+  if (attn_kernels(KernelIsa::Avx512) == nullptr || !cpu_has_avx512bf16())
+    GTEST_SKIP() << "no AVX512_BF16 on this CPU";
+  ThreadPool pool(2);
+  uint32_t seed = 1300;
+  for (int64_t hd : {8, 16, 64, 100, 128, 50}) {
+    for (int64_t n_q : {16, 70}) {
+      for (int64_t n_mem : {1, 63, 64, 130, 1000}) {
+        Case c;
+        c.n_head_kv = 2;
+        c.group = seed % 2 ? 1 : 2;
+        c.head_dim = hd;
+        c.n_q = n_q;
+        c.n_past = int64_t(seed % 50);
+        c.n_mem = n_mem;
+        c.mem_fmt = KvFormat::BF16;
+        c.seed = seed++;
+        Problem p = make_problem(c);
+        const std::vector<float> ref = run(p, KernelIsa::Scalar, pool);
+        p.args.mem_bf16_dot = true;
+        const std::vector<float> got = run(p, KernelIsa::Avx512, pool);
+        double worst = 0;
+        for (size_t i = 0; i < ref.size(); ++i)
+          worst = std::max(worst, std::fabs(double(ref[i]) - double(got[i])) / (1.0 + std::fabs(double(ref[i]))));
+        EXPECT_LE(worst, 5e-3) << c.str();
+        EXPECT_GT(worst, 0.0) << "bf16 path not taken: " << c.str();
+        EXPECT_FALSE(std::isnan(worst)) << c.str();
+        if (n_mem == 1000 && n_q == 70) std::printf("[ bf16 memory ] %s: max rel diff %.2g\n", c.str().c_str(), worst);
+      }
+    }
+  }
+}
 }  // namespace
 }  // namespace lcx::kernels

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/attention_internal.h"
+#include "kernels/ops_internal.h"
 #include "kernels/ops.h"
 #include "runtime/dtype.h"
 
@@ -127,7 +128,7 @@ size_t attn_scratch_floats(int64_t hd, int64_t m) {
   const int64_t hdp = (hd + kAttnMaxLanes - 1) / kAttnMaxLanes * kAttnMaxLanes;
   // Wide layout (attention_simd.inc): Qt, O [hd, mp]; Kt, Vt [T, hdp]; S [T, mp]; 4 x [mp]; plus
   // 64-byte alignment of each. The narrow layout needs less.
-  return size_t(2 * hdp * mp + 2 * kAttnTile * hdp + kAttnTile * mp + 4 * mp + 16 * 16);
+  return size_t(2 * hdp * mp + 2 * kAttnTile * hdp + kAttnTile * mp + 4 * mp + hdp / 2 * mp + 16 * 16);
 }
 
 size_t attn_range_scratch_floats(int64_t hd, int64_t m, int64_t n_head_kv) {
@@ -424,6 +425,15 @@ void attention(const AttentionArgs& a, ThreadPool& pool, KernelIsa isa) {
     attention_simd(*k, a, pool);
 }
 
-void attention(const AttentionArgs& a, ThreadPool& pool) { attention(a, pool, active_kernel_isa()); }
+void attention(const AttentionArgs& a, ThreadPool& pool) {
+  if (a.mem.fmt == KvFormat::BF16 && a.mem.n > 0 && !a.mem_bf16_dot && fast_bf16_attention_requested() &&
+      cpu_has_avx512bf16()) {
+    AttentionArgs b = a;
+    b.mem_bf16_dot = true;
+    attention(b, pool, active_kernel_isa());
+    return;
+  }
+  attention(a, pool, active_kernel_isa());
+}
 
 }  // namespace lcx::kernels

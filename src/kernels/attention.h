@@ -47,6 +47,10 @@ struct AttentionArgs {
   const int32_t* mem_cand = nullptr;
   int64_t mem_n_cand = 0;
   float* out = nullptr;      // [n_q, n_head, head_dim]
+  // BF16 memory, prompt blocks: q.k and p.v of memory tiles as bf16 dot products (vdpbf16ps,
+  // queries and probabilities rounded to bf16, f32 sums): 2x the MACs per instruction, not
+  // exact. attention() sets it when LONGCTX_FAST_BF16=1 and the CPU has AVX512_BF16.
+  bool mem_bf16_dot = false;
 };
 
 // Dispatches to the fastest implementation; results match scalar::attention to float

@@ -117,7 +117,139 @@ void fused_mem_scores_range(const AttentionArgs& a, int64_t t0, int64_t t1, floa
 
 #define LCX_ATTN_NARROW_RANGE fused_narrow_range
 #define LCX_ATTN_MEM_SCORES_RANGE fused_mem_scores_range
+// Memory tiles as bf16 dot products (mem_bf16_dot), defined below with the avx512bf16 target.
+namespace {
+struct Wide;
+#pragma GCC push_options
+#pragma GCC target("avx512bf16")
+bool wide_mem_tile_bf16(const AttentionArgs& a, const AttnBlock& b, Wide& w, const KvSpan& span, int64_t t0,
+                        int64_t nt);
+#pragma GCC pop_options
+}  // namespace
+#define LCX_ATTN_WIDE_MEM_TILE wide_mem_tile_bf16
+
 #include "kernels/attention_simd.inc"
+
+// ---- bf16 memory tiles (LONGCTX_FAST_BF16=1, BF16 memory, prompt blocks) --------------------------
+//
+// vdpbf16ps multiplies pairs of bf16 and adds both products to a float32 lane: 32 MACs per
+// instruction against 16 for vfmadd231ps, on this core's one 512-bit multiply pipe. BF16 memory
+// keys are read in place (a 32-bit broadcast is the pair (k[d], k[d+1]) of one key), queries are
+// packed once per block as pairs along head_dim, probabilities as pairs along keys and values as
+// pairs of two keys' rows. Scores and the softmax stay float32. Not exact: queries and
+// probabilities are rounded to bf16 (relative 2^-9), as a bf16 inference would compute them.
+#pragma GCC push_options
+#pragma GCC target("avx512bf16")
+namespace {
+
+// Lane i of the result: bf16(lo[i]) | bf16(hi[i]) << 16 (round to nearest even).
+inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
+  const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(hi, lo));  // [lo 0..15, hi 0..15]
+  const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(idx, both);
+}
+
+// C[r, lanes] (=|+=) sum_x B[r * sa + x * sx] . A[x, lanes] over bf16 pairs (as micro, bf16).
+template <int NR, int NV>
+void micro_bf16(const uint32_t* A, int64_t lda, const uint32_t* B, int64_t sa, int64_t sx, int64_t nx, float* C,
+                int64_t ldc, const float* alpha) {
+  __m512 acc[NR][NV];
+  if (alpha != nullptr) {
+    for (int v = 0; v < NV; ++v) {
+      const __m512 al = _mm512_load_ps(alpha + v * 16);
+      for (int r = 0; r < NR; ++r) acc[r][v] = _mm512_mul_ps(_mm512_load_ps(C + r * ldc + v * 16), al);
+    }
+  } else {
+    for (int r = 0; r < NR; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
+  }
+  for (int64_t x = 0; x < nx; ++x) {
+    __m512i av[NV];
+    for (int v = 0; v < NV; ++v) av[v] = _mm512_load_si512(A + x * lda + v * 16);
+    const uint32_t* bx = B + x * sx;
+    for (int r = 0; r < NR; ++r) {
+      const __m512i br = _mm512_set1_epi32(int(bx[r * sa]));
+      for (int v = 0; v < NV; ++v)
+        acc[r][v] = _mm512_dpbf16_ps(acc[r][v], reinterpret_cast<__m512bh>(br), reinterpret_cast<__m512bh>(av[v]));
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(C + r * ldc + v * 16, acc[r][v]);
+}
+
+template <int NV>
+void micro_bf16_rows(int nr, const uint32_t* A, int64_t lda, const uint32_t* B, int64_t sa, int64_t sx, int64_t nx,
+                     float* C, int64_t ldc, const float* alpha) {
+  switch (nr) {
+#define LCX_MICRO_CASE(n) \
+  case n: micro_bf16<(n <= kNR ? n : 1), NV>(A, lda, B, sa, sx, nx, C, ldc, alpha); return;
+    LCX_MICRO_CASE(1) LCX_MICRO_CASE(2) LCX_MICRO_CASE(3) LCX_MICRO_CASE(4) LCX_MICRO_CASE(5) LCX_MICRO_CASE(6)
+    LCX_MICRO_CASE(7) LCX_MICRO_CASE(8) LCX_MICRO_CASE(9) LCX_MICRO_CASE(10) LCX_MICRO_CASE(11) LCX_MICRO_CASE(12)
+#undef LCX_MICRO_CASE
+    default: return;
+  }
+}
+
+void gemm_lanes_bf16(int64_t rows, int64_t mp, const uint32_t* A, const uint32_t* B, int64_t sa, int64_t sx,
+                     int64_t nx, float* C, const float* alpha) {
+  for (int64_t r0 = 0; r0 < rows; r0 += kNR) {
+    const int nr = int(imin(kNR, rows - r0));
+    int64_t v0 = 0;
+    for (; v0 + 32 <= mp; v0 += 32)
+      micro_bf16_rows<2>(nr, A + v0, mp, B + r0 * sa, sa, sx, nx, C + r0 * mp + v0, mp, alpha ? alpha + v0 : nullptr);
+    if (v0 < mp)
+      micro_bf16_rows<1>(nr, A + v0, mp, B + r0 * sa, sa, sx, nx, C + r0 * mp + v0, mp, alpha ? alpha + v0 : nullptr);
+  }
+}
+
+// One memory tile [t0, t0 + nt) of kv head b.g; false (the float32 path runs) unless BF16 rows
+// of even head_dim.
+bool wide_mem_tile_bf16(const AttentionArgs& a, const AttnBlock& b, Wide& w, const KvSpan& span, int64_t t0,
+                        int64_t nt) {
+  if (span.fmt != KvFormat::BF16 || w.hd % 2 != 0 || span.token_stride % 4 != 0 || span.head_stride % 4 != 0)
+    return false;
+  const int64_t hd2 = w.hd / 2, mp = w.mp, np = (nt + 1) / 2;
+  uint32_t* qp = reinterpret_cast<uint32_t*>(w.qp);
+  if (t0 == 0) {  // first memory tile of the block: queries (already scaled) as pairs along head_dim
+    for (int64_t x = 0; x < hd2; ++x)
+      for (int64_t v = 0; v < mp; v += 16)
+        _mm512_store_si512(qp + x * mp + v,
+                           bf16_pairs(_mm512_load_ps(w.qt + 2 * x * mp + v), _mm512_load_ps(w.qt + (2 * x + 1) * mp + v)));
+  }
+  // S^T[j, lanes] = K[t0 + j] . Q, keys read in place.
+  const size_t ts = span.token_stride / 4;
+  const uint32_t* kb = reinterpret_cast<const uint32_t*>(span.k + size_t(t0) * span.token_stride + size_t(b.g) * span.head_stride);
+  gemm_lanes_bf16(nt, mp, qp, kb, int64_t(ts), 1, hd2, w.s, nullptr);
+  wide_softmax(w, nt, 2, t0, a.mem_score_floor);
+  // P^T as pairs of keys, in place over S (pair x overwrites row x after reading rows 2x, 2x + 1).
+  uint32_t* pp = reinterpret_cast<uint32_t*>(w.s);
+  for (int64_t x = 0; x < np; ++x)
+    for (int64_t v = 0; v < mp; v += 16) {
+      const __m512 lo = _mm512_load_ps(w.s + 2 * x * mp + v);
+      const __m512 hi = 2 * x + 1 < nt ? _mm512_load_ps(w.s + (2 * x + 1) * mp + v) : _mm512_setzero_ps();
+      _mm512_store_si512(pp + x * mp + v, bf16_pairs(lo, hi));
+    }
+  // V as pairs of two keys' rows: vp[x, d] = (v[t0 + 2x, d], v[t0 + 2x + 1, d]).
+  uint32_t* vp = reinterpret_cast<uint32_t*>(w.kt);
+  const uint8_t* vb = span.v + size_t(b.g) * span.head_stride;
+  for (int64_t x = 0; x < np; ++x) {
+    const uint16_t* r0 = reinterpret_cast<const uint16_t*>(vb + size_t(t0 + 2 * x) * span.token_stride);
+    const uint16_t* r1 = 2 * x + 1 < nt ? reinterpret_cast<const uint16_t*>(vb + size_t(t0 + 2 * x + 1) * span.token_stride) : nullptr;
+    for (int64_t d = 0; d < w.hd; d += 16) {
+      const __mmask16 m = w.hd - d >= 16 ? __mmask16(0xffff) : __mmask16((1u << (w.hd - d)) - 1u);
+      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r0 + d));
+      const __m512i hi = r1 ? _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, r1 + d)) : _mm512_setzero_si512();
+      _mm512_storeu_si512(vp + x * w.hdp + d, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+  // O^T = alpha * O^T + V^T P^T.
+  gemm_lanes_bf16(w.hd, mp, pp, vp, 1, w.hdp, np, w.o, w.alpha);
+  return true;
+}
+
+}  // namespace
+#pragma GCC pop_options
 
 namespace {
 

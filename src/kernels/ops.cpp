@@ -123,15 +123,22 @@ void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) 
 
 }  // namespace
 
+// LONGCTX_FAST_BF16: "1" both, "matmul" the F16/BF16 weight GEMMs only, "attention" the BF16
+// memory attention only.
+static bool fast_bf16_env_has(const char* what) {
+  const char* env = std::getenv("LONGCTX_FAST_BF16");
+  return env != nullptr && (std::strcmp(env, "1") == 0 || std::strcmp(env, what) == 0);
+}
+
 bool fast_bf16_requested() {
-  static const bool on = [] {
-    const char* env = std::getenv("LONGCTX_FAST_BF16");
-    return env != nullptr && std::strcmp(env, "1") == 0;
-  }();
+  static const bool on = fast_bf16_env_has("matmul");
   return on;
 }
 
-namespace {
+bool fast_bf16_attention_requested() {
+  static const bool on = fast_bf16_env_has("attention");
+  return on;
+}
 
 bool cpu_has_avx512bf16() {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -141,6 +148,8 @@ bool cpu_has_avx512bf16() {
   return false;
 #endif
 }
+
+namespace {
 
 // Activations packed for a low-precision GEMM (see GemmMode), reused across calls of one thread:
 // a prompt's matmuls all need about the same size, and fresh multi-MiB buffers cost page faults.
@@ -201,6 +210,19 @@ void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const fl
   if (job.mode != GemmMode::F32) pack_job_acts(k, job, serial ? nullptr : &pool);
   if (serial) {
     k.matmul_rows(job, 0, w.rows, 0, n_tokens);
+    return;
+  }
+  static const int split_mode = [] {
+    const char* e = std::getenv("LONGCTX_GEMV_SPLIT");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (n_tokens <= kGemvMaxTokens && split_mode > 0) {
+    // EXPERIMENT: threads take chunks of split_mode row blocks round robin.
+    const int64_t chunk = split_mode, n_chunks = (n_row_blocks + chunk - 1) / chunk;
+    pool.run([&](int ti, int nth) {
+      for (int64_t ci = ti; ci < n_chunks; ci += nth)
+        k.matmul_rows(job, ci * chunk * block, std::min(w.rows, (ci + 1) * chunk * block), 0, n_tokens);
+    });
     return;
   }
   if (n_tokens <= kGemvMaxTokens || (job.mode == GemmMode::F32 && n_row_blocks >= 2 * pool.size())) {

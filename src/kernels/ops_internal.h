@@ -86,6 +86,9 @@ struct KernelTable {
 
 // LONGCTX_FAST_BF16=1 (read once): F16/BF16 prompt-processing matmuls use the bf16 GEMM.
 bool fast_bf16_requested();
+// LONGCTX_FAST_BF16=1 or =attention: BF16 FoT memory attention of prompts as bf16 dot products.
+bool fast_bf16_attention_requested();
+bool cpu_has_avx512bf16();
 // Whether matmul with table k uses mode for these weights and n_tokens (CPU features included).
 GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16);
 // matmul() with an explicit kernel table and bf16 choice (tests run every variant through it).

@@ -15,6 +15,8 @@
 #   FA        llama.cpp flash attention for tests with a depth (-fa, default 1); tests without a
 #             depth use llama-bench's default unless FA_ALL=1
 #   OUT       directory for the raw JSON (default /tmp/longctx-compare)
+#   LONGCTX_EXTRA  extra `longctx bench` arguments (e.g. "-ctk f16 -ctv f16": llama-bench's
+#             default KV cache type is f16, longctx's f32), with TAG as below
 #   LLAMA_EXTRA  extra llama-bench arguments (e.g. "--poll 0"), with TAG a suffix for the test
 #             name in the table (e.g. TAG=-poll0) so such runs stay apart
 # Prints a markdown table of medians (tokens/s) and the longctx / llama.cpp ratio; the raw
@@ -52,7 +54,7 @@ for model in "$@"; do
     for round in $(seq 1 "$ROUNDS"); do
       tag="$OUT/${base}.${test}${TAG:-}.r${round}"
       echo "[$(date +%T)] $base $test round $round/$ROUNDS: longctx" >&2
-      "$LONGCTX" bench -m "$model" "${pn[@]}" -d "$depth" -t "$THREADS" -r "$REPS" --json >"$tag.longctx.json"
+      "$LONGCTX" bench -m "$model" "${pn[@]}" -d "$depth" -t "$THREADS" -r "$REPS" ${LONGCTX_EXTRA:-} --json >"$tag.longctx.json"
       echo "[$(date +%T)] $base $test round $round/$ROUNDS: llama.cpp" >&2
       "$LLAMA_BENCH" -m "$model" "${pn[@]}" -d "$depth" -t "$THREADS" -r "$REPS" "${fa[@]}" ${LLAMA_EXTRA:-} -o json \
         >"$tag.llamacpp.json" 2>"$tag.llamacpp.err"
