@@ -212,19 +212,6 @@ void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const fl
     k.matmul_rows(job, 0, w.rows, 0, n_tokens);
     return;
   }
-  static const int split_mode = [] {
-    const char* e = std::getenv("LONGCTX_GEMV_SPLIT");
-    return e ? std::atoi(e) : 0;
-  }();
-  if (n_tokens <= kGemvMaxTokens && split_mode > 0) {
-    // EXPERIMENT: threads take chunks of split_mode row blocks round robin.
-    const int64_t chunk = split_mode, n_chunks = (n_row_blocks + chunk - 1) / chunk;
-    pool.run([&](int ti, int nth) {
-      for (int64_t ci = ti; ci < n_chunks; ci += nth)
-        k.matmul_rows(job, ci * chunk * block, std::min(w.rows, (ci + 1) * chunk * block), 0, n_tokens);
-    });
-    return;
-  }
   if (n_tokens <= kGemvMaxTokens || (job.mode == GemmMode::F32 && n_row_blocks >= 2 * pool.size())) {
     // Split output rows: each weight row is read once per call whatever the number of tokens,
     // which is what bounds decode speed (memory bandwidth). The f32 GEMM packs the activations of
