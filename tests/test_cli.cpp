@@ -49,6 +49,8 @@ TEST(Cli, ErrorsAreClear) {
       {"run -m " + model() + " --tokenizer /no/tok.model -p hi", "tokenizer"},
       {"info -m " + model() + " --rope-scaling warp", "unknown method"},
       {"info -m " + model() + " --mem-dtype float8", "--mem-dtype"},
+      {"run -m " + model() + " -p hi -n 1 -ctk f16 -ctv f32", "one cache type"},
+      {"run -m " + model() + " -p hi -n 1 --cache-type f8", "--cache-type"},
       {"convert -m " + model() + " --tokenizer " + tok() + " --outtype q3_k -o /tmp/x.gguf", "unknown dtype"},
       {"run -m " + model() + " --tokenizer " + tok() + " --memory /no/such.mem -p hi", "cannot open"},
   };
