@@ -205,8 +205,9 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
       for (int64_t t = 0; t < n_past; ++t) {
         std::memcpy(row, L.k_raw.data() + t * kv_dim, size_t(kv_dim) * 4);
         if (layer_uses_rope(c, il)) rope_apply(row, c.n_head_kv, hd, st.pos[size_t(t)] - offset, freqs);
+        uint8_t* dst = L.k.data() + size_t(t) * local_row;  // [n_head_kv, head_dim] in local_fmt
         for (int64_t g = 0; g < c.n_head_kv; ++g)
-          kernels::kv_encode(st.local_fmt, row + g * hd, hd, L.k.data() + size_t(t) * local_row + size_t(g) * (local_row / size_t(c.n_head_kv)));
+          kernels::kv_encode(st.local_fmt, row + g * hd, hd, dst + size_t(g) * (local_row / size_t(c.n_head_kv)));
       }
     }
   }
