@@ -20,10 +20,29 @@ std::string fixtures_dir() {
 
 std::string bin_dir() { return LONGCTX_BIN_DIR; }
 
+namespace {
+// The scratch directory of this test process and the pid that made it: a forked child (death
+// tests, popen helpers) must not delete its parent's files when it exits.
+std::string g_tmp_dir;
+pid_t g_tmp_owner = 0;
+
+void remove_tmp_dir() {
+  if (g_tmp_dir.empty() || getpid() != g_tmp_owner) return;
+  if (std::getenv("LONGCTX_KEEP_TEST_TMP")) return;  // keep the files to debug a failure
+  std::error_code ec;
+  std::filesystem::remove_all(g_tmp_dir, ec);
+}
+}  // namespace
+
 std::string tmp_dir() {
+  // One directory per test process (ctest runs each test in its own process), removed at exit:
+  // the converted GGUF files and generation dumps come to ~1 GB per full run.
   static std::string dir = [] {
     auto p = std::filesystem::temp_directory_path() / ("longctx-test-" + std::to_string(getpid()));
     std::filesystem::create_directories(p);
+    g_tmp_dir = p.string();
+    g_tmp_owner = getpid();
+    std::atexit(remove_tmp_dir);
     return p.string();
   }();
   return dir;
