@@ -70,6 +70,11 @@ TEST(Cli, TokenizeRunInfo) {
   EXPECT_NE(out.find("generated 8 tokens"), std::string::npos) << out;
   ASSERT_EQ(run("info -m " + model(), &out), 0);
   EXPECT_NE(out.find("architecture: llama"), std::string::npos);
+  EXPECT_NE(out.find("MiB memory-mapped"), std::string::npos) << out;  // small: auto maps it
+  ASSERT_EQ(run("info -m " + model() + " --no-mmap", &out), 0);
+  EXPECT_NE(out.find("MiB in 2 MiB huge pages"), std::string::npos) << out;
+  ASSERT_EQ(run("info -m " + model() + " --mmap", &out), 0);
+  EXPECT_NE(out.find("MiB memory-mapped"), std::string::npos) << out;
   ASSERT_EQ(run("info -m " + (fs::path(fixtures_dir()) / "models" / "longllama_mem").string(), &out), 0);
   EXPECT_NE(out.find("fot memory"), std::string::npos);
   ASSERT_EQ(run("rope -m " + (fs::path(fixtures_dir()) / "models" / "llama_rope_yarn").string(), &out), 0) << out;

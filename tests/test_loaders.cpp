@@ -55,6 +55,42 @@ TEST(Loader, LoadsFixtureModels) {
   }
 }
 
+// Weights read into huge pages (--no-mmap) are the same bytes as the mapping, give the same
+// model, and a file that cannot be read is an error naming it.
+TEST(Loader, CopyIntoHugePagesMatchesMapping) {
+  const std::string st = (model_dir("llama_gqa") / "model.safetensors").string();
+  auto mapped = lcx::MappedFile::open(st, lcx::FileLoad::Map);
+  auto copied = lcx::MappedFile::open(st, lcx::FileLoad::Copy);
+  EXPECT_FALSE(mapped->copied());
+  EXPECT_TRUE(copied->copied());
+  ASSERT_EQ(mapped->size(), copied->size());
+  EXPECT_EQ(std::memcmp(mapped->data(), copied->data(), mapped->size()), 0);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(copied->data()) % (2u << 20), 0u);  // huge-page aligned
+  // Auto maps small files (the fixtures are a few MB): huge pages pay from 32 MiB.
+  EXPECT_FALSE(lcx::MappedFile::open(st, lcx::FileLoad::Auto)->copied());
+
+  lcx::LoadOptions lo;
+  lo.weights = lcx::FileLoad::Copy;
+  auto a = lcx::load_model(model_dir("llama_gqa").string());
+  auto b = lcx::load_model(model_dir("llama_gqa").string(), lo);
+  ASSERT_EQ(b->weights.files.size(), 1u);
+  EXPECT_TRUE(b->weights.files[0]->copied());
+  const auto& wa = a->weights.layers[1].wq;
+  const auto& wb = b->weights.layers[1].wq;
+  EXPECT_NE(wa.data, wb.data);
+  ASSERT_EQ(wa.nbytes, wb.nbytes);
+  EXPECT_EQ(std::memcmp(wa.data, wb.data, wa.nbytes), 0);
+
+  EXPECT_EQ(lcx::parse_file_load("auto"), lcx::FileLoad::Auto);
+  EXPECT_EQ(lcx::parse_file_load("mmap"), lcx::FileLoad::Map);
+  EXPECT_EQ(lcx::parse_file_load("copy"), lcx::FileLoad::Copy);
+  EXPECT_THROW(lcx::parse_file_load("mlock"), lcx::Error);
+  EXPECT_THROW(lcx::MappedFile::open(tmp_dir() + "/no_such_file", lcx::FileLoad::Copy), lcx::Error);
+  const fs::path dir = fs::path(tmp_dir()) / "not_a_file";
+  fs::create_directories(dir);
+  EXPECT_THROW(lcx::MappedFile::open(dir.string(), lcx::FileLoad::Copy), lcx::Error);
+}
+
 TEST(Loader, ConfigFields) {
   auto m = lcx::load_model(model_dir("longllama_mem").string());
   EXPECT_EQ(m->config.arch, lcx::Arch::LongLlama);

@@ -20,6 +20,10 @@ namespace longctx {
 
 struct LoadOptions {
   std::string tokenizer_path;  // --tokenizer FILE when the model has none
+  // Weight files: "mmap" maps them (shared page cache, loads lazily), "copy" reads them into
+  // 2 MiB transparent huge pages (faster decode: the prefetchers do not stop every 4 KiB),
+  // "auto" copies when the kernel offers huge pages and a file fits in 60 % of free memory.
+  std::string weights = "auto";
   // Configuration overrides as command-line flags and values, e.g. {"--rope-scaling","yarn"},
   // {"--rope-scale","4"}, {"--last-context-length","1024"}, {"--mem-dtype","float32"}.
   // Command line beats config.json / GGUF metadata.

@@ -99,6 +99,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   std::shared_ptr<Model> m(new Model());
   lcx::LoadOptions lo;
   lo.tokenizer_path = opt.tokenizer_path;
+  lo.weights = lcx::parse_file_load(opt.weights);
   m->m_ = lcx::load_model(path, lo);
   apply_overrides(m->m_->config, opt);
   return m;
@@ -130,6 +131,14 @@ std::string Model::describe() const {
      << lcx::dtype_name(w.layers[0].wq.dtype) << ", ffn_down " << lcx::dtype_name(w.layers[0].w_down.dtype)
      << ", output " << lcx::dtype_name(w.output.dtype) << "\n"
      << "rope:         " << lcx::rope_describe(c.rope) << "\n";
+  {
+    size_t copied = 0, mapped = 0;
+    for (const auto& f : w.files) (f->copied() ? copied : mapped) += f->size();
+    os << "weights:      ";
+    if (copied) os << copied / (1 << 20) << " MiB in 2 MiB huge pages" << (mapped ? ", " : "");
+    if (mapped) os << mapped / (1 << 20) << " MiB memory-mapped";
+    os << "\n";
+  }
   if (c.arch == lcx::Arch::LongLlama) {
     os << "fot memory:   layers [";
     for (size_t i = 0; i < c.mem.layers.size(); ++i) os << (i ? "," : "") << c.mem.layers[i];

@@ -236,10 +236,10 @@ GgufValue GgufValue::str_array(std::vector<std::string> v) {
 // ---------------------------------------------------------------------------------------------
 // Reader
 
-GgufFile GgufFile::open(const std::string& path) {
+GgufFile GgufFile::open(const std::string& path, FileLoad how) {
   GgufFile g;
   g.path_ = path;
-  g.file_ = MappedFile::open(path);
+  g.file_ = MappedFile::open(path, how);
   Cursor c(g.file_->data(), g.file_->size(), path);
 
   if (g.file_->size() < 4 || c.read<uint32_t>("magic") != kMagic)

@@ -84,7 +84,8 @@ class GgufFile {
  public:
   // Throws lcx::Error naming the file and the problem (missing, bad magic, unsupported
   // version, truncated, corrupt counts or lengths, unknown tensor type, offsets past the end).
-  static GgufFile open(const std::string& path);
+  // `how`: map the file, or read it into huge-page memory (model weights, see FileLoad).
+  static GgufFile open(const std::string& path, FileLoad how = FileLoad::Map);
 
   const std::string& path() const { return path_; }
   uint32_t version() const { return version_; }

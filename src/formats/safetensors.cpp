@@ -11,9 +11,9 @@ namespace lcx {
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 
-SafetensorsFile open_safetensors(const std::string& path) {
+SafetensorsFile open_safetensors(const std::string& path, FileLoad how) {
   SafetensorsFile st;
-  st.file = MappedFile::open(path);
+  st.file = MappedFile::open(path, how);
   const uint8_t* base = st.file->data();
   const size_t size = st.file->size();
   const std::string where = "safetensors file '" + path + "'";
@@ -71,7 +71,7 @@ SafetensorsFile open_safetensors(const std::string& path) {
   return st;
 }
 
-SafetensorsSet open_safetensors_dir(const std::string& dir) {
+SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
   SafetensorsSet set;
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
@@ -102,7 +102,7 @@ SafetensorsSet open_safetensors_dir(const std::string& dir) {
          "': pass a Hugging Face model directory or a .gguf file");
   }
   for (const auto& s : shards) {
-    SafetensorsFile f = open_safetensors((fs::path(dir) / s).string());
+    SafetensorsFile f = open_safetensors((fs::path(dir) / s).string(), how);
     for (auto& [name, v] : f.tensors) {
       if (set.tensors.count(name)) fail("tensor '" + name + "' appears in more than one shard of '" + dir + "'");
       set.tensors[name] = v;

@@ -17,7 +17,7 @@ struct SafetensorsFile {
 
 // Throws lcx::Error naming the file and the problem (truncated, bad JSON, unknown dtype,
 // offsets past the end, size not matching the shape).
-SafetensorsFile open_safetensors(const std::string& path);
+SafetensorsFile open_safetensors(const std::string& path, FileLoad how = FileLoad::Map);
 
 // A Hugging Face model directory's weights: model.safetensors, or the shards named by
 // model.safetensors.index.json. Returns every tensor by name; keeps the mappings alive.
@@ -25,6 +25,6 @@ struct SafetensorsSet {
   std::vector<std::shared_ptr<MappedFile>> files;
   std::map<std::string, TensorView> tensors;
 };
-SafetensorsSet open_safetensors_dir(const std::string& dir);
+SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how = FileLoad::Map);
 
 }  // namespace lcx

@@ -333,14 +333,25 @@ struct FusedHead {
 
 // Scores step of a tile: acc[g, r, j] = the vector of partial products of head g's row r and
 // key t0 + j (j < nt), keys read in storage order.
+inline int64_t pf_tokens() {
+  static const int64_t v = [] { const char* e = std::getenv("LONGCTX_ATTN_PF"); return e ? int64_t(std::atoll(e)) : int64_t(0); }();
+  return v;
+}
+inline void prefetch_row(const uint8_t* p, size_t bytes) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (size_t off = 0; off < bytes + 63; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
+}
+
 template <KvFormat F, int NCH>
 inline void key_products(const AttentionArgs& a, const KvSpan& span, int64_t t0, int64_t nt, int64_t m,
                          const FusedHead* heads, float* acc) {
   constexpr int W = 16 * NCH;
   const int64_t hd = a.head_dim, n_kv = a.n_head_kv;
+  const size_t pfd = size_t(pf_tokens()) * span.token_stride;
   for (int64_t j = 0; j < nt; ++j) {
     const uint8_t* kt = span.k + size_t(t0 + j) * span.token_stride;
     for (int64_t g = 0; g < n_kv; ++g) {
+      if (pfd) prefetch_row(kt + size_t(g) * span.head_stride + pfd, span.head_stride);
       __m512 k[NCH];
       load_row<F, NCH>(kt + size_t(g) * span.head_stride, hd, k);
       for (int64_t r = 0; r < m; ++r) {
@@ -464,7 +475,7 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
   float* acc = fused_setup<F, NCH>(a, scratch, heads, &pbuf);
   for (int64_t t0 = t_begin; t0 < t_end; t0 += kFusedTile) {
     const int64_t nt = imin(kFusedTile, t_end - t0);
-    prefetch_tile(span, t0 + kPrefetchTiles * kFusedTile, t_end);
+    if (!pf_tokens()) prefetch_tile(span, t0 + kPrefetchTiles * kFusedTile, t_end);
     key_products<F, NCH>(a, span, t0, nt, m, heads, acc);
     // Online softmax per (head, row); accumulators rescaled by exp(mx_old - mx_new).
     const __mmask16 live = mask16(nt);
@@ -505,7 +516,9 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
     // P.V in storage order.
     for (int64_t j = 0; j < nt; ++j) {
       const uint8_t* vt = span.v + size_t(t0 + j) * span.token_stride;
+      const size_t pfd = size_t(pf_tokens()) * span.token_stride;
       for (int64_t g = 0; g < n_kv; ++g) {
+        if (pfd) prefetch_row(vt + size_t(g) * span.head_stride + pfd, span.head_stride);
         __m512 v[NCH];
         load_row<F, NCH>(vt + size_t(g) * span.head_stride, hd, v);
         for (int64_t r = 0; r < m; ++r) {

@@ -240,8 +240,8 @@ SpmVocab gguf_read_vocab(const GgufFile& g) {
   return v;
 }
 
-void load_gguf_model(const std::string& path, Model& m) {
-  const GgufFile g = GgufFile::open(path);
+void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
+  const GgufFile g = GgufFile::open(path, how);
   m.config = gguf_read_config(g);
   std::map<std::string, TensorView> tensors = g.tensors();
   // llama.cpp's converter stores Llama 3.1 RoPE as per-dimension divisors in rope_freqs.weight.

@@ -16,11 +16,11 @@ const Tokenizer& Model::tok() const {
   return *tokenizer;
 }
 
-static void load_hf_model(const std::string& dir, Model& m) {
+static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   const fs::path cfg = fs::path(dir) / "config.json";
   if (!fs::exists(cfg)) fail("no config.json in '" + dir + "': pass a Hugging Face model directory or a .gguf file");
   m.config = parse_hf_config(read_text_file(cfg.string()), cfg.string());
-  SafetensorsSet st = open_safetensors_dir(dir);
+  SafetensorsSet st = open_safetensors_dir(dir, how);
   m.weights.files = st.files;
   bind_weights(m.config, st.tensors, NameKind::HF, m.weights);
   m.format = "hf";
@@ -37,9 +37,9 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   std::error_code ec;
   if (!fs::exists(path, ec)) fail("model path '" + path + "' does not exist");
   if (fs::is_directory(path, ec)) {
-    load_hf_model(path, *m);
+    load_hf_model(path, *m, opt.weights);
   } else {
-    load_gguf_model(path, *m);
+    load_gguf_model(path, *m, opt.weights);
   }
   if (!opt.tokenizer_path.empty()) {
     m->tokenizer = load_sentencepiece_tokenizer(opt.tokenizer_path);

@@ -25,12 +25,13 @@ struct Model {
 
 struct LoadOptions {
   std::string tokenizer_path;  // --tokenizer: overrides the model's own
+  FileLoad weights = FileLoad::Auto;  // --mmap / --no-mmap
 };
 
 // MODEL is a Hugging Face directory or a .gguf file.
 std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& opt = {});
 
 // Implemented by the GGUF loader (model/gguf_model.cpp).
-void load_gguf_model(const std::string& path, Model& m);
+void load_gguf_model(const std::string& path, Model& m, FileLoad how = FileLoad::Map);
 
 }  // namespace lcx

@@ -1,7 +1,8 @@
 // A growable byte buffer for caches that reach gigabytes (FoT memory: 128k tokens of a 3B
 // LongLLaMA is ~5 GB). std::vector doubles and copies, so growing it needs up to 3x the data in
 // RAM at the moment of reallocation; this buffer grows its anonymous mapping with mremap(),
-// which moves page tables, never the bytes, and reserves in 64 MiB steps.
+// which moves page tables, never the bytes, and reserves in 64 MiB steps. Past 4 MiB the mapping
+// is advised for transparent huge pages.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -21,6 +21,11 @@ Args::Args(const std::string& cmd, int argc, char** argv, const std::set<std::st
       has_v = true;
     }
     if (auto it = aliases.find(a); it != aliases.end()) a = it->second;
+    // Every command that loads a model takes llama.cpp's --mmap / --no-mmap (see lcx::FileLoad).
+    if ((a == "--mmap" || a == "--no-mmap") && value_flags.count("--model")) {
+      values_.emplace("--weights-load", a == "--mmap" ? "mmap" : "copy");
+      continue;
+    }
     if (switches.count(a)) {
       values_.emplace(a, "1");
       continue;

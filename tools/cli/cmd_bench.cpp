@@ -276,7 +276,8 @@ const char* kBenchHelp =
     "  --json                    print a JSON array (llama-bench -o json field names) instead of a table\n"
     "  -o, --output md|json      same as --json when json\n"
     "  --progress                report each step on stderr\n"
-    "  --tokenizer FILE          tokenizer.model (only needed by models without one for loading)\n";
+    "  --tokenizer FILE          tokenizer.model (only needed by models without one for loading)\n"
+    "  --mmap, --no-mmap         weights mapped, or read into huge pages (default: huge pages when possible)\n";
 
 }  // namespace
 
@@ -309,6 +310,7 @@ int cmd_bench(int argc, char** argv) {
 
   longctx::LoadOptions lo;
   lo.tokenizer_path = a.str("--tokenizer");
+  lo.weights = a.str("--weights-load", "auto");
   lo.overrides = a.overrides();
   const std::string path = a.required("--model");
   Runner run;

@@ -9,7 +9,9 @@ namespace lcx::cli {
 
 const char* kModelHelp =
     "  -m, --model MODEL         Hugging Face directory or .gguf file (required)\n"
-    "  --tokenizer FILE          tokenizer.model to use when the model has none\n";
+    "  --tokenizer FILE          tokenizer.model to use when the model has none\n"
+    "  --mmap, --no-mmap         weights: map the file, or read it into 2 MiB huge pages (default: huge\n"
+    "                            pages when the kernel offers them and the file fits in 60 % of free RAM)\n";
 
 const char* kSessionHelp =
     "  -t, --threads N           threads (default: all cores)\n"
@@ -60,6 +62,7 @@ bool wants_help(int argc, char** argv) {
 std::shared_ptr<longctx::Model> load(const Args& a) {
   longctx::LoadOptions lo;
   lo.tokenizer_path = a.str("--tokenizer");
+  lo.weights = a.str("--weights-load", "auto");
   lo.overrides = a.overrides();
   return longctx::Model::load(a.required("--model"), lo);
 }
