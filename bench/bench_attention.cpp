@@ -9,7 +9,6 @@
 // GFLOP/s counts 4 * head_dim flops per (query, head, key) score (Q.K and P.V); GB/s counts the
 // key and value bytes one call must read at least once.
 #include <benchmark/benchmark.h>
-#include <sys/mman.h>
 
 #include <cmath>
 #include <cstdint>
@@ -20,6 +19,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/attention_internal.h"
+#include "runtime/byte_buffer.h"
 #include "runtime/thread_pool.h"
 
 namespace {
@@ -45,6 +45,7 @@ const Shape kShapes[] = {
     {"LongLLaMA3B_decode_mem32k", 32, 32, 100, 1, 0, 32768, KvFormat::BF16, 0},
     // ... the same from cache (1k memory keys, 13 MB, L3-resident): the kernel's compute rate.
     {"LongLLaMA3B_decode_mem1k_cached", 32, 32, 100, 1, 0, 1024, KvFormat::BF16, 0},
+    // ... from L2 (64 memory keys, 0.8 MB): the kernel's compute rate.
     {"LongLLaMA3B_decode_mem64_l2", 32, 32, 100, 1, 0, 64, KvFormat::BF16, 0},
     {"LongLLaMA3B_decode_mem32k_q8row", 32, 32, 100, 1, 0, 32768, KvFormat::Q8Row, 0},
     {"LongLLaMA3B_decode_mem32k_topk128", 32, 32, 100, 1, 0, 32768, KvFormat::BF16, 128},
@@ -57,25 +58,14 @@ const Shape kShapes[] = {
     {"Small_prefill256_mem2k", 8, 8, 100, 256, 0, 2048, KvFormat::BF16, 0},
 };
 
-template <class T>
-struct HugeAlloc {
-  using value_type = T;
-  HugeAlloc() = default;
-  template <class U> HugeAlloc(const HugeAlloc<U>&) {}
-  T* allocate(size_t n) {
-    const size_t b = (n * sizeof(T) + (2u << 20) - 1) / (2u << 20) * (2u << 20);
-    void* p = std::aligned_alloc(2u << 20, b);
-    if (std::getenv("XTHP")) madvise(p, b, MADV_HUGEPAGE);
-    return static_cast<T*>(p);
-  }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const HugeAlloc&) const { return true; }
-};
-using Bytes = std::vector<uint8_t, HugeAlloc<uint8_t>>;
+// Rows live in lcx::ByteBuffer, as the engine's FoT memory does (2 MiB pages where the kernel
+// offers transparent huge pages).
+using Bytes = lcx::ByteBuffer;
 
 Bytes random_rows(KvFormat f, int64_t n_rows, int64_t hd, uint32_t seed) {
   const size_t rb = lcx::kernels::kv_row_bytes(f, hd);
-  Bytes out(rb * size_t(n_rows));
+  Bytes out;
+  out.resize(rb * size_t(n_rows));
   std::mt19937 rng(seed);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::vector<float> row(static_cast<size_t>(hd));

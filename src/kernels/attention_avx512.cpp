@@ -333,25 +333,14 @@ struct FusedHead {
 
 // Scores step of a tile: acc[g, r, j] = the vector of partial products of head g's row r and
 // key t0 + j (j < nt), keys read in storage order.
-inline int64_t pf_tokens() {
-  static const int64_t v = [] { const char* e = std::getenv("LONGCTX_ATTN_PF"); return e ? int64_t(std::atoll(e)) : int64_t(0); }();
-  return v;
-}
-inline void prefetch_row(const uint8_t* p, size_t bytes) {
-  const char* c = reinterpret_cast<const char*>(p);
-  for (size_t off = 0; off < bytes + 63; off += 64) _mm_prefetch(c + off, _MM_HINT_T0);
-}
-
 template <KvFormat F, int NCH>
 inline void key_products(const AttentionArgs& a, const KvSpan& span, int64_t t0, int64_t nt, int64_t m,
                          const FusedHead* heads, float* acc) {
   constexpr int W = 16 * NCH;
   const int64_t hd = a.head_dim, n_kv = a.n_head_kv;
-  const size_t pfd = size_t(pf_tokens()) * span.token_stride;
   for (int64_t j = 0; j < nt; ++j) {
     const uint8_t* kt = span.k + size_t(t0 + j) * span.token_stride;
     for (int64_t g = 0; g < n_kv; ++g) {
-      if (pfd) prefetch_row(kt + size_t(g) * span.head_stride + pfd, span.head_stride);
       __m512 k[NCH];
       load_row<F, NCH>(kt + size_t(g) * span.head_stride, hd, k);
       for (int64_t r = 0; r < m; ++r) {
@@ -372,7 +361,9 @@ inline void key_products(const AttentionArgs& a, const KvSpan& span, int64_t t0,
 // once per tile, not once per key. With GQA (TinyLlama: 8 query rows per kv head at decode) the
 // per-key loop of the storage-order path was bound by its accumulator loads and stores (NCH of
 // each per key and row); here it is bound by the FMAs. (TinyLlama layer at depth 16k, 2
-// threads: f32 cache 3.5 -> 2.8 ms, f16 cache 2.9 -> 1.6 ms.)
+// threads: f32 cache 3.5 -> 2.8 ms, f16 cache 2.9 -> 1.6 ms.) With one row per kv head (MHA
+// decode: LongLLaMA-3B) it also beats the storage-order walk now that the tile is prefetched
+// into L2: LongLLaMA3B_decode_mem32k, 2 threads, alternated, 17.4 vs 19.1 ms.
 template <KvFormat F, int NCH, int R>
 inline void pv_rows(const uint8_t* vb, size_t token_stride, int64_t nt, int64_t hd, const float* p, float* o) {
   constexpr int W = 16 * NCH;
@@ -400,7 +391,6 @@ inline void pv_rows_n(int64_t rows, const uint8_t* vb, size_t token_stride, int6
 
 // Rows per register block: R * NCH accumulators plus NCH value vectors within 32 registers.
 constexpr int pv_block_rows(int nch) { return nch <= 2 ? 8 : nch <= 4 ? 6 : nch <= 6 ? 4 : 3; }
-constexpr int64_t kPvBlockMinRows = 2;  // one row per kv head (MHA decode): storage order wins
 
 template <KvFormat F, int NCH>
 void pv_tile_blocked(const KvSpan& span, int64_t t0, int64_t nt, int64_t hd, int64_t m, int64_t n_kv,
@@ -464,7 +454,7 @@ float* fused_setup(const AttentionArgs& a, float* scratch, FusedHead* heads, flo
 // keys, 2 threads: 37 ms per decode step with the shared path, ~20 ms with this one).
 // Per tile: every (head, row, key) partial dot product into acc, one transpose-add tree per
 // (head, row) gives 16 scores, the online softmax update (running max, sum, rescale), then P.V
-// token by token into the accumulators (L1-resident: n_kv * m * 16 * NCH floats).
+// head by head with the accumulators in registers (pv_tile_blocked; the tile is in L2 by then).
 template <KvFormat F, int NCH>
 void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t_begin, int64_t t_end, float* states,
                  float* scratch) {
@@ -475,7 +465,7 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
   float* acc = fused_setup<F, NCH>(a, scratch, heads, &pbuf);
   for (int64_t t0 = t_begin; t0 < t_end; t0 += kFusedTile) {
     const int64_t nt = imin(kFusedTile, t_end - t0);
-    if (!pf_tokens()) prefetch_tile(span, t0 + kPrefetchTiles * kFusedTile, t_end);
+    prefetch_tile(span, t0 + kPrefetchTiles * kFusedTile, t_end);
     key_products<F, NCH>(a, span, t0, nt, m, heads, acc);
     // Online softmax per (head, row); accumulators rescaled by exp(mx_old - mx_new).
     const __mmask16 live = mask16(nt);
@@ -509,27 +499,7 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
         }
       }
     }
-    if (m >= kPvBlockMinRows) {
-      pv_tile_blocked<F, NCH>(span, t0, nt, hd, m, n_kv, heads, pbuf);
-      continue;
-    }
-    // P.V in storage order.
-    for (int64_t j = 0; j < nt; ++j) {
-      const uint8_t* vt = span.v + size_t(t0 + j) * span.token_stride;
-      const size_t pfd = size_t(pf_tokens()) * span.token_stride;
-      for (int64_t g = 0; g < n_kv; ++g) {
-        if (pfd) prefetch_row(vt + size_t(g) * span.head_stride + pfd, span.head_stride);
-        __m512 v[NCH];
-        load_row<F, NCH>(vt + size_t(g) * span.head_stride, hd, v);
-        for (int64_t r = 0; r < m; ++r) {
-          const float pj = pbuf[(g * m + r) * 16 + j];
-          if (pj == 0.0f) continue;  // masked or underflowed: adds nothing
-          float* o = heads[g].o + r * W;
-          const __m512 vp = _mm512_set1_ps(pj);
-          for (int c = 0; c < NCH; ++c) _mm512_store_ps(o + 16 * c, _mm512_fmadd_ps(vp, v[c], _mm512_load_ps(o + 16 * c)));
-        }
-      }
-    }
+    pv_tile_blocked<F, NCH>(span, t0, nt, hd, m, n_kv, heads, pbuf);
   }
   for (int64_t g = 0; g < n_kv; ++g) {
     const FusedHead& h = heads[g];
