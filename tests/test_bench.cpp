@@ -76,4 +76,22 @@ TEST(Bench, BadFlagsFail) {
   EXPECT_NE(out.find("nothing to measure"), std::string::npos) << out;
 }
 
+// --mem-fill (LongLLaMA): the memory a depth left is repeated to N tokens before the timed part;
+// the JSON says so, and models without memory or runs without a depth are refused.
+TEST(Bench, MemFill) {
+  const std::string fot = (fs::path(fixtures_dir()) / "models" / "longllama_mem").string();
+  std::string out;
+  ASSERT_EQ(run_cmd(bin_dir() + "/longctx bench -m " + fot + " -p 0 -n 2 -d 160 --mem-fill 5000 -r 1 -t 1 --json", &out),
+            0)
+      << out;
+  const json j = json::parse(out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["n_mem"].get<int64_t>(), 5000);
+  EXPECT_EQ(j[0]["n_depth"].get<int64_t>(), 160);
+  EXPECT_NE(run_cmd(bin_dir() + "/longctx bench -m " + fot + " -n 2 -p 0 --mem-fill 500 2>&1", &out), 0);
+  EXPECT_NE(out.find("give -d"), std::string::npos) << out;
+  EXPECT_NE(run_cmd(bench("-n 2 -p 0 -d 8 --mem-fill 500 2>&1"), &out), 0);
+  EXPECT_NE(out.find("LongLLaMA"), std::string::npos) << out;
+}
+
 }  // namespace

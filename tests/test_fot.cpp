@@ -52,6 +52,28 @@ TEST(FotMemory, MemoryIsUsedAndCounted) {
   EXPECT_GT(s.cache_bytes(), 0u);
 }
 
+// `bench --mem-fill`: the memory is the depth's rows repeated to the requested size; decode
+// over it runs, and a model without memory is refused.
+TEST(FotMemory, FillForBenchmarkRepeatsRows) {
+  auto m = load("longllama_mem", {{"--last-context-length", "16"}});
+  longctx::Session s(m);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 80; ++i) ids.push_back(1 + (i * 37) % 900);
+  s.feed(ids);
+  const int64_t before = s.n_memory();
+  ASSERT_GT(before, 0);
+  s.fill_memory_for_benchmark(before * 3 + 5);
+  EXPECT_EQ(s.n_memory(), before * 3 + 5);
+  s.feed({42});
+  for (float x : s.logits()) ASSERT_TRUE(std::isfinite(x));
+  s.fill_memory_for_benchmark(1);  // never shrinks
+  EXPECT_EQ(s.n_memory(), before * 3 + 5);
+  longctx::Session empty(m);
+  EXPECT_THROW(empty.fill_memory_for_benchmark(100), std::runtime_error);
+  longctx::Session plain(longctx::Model::load(model_dir("llama_mha")));
+  EXPECT_THROW(plain.fill_memory_for_benchmark(100), std::runtime_error);
+}
+
 TEST(FotMemory, TopKAtLeastMemorySizeEqualsDense) {
   auto m = load("longllama_mem", {{"--last-context-length", "16"}});
   const auto ids = case_ids("longllama_mem_fwd300_lcl16");

@@ -139,6 +139,12 @@ class Session {
   int64_t n_memory() const;   // LongLLaMA memory tokens
   size_t cache_bytes() const; // local + memory caches
 
+  // Benchmarks only (LongLLaMA, `longctx bench --mem-fill N`): repeats the memory rows already
+  // there until the memory holds n_tokens, so decode over a 128k-token memory can be timed
+  // without a 128k-token ingest. The contents are meaningless; dense decode reads every byte
+  // regardless of the values, so the speed is that of a real memory of that size.
+  void fill_memory_for_benchmark(int64_t n_tokens);
+
   // FoT memory persistence (LongLLaMA): save the whole session state, load it back.
   void save_state(const std::string& path) const;
   void load_state(const std::string& path);

@@ -425,6 +425,29 @@ int64_t Session::n_past() const { return impl_->state.next_pos; }
 int64_t Session::n_memory() const { return impl_->state.n_mem; }
 size_t Session::cache_bytes() const { return lcx::state_bytes(impl_->state); }
 
+void Session::fill_memory_for_benchmark(int64_t n_tokens) {
+  lcx::KvState& st = impl_->state;
+  const lcx::ModelConfig& c = impl_->m->config;
+  if (c.arch != lcx::Arch::LongLlama) fail("--mem-fill needs a LongLLaMA model (this one has no FoT memory)");
+  if (n_tokens <= st.n_mem) return;
+  if (st.n_mem == 0)
+    fail("--mem-fill: the memory is empty; give a depth of at least two windows (-d " +
+         std::to_string(2 * c.n_ctx_train) + ") so there are rows to repeat");
+  for (int il = 0; il < int(st.layers.size()); ++il) {
+    if (!c.mem.is_mem_layer(il)) continue;
+    lcx::LayerCache& L = st.layers[size_t(il)];
+    const size_t row = L.mem_k.size() / size_t(st.n_mem);  // bytes per memory token (all kv heads)
+    const size_t have = L.mem_k.size(), want = row * size_t(n_tokens);
+    for (lcx::ByteBuffer* b : {&L.mem_k, &L.mem_v}) {
+      b->resize(want);
+      for (size_t off = have; off < want; off += std::min(have, want - off))
+        std::memcpy(b->data() + off, b->data(), std::min(have, want - off));
+    }
+    L.mem_index.clear();
+  }
+  st.n_mem = n_tokens;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Saved state (`longctx ingest --save`, `run --memory`): ingest a long document once, ask many
 // times. Layout (little-endian):

@@ -33,6 +33,7 @@ struct BenchTest {
   int64_t n_prompt = 0;  // pp test when > 0
   int64_t n_gen = 0;     // tg test when > 0
   int64_t n_depth = 0;   // tokens already in the context before the timed part
+  int64_t n_mem = 0;     // LongLLaMA --mem-fill: memory tokens after the depth (0: as the depth left it)
   int n_threads = 0;
   std::vector<uint64_t> samples_ns;
 
@@ -45,6 +46,7 @@ struct BenchTest {
   std::string name() const {
     std::string s = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
     if (n_depth > 0) s += " @ d" + std::to_string(n_depth);
+    if (n_mem > 0) s += " m" + std::to_string(n_mem);
     return s;
   }
 };
@@ -190,6 +192,10 @@ struct Runner {
       base = session(t.n_threads);
       TokenStream ts(model->n_vocab(), model->impl().config.bos_id);
       base->feed(ts.take(t.n_depth));
+      if (t.n_mem > 0) {
+        if (progress) std::fprintf(stderr, "bench: %s: filling memory to %lld tokens\n", t.name().c_str(), (long long)t.n_mem);
+        base->fill_memory_for_benchmark(t.n_mem);
+      }
     }
     if (warmup) {
       BenchTest w = t;
@@ -228,6 +234,7 @@ json to_json(const BenchTest& t, const ModelFacts& f, const std::string& path, i
               {"n_prompt", t.n_prompt},
               {"n_gen", t.n_gen},
               {"n_depth", t.n_depth},
+              {"n_mem", t.n_mem},
               {"test_time", when},
               {"avg_ns", uint64_t(mean(ns))},
               {"stddev_ns", uint64_t(stddev(ns))},
@@ -267,6 +274,10 @@ const char* kBenchHelp =
     "  -p, --n-prompt N[,N..]    prompt lengths, 0 = no pp test (default 512)\n"
     "  -n, --n-gen N[,N..]       generated tokens, 0 = no tg test (default 128)\n"
     "  -d, --n-depth D[,D..]     tokens already in the context before the timed part (default 0)\n"
+    "  --mem-fill N              LongLLaMA: after the depth, repeat the memory rows until the memory\n"
+    "                            holds N tokens (times decode over a large memory without ingesting it;\n"
+    "                            needs a depth of two windows or more)\n"
+    "  --mem-topk K              LongLLaMA: attend to the K best memory keys (default: all)\n"
     "  -t, --threads N[,N..]     threads (default: all cores)\n"
     "  -b, --batch-size N        prompt tokens per forward call (default 512)\n"
     "  -ctk, -ctv T              local KV cache type: f32 (default), f16, bf16, q8_0 (llama-bench's\n"
@@ -294,7 +305,7 @@ int cmd_bench(int argc, char** argv) {
       {"--cache-type-v", "--cache-type"}};
   Args a("bench", argc, argv,
          {"--model", "--tokenizer", "--n-prompt", "--n-gen", "--n-depth", "--threads", "--batch-size",
-          "--repetitions", "--output", "--cache-type"},
+          "--repetitions", "--output", "--cache-type", "--mem-fill", "--mem-topk"},
          {"--json", "--no-warmup", "--progress"}, aliases, true);
   const auto prompts = int_list(a, "--n-prompt", "512", 0);
   const auto gens = int_list(a, "--n-gen", "128", 0);
@@ -320,17 +331,26 @@ int cmd_bench(int argc, char** argv) {
   run.progress = a.has("--progress");
   run.so.n_batch = n_batch;
   run.so.cache_type = cache_type(a);
+  run.so.mem_topk = a.integer("--mem-topk", 0);
+  if (run.so.mem_topk < 0) fail("--mem-topk must be >= 0");
+  const long long mem_fill = a.integer("--mem-fill", 0);
+  if (mem_fill < 0) fail("--mem-fill must be >= 0");
+  if (mem_fill > 0 && !run.model->has_fot_memory()) fail("--mem-fill needs a LongLLaMA model (this one has no FoT memory)");
   run.so.on_warning = [](const std::string&) {};  // depth past the trained context is intended here
   const ModelFacts facts = model_facts(run.model->impl());
   const std::string when = utc_now();
 
+  for (int64_t d : depths)
+    if (mem_fill > 0 && d == 0)
+      fail("--mem-fill repeats the memory a depth left behind: give -d of at least two windows (-d " +
+           std::to_string(2 * run.model->n_ctx_train()) + ")");
   std::vector<BenchTest> tests;
   for (int64_t th : threads)
     for (int64_t d : depths) {
       for (int64_t p : prompts)
-        if (p > 0) tests.push_back({p, 0, d, int(th), {}});
+        if (p > 0) tests.push_back({p, 0, d, mem_fill, int(th), {}});
       for (int64_t n : gens)
-        if (n > 0) tests.push_back({0, n, d, int(th), {}});
+        if (n > 0) tests.push_back({0, n, d, mem_fill, int(th), {}});
     }
   if (tests.empty()) fail("nothing to measure: give -p or -n greater than 0");
 
