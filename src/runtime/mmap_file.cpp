@@ -24,7 +24,9 @@ constexpr size_t kHugePage = size_t(2) << 20;
 bool read_into_huge_pages(int fd, const std::string& path, size_t size, void** base, size_t* len,
                           const uint8_t** data) {
   const size_t want = (size + kHugePage - 1) / kHugePage * kHugePage + kHugePage;  // + alignment slack
-  void* p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  // No MAP_NORESERVE: the kernel's overcommit check may refuse a copy that cannot fit, and the
+  // caller then maps the file instead.
+  void* p = mmap(nullptr, want, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return false;
   auto* aligned = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1));
   madvise(aligned, want - size_t(aligned - static_cast<uint8_t*>(p)), MADV_HUGEPAGE);
