@@ -338,11 +338,18 @@ void attention_split_keys(const AttnKernels& k, const AttentionArgs& a, ThreadPo
     bool mem;
     int64_t t0, t1;
   };
-  std::vector<Item> items;
+  // Reused across calls (decode calls this once per layer and token): no allocation per call.
+  // Named through references: inside the pool's lambda a thread_local name would resolve to the
+  // worker thread's own (empty) instance.
+  thread_local std::vector<Item> tl_items;
+  thread_local std::vector<float> tl_states;
+  std::vector<Item>& items = tl_items;
+  std::vector<float>& states = tl_states;
+  items.clear();
   for (int64_t t = 0; t < a.mem.n; t += chunk) items.push_back({true, t, std::min(a.mem.n, t + chunk)});
   for (int64_t t = 0; t < n_local; t += chunk) items.push_back({false, t, std::min(n_local, t + chunk)});
   const int64_t per_item = a.n_head_kv * m * (hd + 2);
-  std::vector<float> states(items.size() * size_t(per_item));
+  states.resize(items.size() * size_t(per_item));
   const size_t need = attn_range_scratch_floats(hd, m, a.n_head_kv);
   std::atomic<int64_t> next{0};
   pool.run([&](int, int) {

@@ -197,7 +197,8 @@ void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const fl
                  ThreadPool& pool) {
   if (w.rows <= 0 || n_tokens <= 0) return;
   MatmulJob job{w, x, n_tokens, y, {}};
-  QuantActsBuf buf;
+  // Reused across calls (capacity only grows): no allocation per matmul in the decode loop.
+  thread_local QuantActsBuf buf;
   if (use_int8_gemv(k, w, n_tokens)) quantize_job_acts(k, job, buf);
 
   // Row blocks of 32 match the GEMM micro-panel (no thread gets a ragged panel except the last).

@@ -218,15 +218,25 @@ inline __m512 reduce16(const __m512* v) {
 }
 
 // 64-byte aligned scratch memory of one call; data is nullptr when the allocation failed.
-struct Scratch {
+// Per-thread scratch that only grows: the decode GEMV needs a few KiB on every pool thread per
+// call, and the decode loop must not allocate (it did ~310 times per TinyLlama token).
+struct ThreadScratch {
   uint8_t* data = nullptr;
-  explicit Scratch(size_t bytes) {
-    if (bytes > 0) data = static_cast<uint8_t*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
-  }
-  ~Scratch() { std::free(data); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
+  size_t cap = 0;
+  ~ThreadScratch() { std::free(data); }
 };
+inline uint8_t* thread_scratch(size_t bytes) {
+  thread_local ThreadScratch s;
+  if (bytes > s.cap) {
+    const size_t cap = (bytes + 4095) / 4096 * 4096;
+    void* p = std::aligned_alloc(64, cap);
+    if (p == nullptr) return nullptr;
+    std::free(s.data);
+    s.data = static_cast<uint8_t*>(p);
+    s.cap = cap;
+  }
+  return s.data;
+}
 
 // F32 / F16 / BF16 weights: 64 columns per step into four accumulators per token, row sums
 // reduced 16 rows at a time. In L2 this runs at ~50 GB/s of F16 (bound by vcvtph2ps and the
@@ -412,12 +422,12 @@ void gemv_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols, nb = K / kQBlock, ng = nb / 4;
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
   const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
-  Scratch xg(size_t(ng * NT * kGemvGroupBytes));  // [ng, NT] groups of prep_gemv_acts
-  if (ng > 0 && xg.data == nullptr) {  // out of memory: the kernel that needs no scratch
+  uint8_t* xg = thread_scratch(size_t(ng * NT * kGemvGroupBytes));  // [ng, NT] groups of prep_gemv_acts
+  if (ng > 0 && xg == nullptr) {  // out of memory: the kernel that needs no scratch
     gemv_q<T, NT>(job, r0, r1, t0);
     return;
   }
-  prep_gemv_acts(xq, xd, K, NT, T == DType::Q8_0 ? 128 : 8, xg.data);
+  prep_gemv_acts(xq, xd, K, NT, T == DType::Q8_0 ? 128 : 8, xg);
   const __m512i low4 = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(char(0x80));
   // f16 scale words -> lanes [d0 x4, d1 x4, d2 x4, d3 x4]. Q8_0 (34-byte blocks): words 0 and 17
   // of two 64-byte loads at blocks 0 and 2; Q4_0 (18-byte blocks): words 0, 9, 18, 27 of one.
@@ -462,7 +472,7 @@ void gemv_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
           hi = _mm512_and_si512(_mm512_srli_epi16(a, 4), low4);
           dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(didx, _mm512_loadu_si512(b))));
         }
-        const uint8_t* xt = xg.data + g * NT * kGemvGroupBytes;
+        const uint8_t* xt = xg + g * NT * kGemvGroupBytes;
         for (int t = 0; t < NT; ++t, xt += kGemvGroupBytes) {
           const __m512i seed = _mm512_load_si512(xt + 128);
           const __m512i isum =

@@ -36,7 +36,7 @@ void ThreadPool::worker(int idx) {
       g = generation_.load();
     }
     seen = g;
-    const std::function<void(int, int)>* job;
+    const FunctionRef<void(int, int)>* job;
     {
       std::lock_guard<std::mutex> lk(mu_);
       if (stop_) return;
@@ -47,7 +47,7 @@ void ThreadPool::worker(int idx) {
   }
 }
 
-void ThreadPool::run(const std::function<void(int, int)>& fn) {
+void ThreadPool::run(FunctionRef<void(int, int)> fn) {
   if (n_threads_ == 1) {
     fn(0, 1);
     return;
@@ -73,7 +73,7 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
   }
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+void ThreadPool::parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn) {
   if (n <= 0) return;
   const int nt = int(std::min<int64_t>(n_threads_, n));
   if (nt == 1) {

@@ -5,10 +5,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "runtime/function_ref.h"
 
 namespace lcx {
 
@@ -21,11 +22,12 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
 
-  // Runs fn(i_thread, n_threads) on every thread (the caller is thread 0) and waits.
-  void run(const std::function<void(int, int)>& fn);
+  // Runs fn(i_thread, n_threads) on every thread (the caller is thread 0) and waits. fn is
+  // referenced, not copied: no allocation per call.
+  void run(FunctionRef<void(int, int)> fn);
 
   // Splits [0, n) into contiguous chunks, one per thread; fn(begin, end).
-  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn);
+  void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn);
 
  private:
   void worker(int idx);
@@ -34,7 +36,7 @@ class ThreadPool {
   std::vector<std::thread> threads_;
   std::mutex mu_;
   std::condition_variable cv_;
-  const std::function<void(int, int)>* job_ = nullptr;
+  const FunctionRef<void(int, int)>* job_ = nullptr;
   std::atomic<uint64_t> generation_{0};
   std::atomic<int> pending_{0};
   bool stop_ = false;
