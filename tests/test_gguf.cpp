@@ -14,6 +14,7 @@
 
 #include "formats/gguf.h"
 #include "kernels/ops.h"
+#include "longctx/longctx.h"
 #include "model/gguf_model.h"
 #include "runtime/error.h"
 #include "testutil.h"
@@ -28,7 +29,14 @@ using test::tmp_dir;
 std::string model_dir(const std::string& name) { return fixtures_dir() + "/models/" + name; }
 std::string tokenizer_path() { return fixtures_dir() + "/tokenizer.model"; }
 
-std::vector<float> dequant(const TensorView& v) {
+std::vector<float> dequant(TensorView v) {
+  std::vector<uint8_t> rowmajor;
+  if (v.dtype == DType::Q4_0_R16) {  // repacked at load for the AVX-512 kernels: read the file's order
+    rowmajor.resize(v.nbytes);
+    q4_0_r16_rowmajor_bytes(v.data, v.cols(), 0, v.nbytes, rowmajor.data());
+    v.dtype = DType::Q4_0;
+    v.data = rowmajor.data();
+  }
   std::vector<float> out(size_t(v.numel()));
   const int64_t cols = v.cols(), rows = v.numel() / cols;
   const size_t rb = dtype_row_bytes(v.dtype, cols);
@@ -378,7 +386,9 @@ TEST_P(GgufFixture, ReducedPrecisionWithinBounds) {
     expect_config_eq(hf->config, gg->config);
     for (auto& p : weight_pairs(*hf, *gg)) {
       const bool norm = p.vb.shape.size() == 1;
-      EXPECT_EQ(p.vb.dtype, norm ? DType::F32 : dt) << p.name;
+      // Q4_0 matrices may be repacked in memory for the AVX-512 kernels (same blocks).
+      const bool repacked = dt == DType::Q4_0 && p.vb.dtype == DType::Q4_0_R16;
+      EXPECT_TRUE(p.vb.dtype == (norm ? DType::F32 : dt) || repacked) << p.name << " " << dtype_name(p.vb.dtype);
       // Per 32-value block: fp16/bf16 round each value; Q8_0 errs by at most half a step of
       // amax/127 (plus the fp16 scale rounding); Q4_0 by at most one step amax/8 (the clamp
       // at nibble 15).
@@ -397,6 +407,70 @@ TEST_P(GgufFixture, ReducedPrecisionWithinBounds) {
         }
       }
     }
+  }
+}
+
+// Q4_0 matrices repacked at load for the AVX-512 kernels (Q4_0_R16) hold the same blocks, give
+// the same logits up to float summation order (prefill bit for bit), keep the state fingerprint
+// (a state saved by a repacking process loads in one that does not) and convert back to the same
+// GGUF bytes.
+TEST(GgufRepack, Q4_0RepackedMatchesFileLayout) {
+  auto hf = load_model(model_dir("longllama_mem"));
+  const std::string out = tmp_dir() + "/repack.Q4_0.gguf";
+  RemoveOnExit cleanup_out{out};
+  convert_to_gguf(*hf, out, DType::Q4_0);
+  longctx::LoadOptions lo;
+  lo.overrides = {{"--last-context-length", "16"}};
+  auto packed = longctx::Model::load(out, lo);
+  lo.repack = false;
+  auto plain = longctx::Model::load(out, lo);
+  EXPECT_EQ(plain->impl().n_repacked, 0);
+  if (!kernels::q4_0_r16_preferred()) GTEST_SKIP() << "the active kernels read Q4_0 in the file layout";
+  ASSERT_GT(packed->impl().n_repacked, 0);
+  int n_r16 = 0;
+  for (auto& p : weight_pairs(const_cast<Model&>(plain->impl()), const_cast<Model&>(packed->impl()))) {
+    EXPECT_EQ(p.a, p.b) << p.name;
+    n_r16 += p.vb.dtype == DType::Q4_0_R16;
+  }
+  EXPECT_EQ(n_r16, packed->impl().n_repacked);
+  EXPECT_NE(packed->describe().find("repacked"), std::string::npos);
+
+  // Prefill (int8 GEMM: same panels, same bits), then decode steps (the R16 GEMV).
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 40; ++i) ids.push_back(int32_t(1 + (i * 37) % (packed->n_vocab() - 1)));
+  longctx::SessionOptions so;
+  so.n_threads = 2;
+  longctx::Session a(packed, so), b(plain, so);
+  std::vector<float> la, lb;
+  a.feed(std::vector<int32_t>(ids.begin(), ids.begin() + 30), &la);
+  b.feed(std::vector<int32_t>(ids.begin(), ids.begin() + 30), &lb);
+  EXPECT_EQ(la, lb);
+  const std::string state = tmp_dir() + "/repack.state";
+  RemoveOnExit cleanup_state{state};
+  a.save_state(state);
+  longctx::Session c(plain, so);
+  c.load_state(state);  // the fingerprint sees the file's bytes
+  for (size_t i = 30; i < ids.size(); ++i) {
+    a.feed({ids[i]});
+    b.feed({ids[i]});
+    c.feed({ids[i]});
+    float amax = 0;
+    for (float v : b.logits()) amax = std::max(amax, std::fabs(v));
+    for (size_t j = 0; j < b.logits().size(); ++j) {
+      ASSERT_NEAR(a.logits()[j], b.logits()[j], 1e-4f * amax) << "token " << i;
+      ASSERT_EQ(c.logits()[j], b.logits()[j]) << "token " << i;
+    }
+  }
+
+  // Exported again, the repacked model writes the file's bytes.
+  const std::string again = tmp_dir() + "/repack.again.gguf";
+  RemoveOnExit cleanup_again{again};
+  convert_to_gguf(packed->impl(), again, DType::Q4_0);
+  const GgufFile g1 = GgufFile::open(out), g2 = GgufFile::open(again);
+  for (const auto& [name, t] : g1.tensors()) {
+    const auto& t2 = g2.tensors().at(name);
+    ASSERT_EQ(t.nbytes, t2.nbytes) << name;
+    EXPECT_EQ(std::memcmp(t.data, t2.data, t.nbytes), 0) << name;
   }
 }
 

@@ -305,6 +305,90 @@ TEST(Kernels, MatmulInt8GemmMatchesTwin) {
   }
 }
 
+// Q4_0 weights repacked into 16-row panels (DType::Q4_0_R16, the AVX-512 decode layout): the
+// repack keeps every block, and every kernel variant gives on R16 what it gives on the Q4_0 rows
+// (GEMV: the int8 twin within float summation order; prompt GEMMs: the same bits, the panel
+// preparation gathers the same blocks). Row ranges start and end inside panels.
+TEST(Kernels, Q4_0R16MatchesQ4_0) {
+  std::vector<const KernelTable*> tables = simd_tables();
+  tables.push_back(&scalar::kTable);
+  for (int64_t rows : {16, 48, 80}) {
+    for (int64_t cols : {32, 96, 288, 1056}) {
+      const std::vector<uint8_t> q4 = make_weights(DType::Q4_0, rows, cols, uint32_t(rows * 5 + cols));
+      std::vector<uint8_t> r16(q4.size());
+      repack_q4_0_r16(q4.data(), r16.data(), rows, cols);
+      const int64_t nb = cols / kQBlock;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t b = 0; b < nb; ++b) {
+          const BlockQ4_0 got = q4_0_r16_block(r16.data(), cols, r, b);
+          ASSERT_EQ(std::memcmp(&got, q4.data() + size_t(r * nb + b) * sizeof(BlockQ4_0), sizeof got), 0)
+              << "r=" << r << " b=" << b;
+        }
+      }
+      const MatRef wq{DType::Q4_0, rows, cols, q4.data()}, wr{DType::Q4_0_R16, rows, cols, r16.data()};
+      for (const KernelTable* k : tables) {
+        for (int64_t nt : {1, 2, 3, 4, 5, 17}) {
+          const std::vector<float> x = random_vec(nt * cols, uint32_t(nt * 3 + cols));
+          const TwinActs a = twin_quantize(x, nt, cols);
+          const std::vector<double> scale = abs_products(wq, x.data(), nt);
+          std::vector<float> want(size_t(nt * rows));
+          MatmulJob jg{wr, x.data(), nt, nullptr, {}};
+          PackedBuf p;
+          if (nt <= kGemvMaxTokens && k->isa != KernelIsa::Scalar) {
+            scalar::matmul_rows_q8acts({wq, x.data(), nt, want.data(), {a.qs.data(), a.d.data()}}, 0, rows, 0, nt);
+            jg.xq = {a.qs.data(), a.d.data()};
+          } else {
+            MatmulJob jw{wq, x.data(), nt, want.data(), {}};
+            jw.mode = gemm_mode(*k, DType::Q4_0, nt, false);
+            if (jw.mode == GemmMode::Int8) {
+              p = pack_all(*k, GemmMode::Int8, x, nt, cols);
+              jw.xp = jg.xp = p.data;
+            }
+            jg.mode = jw.mode;
+            ASSERT_EQ(gemm_mode(*k, DType::Q4_0_R16, nt, false), jw.mode);
+            k->matmul_rows(jw, 0, rows, 0, nt);
+          }
+          const bool exact = jg.mode == GemmMode::Int8 || k->isa == KernelIsa::Scalar;
+          for (int64_t r0 : {int64_t(0), int64_t(3), int64_t(17)}) {
+            for (int64_t r1 : {rows, rows - 5}) {
+              if (r0 >= r1) continue;
+              std::vector<float> got(size_t(nt * rows), -7.0f);
+              jg.y = got.data();
+              k->matmul_rows(jg, r0, r1, 0, nt);
+              for (int64_t i = 0; i < nt; ++i) {
+                for (int64_t r = 0; r < rows; ++r) {
+                  const size_t at = size_t(i * rows + r);
+                  const std::string where = shape_str(*k, DType::Q4_0_R16, rows, cols, nt) + " r=" + std::to_string(r) +
+                                            " r0=" + std::to_string(r0) + " r1=" + std::to_string(r1);
+                  if (r < r0 || r >= r1) {
+                    ASSERT_EQ(got[at], -7.0f) << where;
+                  } else if (exact) {
+                    ASSERT_EQ(got[at], want[at]) << where;
+                  } else {
+                    ASSERT_NEAR(got[at], want[at], 1e-5 * scale[at] + 1e-30) << where;
+                  }
+                }
+              }
+            }
+          }
+        }
+        // Through the thread pool, as the model calls it.
+        for (int64_t nt : {1, 3, 20}) {
+          const std::vector<float> x = random_vec(nt * cols, uint32_t(nt + 1));
+          const std::vector<double> scale = abs_products(wq, x.data(), nt);
+          ThreadPool pool(2);
+          std::vector<float> want(size_t(nt * rows)), got(size_t(nt * rows), NAN);
+          matmul_with(*k, false, wq, x.data(), nt, want.data(), pool);
+          matmul_with(*k, false, wr, x.data(), nt, got.data(), pool);
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_NEAR(got[i], want[i], 1e-5 * scale[i] + 1e-30) << shape_str(*k, DType::Q4_0_R16, rows, cols, nt);
+          }
+        }
+      }
+    }
+  }
+}
+
 // Whether this CPU runs the bf16 GEMM of table k.
 bool has_bf16_gemm(const KernelTable& k) { return gemm_mode(k, DType::BF16, kGemvMaxTokens + 1, true) == GemmMode::Bf16; }
 

@@ -100,6 +100,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   lcx::LoadOptions lo;
   lo.tokenizer_path = opt.tokenizer_path;
   lo.weights = lcx::parse_file_load(opt.weights);
+  lo.repack = opt.repack;
   m->m_ = lcx::load_model(path, lo);
   apply_overrides(m->m_->config, opt);
   return m;
@@ -137,6 +138,7 @@ std::string Model::describe() const {
     os << "weights:      ";
     if (copied) os << copied / (1 << 20) << " MiB in 2 MiB huge pages" << (mapped ? ", " : "");
     if (mapped) os << mapped / (1 << 20) << " MiB memory-mapped";
+    if (m_->n_repacked) os << "; " << m_->n_repacked << " Q4_0 matrices repacked for the AVX-512 kernels (Q4_0_R16)";
     os << "\n";
   }
   if (c.arch == lcx::Arch::LongLlama) {
@@ -488,6 +490,14 @@ uint64_t model_fingerprint(const lcx::Model& m) {
     const lcx::TensorView& t = *slot.dst;
     if (!t.data) continue;
     const size_t n = std::min<size_t>(256, t.nbytes);
+    if (t.dtype == lcx::DType::Q4_0_R16) {  // the file's bytes, not the kernels' layout
+      uint8_t head[256], tail[256];
+      lcx::q4_0_r16_rowmajor_bytes(t.data, t.cols(), 0, n, head);
+      lcx::q4_0_r16_rowmajor_bytes(t.data, t.cols(), t.nbytes - n, n, tail);
+      f.add(head, n);
+      f.add(tail, n);
+      continue;
+    }
     f.add(t.data, n);
     f.add(static_cast<const uint8_t*>(t.data) + t.nbytes - n, n);
   }

@@ -88,6 +88,7 @@ const KernelTable& active_kernels() {
 }
 
 KernelIsa active_kernel_isa() { return active_kernels().isa; }
+bool q4_0_r16_preferred() { return active_kernel_isa() == KernelIsa::Avx512; }
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) { active_kernels().dequantize_row(t, src, dst, n); }
 void quantize_row(DType t, const float* src, void* dst, int64_t n) { active_kernels().quantize_row(t, src, dst, n); }
@@ -176,7 +177,9 @@ void pack_job_acts(const KernelTable& k, MatmulJob& job, ThreadPool* pool) {
 
 GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16) {
   if (n_tokens <= kGemvMaxTokens) return GemmMode::F32;
-  if ((t == DType::Q8_0 || t == DType::Q4_0) && k.pack_acts_int8 != nullptr) return GemmMode::Int8;
+  if ((t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16) && k.pack_acts_int8 != nullptr) {
+    return GemmMode::Int8;
+  }
   if ((t == DType::F16 || t == DType::BF16) && fast_bf16 && k.pack_acts_bf16 != nullptr && cpu_has_avx512bf16()) {
     return GemmMode::Bf16;
   }

@@ -42,6 +42,8 @@ void axpy(float a, const float* x, float* y, int64_t n);
 // on first use; LONGCTX_KERNELS=scalar|avx2|avx512 forces one (a variant the CPU lacks, or an
 // unknown name, falls back to the automatic choice with a warning on stderr).
 enum class KernelIsa : uint8_t { Scalar, Avx2, Avx512, kCount };
+// Whether the active kernels read Q4_0 weights faster as DType::Q4_0_R16 (the AVX-512 ones do).
+bool q4_0_r16_preferred();
 const char* kernel_isa_name(KernelIsa isa);
 bool kernel_isa_supported(KernelIsa isa);  // compiled in and this CPU can run it
 KernelIsa active_kernel_isa();

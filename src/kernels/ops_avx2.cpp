@@ -319,6 +319,13 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
     case DType::BF16: matmul_typed<DType::BF16>(job, r0, r1, t0, t1); return;
     case DType::Q8_0: matmul_typed<DType::Q8_0>(job, r0, r1, t0, t1); return;
     case DType::Q4_0: matmul_typed<DType::Q4_0>(job, r0, r1, t0, t1); return;
+    case DType::Q4_0_R16:  // repacked only for the AVX-512 kernels; correct here, not fast
+      if (job.xq.qs != nullptr) {
+        scalar::matmul_rows_q8acts(job, r0, r1, t0, t1);
+      } else {
+        scalar::matmul_rows_job(job, r0, r1, t0, t1);
+      }
+      return;
     default: scalar::matmul_rows_job(job, r0, r1, t0, t1); return;
   }
 }

@@ -103,6 +103,8 @@ const KernelTable& active_kernels();
 namespace scalar {
 extern const KernelTable kTable;
 void matmul_rows_job(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+// Row r of w as float32 (any dtype, Q4_0_R16 included).
+void weight_row(const MatRef& w, int64_t r, float* dst);
 void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d);
 // The twin of the SIMD int8 GEMV and GEMM: sum over blocks of d_w * d_x * (integer block dot).
 void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);

@@ -128,11 +128,22 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+void weight_row(const MatRef& w, int64_t r, float* dst) {
+  if (w.dtype == DType::Q4_0_R16) {  // not contiguous: gather each block (see dtype.h)
+    for (int64_t b = 0; b < w.cols / kQBlock; ++b) {
+      const BlockQ4_0 blk = q4_0_r16_block(w.data, w.cols, r, b);
+      dequantize_row(DType::Q4_0, &blk, dst + b * kQBlock, kQBlock);
+    }
+    return;
+  }
+  dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * dtype_row_bytes(w.dtype, w.cols), dst,
+                 w.cols);
+}
+
 void matmul_rows(const MatRef& w, const float* x, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   std::vector<float> row(size_t(w.cols));
-  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
   for (int64_t r = r0; r < r1; ++r) {
-    dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes, row.data(), w.cols);
+    weight_row(w, r, row.data());
     for (int64_t t = 0; t < n_tokens; ++t) y[t * w.rows + r] = dot_f32(row.data(), x + t * w.cols, w.cols);
   }
 }
@@ -140,9 +151,8 @@ void matmul_rows(const MatRef& w, const float* x, int64_t n_tokens, float* y, in
 void matmul_rows_job(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const MatRef& w = job.w;
   std::vector<float> row(size_t(w.cols));
-  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
   for (int64_t r = r0; r < r1; ++r) {
-    dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes, row.data(), w.cols);
+    weight_row(w, r, row.data());
     for (int64_t t = t0; t < t1; ++t) job.y[t * w.rows + r] = dot_f32(row.data(), job.x + t * w.cols, w.cols);
   }
 }
@@ -178,7 +188,8 @@ void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0
           dw = f16_to_f32(b.d);
           for (int j = 0; j < kQBlock; ++j) isum += int32_t(b.qs[j]) * q[ib * kQBlock + j];
         } else {
-          const auto& b = reinterpret_cast<const BlockQ4_0*>(row)[ib];
+          const BlockQ4_0 b = w.dtype == DType::Q4_0_R16 ? q4_0_r16_block(w.data, w.cols, r, ib)
+                                                         : reinterpret_cast<const BlockQ4_0*>(row)[ib];
           dw = f16_to_f32(b.d);
           for (int j = 0; j < kQBlock / 2; ++j) {
             isum += (int32_t(b.qs[j] & 0x0f) - 8) * q[ib * kQBlock + j];
@@ -195,9 +206,8 @@ void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0
 void matmul_rows_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const MatRef& w = job.w;
   std::vector<float> row(size_t(w.cols)), xt(size_t(w.cols));
-  const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
   for (int64_t r = r0; r < r1; ++r) {
-    dequantize_row(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes, row.data(), w.cols);
+    weight_row(w, r, row.data());
     for (auto& v : row) v = bf16_to_f32(f32_to_bf16(v));  // F16 -> bf16 rounds; BF16 is exact
     for (int64_t t = t0; t < t1; ++t) {
       for (int64_t c = 0; c < w.cols; ++c) xt[size_t(c)] = bf16_to_f32(f32_to_bf16(job.x[t * w.cols + c]));

@@ -374,7 +374,16 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     DType dt = slot.is_norm || slot.shape.size() == 1 ? DType::F32 : dtype;
     if (dtype_is_quantized(dt) && slot.shape.back() % kQBlock != 0) dt = DType::F16;
     const int64_t n_head_perm = slot.permute == QkPermute::Q ? c.n_head : slot.permute == QkPermute::K ? c.n_head_kv : 0;
-    w.add_tensor(slot.gguf_name, dt, slot.shape, [src, dt, n_head_perm](const GgufWriter::Sink& sink) {
+    w.add_tensor(slot.gguf_name, dt, slot.shape, [src0 = src, dt, n_head_perm](const GgufWriter::Sink& sink) {
+      // Weights repacked for the kernels are written in the file layout they came from.
+      TensorView src = src0;
+      std::vector<uint8_t> rowmajor;
+      if (src.dtype == DType::Q4_0_R16) {
+        rowmajor.resize(src.nbytes);
+        q4_0_r16_rowmajor_bytes(src.data, src.cols(), 0, src.nbytes, rowmajor.data());
+        src.dtype = DType::Q4_0;
+        src.data = rowmajor.data();
+      }
       // q/k rows go to llama.cpp's interleaved-pair order (convert_hf_to_gguf's permute).
       std::vector<uint8_t> permuted;
       const auto* base = static_cast<const uint8_t*>(src.data);

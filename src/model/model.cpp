@@ -4,6 +4,7 @@
 
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
+#include "kernels/ops.h"
 #include "runtime/error.h"
 
 namespace lcx {
@@ -41,6 +42,7 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   } else {
     load_gguf_model(path, *m, opt.weights);
   }
+  if (opt.repack && kernels::q4_0_r16_preferred()) m->n_repacked = repack_weights_for_kernels(m->weights);
   if (!opt.tokenizer_path.empty()) {
     m->tokenizer = load_sentencepiece_tokenizer(opt.tokenizer_path);
     m->tokenizer_source = opt.tokenizer_path;

@@ -18,6 +18,7 @@ struct Model {
   std::string path;
   std::string format;                    // "hf" or "gguf"
   std::string tokenizer_source;          // where the tokenizer came from, for `info`
+  int n_repacked = 0;                    // weights rewritten for the kernels (repack_weights_for_kernels)
 
   // Throws a helpful error when there is no tokenizer.
   const Tokenizer& tok() const;
@@ -26,6 +27,9 @@ struct Model {
 struct LoadOptions {
   std::string tokenizer_path;  // --tokenizer: overrides the model's own
   FileLoad weights = FileLoad::Auto;  // --mmap / --no-mmap
+  // Repack weights into the layouts the active kernels read fastest (Q4_0 -> Q4_0_R16 with the
+  // AVX-512 kernels); --no-repack keeps the file's layout (for A/B measurements).
+  bool repack = true;
 };
 
 // MODEL is a Hugging Face directory or a .gguf file.

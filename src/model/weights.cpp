@@ -32,6 +32,58 @@ std::vector<TensorSlot> tensor_slots(const ModelConfig& c, ModelWeights& w) {
   return s;
 }
 
+int repack_weights_for_kernels(ModelWeights& w) {
+  std::vector<TensorView*> todo;
+  const auto consider = [&](TensorView& t) {
+    if (t.dtype == DType::Q4_0 && t.shape.size() == 2 && t.rows() % kR16Rows == 0 && t.cols() % kQBlock == 0 &&
+        t.data != nullptr && t.data != w.tok_embd.data)
+      todo.push_back(&t);
+  };
+  for (LayerWeights& l : w.layers) {
+    for (TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) consider(*t);
+  }
+  consider(w.output);
+  if (todo.empty()) return 0;
+  // Every view must point into memory this model owns: a file (private mapping or copy) or an
+  // owned buffer. Anything else is left alone.
+  const auto owner_file = [&](const TensorView& t) -> MappedFile* {
+    for (const auto& f : w.files)
+      if (f->contains(t.data, t.nbytes)) return f.get();
+    return nullptr;
+  };
+  const auto owned = [&](const TensorView& t) {
+    for (const auto& b : w.owned) {
+      const auto* p = static_cast<const uint8_t*>(t.data);
+      if (p >= b.data() && p + t.nbytes <= b.data() + b.size()) return true;
+    }
+    return false;
+  };
+  for (const auto& f : w.files) f->set_writable(true);
+  int n = 0;
+  std::vector<uint8_t> panel;
+  try {
+    for (TensorView* t : todo) {
+      if (owner_file(*t) == nullptr && !owned(*t)) continue;
+      // One panel of 16 rows occupies the same bytes in both layouts: repack panel by panel.
+      const int64_t cols = t->cols();
+      const size_t panel_bytes = dtype_row_bytes(DType::Q4_0, cols) * size_t(kR16Rows);
+      panel.resize(panel_bytes);
+      auto* data = static_cast<uint8_t*>(const_cast<void*>(t->data));
+      for (int64_t p = 0; p < t->rows() / kR16Rows; ++p) {
+        std::memcpy(panel.data(), data + size_t(p) * panel_bytes, panel_bytes);
+        repack_q4_0_r16(panel.data(), data + size_t(p) * panel_bytes, kR16Rows, cols);
+      }
+      t->dtype = DType::Q4_0_R16;
+      ++n;
+    }
+  } catch (...) {
+    for (const auto& f : w.files) f->set_writable(false);
+    throw;
+  }
+  for (const auto& f : w.files) f->set_writable(false);
+  return n;
+}
+
 std::vector<uint8_t> permute_qk_rows(const TensorView& t, int64_t n_head, bool to_gguf) {
   // llama.cpp's converter reshapes rows as [n_head, 2, head_dim/2] and swaps the middle axes:
   // GGUF row (h, i, j) = HF row (h, j, i), i in {0,1}, j < head_dim/2. The inverse maps back.

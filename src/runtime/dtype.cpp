@@ -15,6 +15,7 @@ const char* dtype_name(DType t) {
     case DType::BF16: return "BF16";
     case DType::Q8_0: return "Q8_0";
     case DType::Q4_0: return "Q4_0";
+    case DType::Q4_0_R16: return "Q4_0_R16";
     default: return "?";
   }
 }
@@ -30,7 +31,7 @@ DType dtype_from_name(const std::string& name) {
   fail("unknown dtype '" + name + "': choose one of f32, f16, bf16, q8_0, q4_0");
 }
 
-bool dtype_is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0; }
+bool dtype_is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16; }
 
 size_t dtype_row_bytes(DType t, int64_t n) {
   switch (t) {
@@ -38,8 +39,36 @@ size_t dtype_row_bytes(DType t, int64_t n) {
     case DType::F16:
     case DType::BF16: return size_t(n) * 2;
     case DType::Q8_0: return size_t(n / kQBlock) * sizeof(BlockQ8_0);
-    case DType::Q4_0: return size_t(n / kQBlock) * sizeof(BlockQ4_0);
+    case DType::Q4_0:
+    case DType::Q4_0_R16: return size_t(n / kQBlock) * sizeof(BlockQ4_0);
     default: return 0;
+  }
+}
+
+void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t cols) {
+  const int64_t nb = cols / kQBlock;
+  const auto* in = static_cast<const BlockQ4_0*>(src);  // [rows, nb]
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t lane = r % kR16Rows;
+    for (int64_t b = 0; b < nb; ++b) {
+      const BlockQ4_0& blk = in[r * nb + b];
+      uint8_t* g = out + size_t((r / kR16Rows) * nb + b) * kR16GroupBytes;
+      std::memcpy(g + 2 * lane, &blk.d, 2);
+      for (int k = 0; k < 4; ++k) std::memcpy(g + 2 * kR16Rows + 64 * k + 4 * lane, blk.qs + 4 * k, 4);
+    }
+  }
+}
+
+void q4_0_r16_rowmajor_bytes(const void* data, int64_t cols, size_t offset, size_t n, uint8_t* out) {
+  const int64_t nb = cols / kQBlock;
+  size_t j = 0;
+  while (j < n) {
+    const size_t at = offset + j, i = at / sizeof(BlockQ4_0), within = at % sizeof(BlockQ4_0);
+    const BlockQ4_0 blk = q4_0_r16_block(data, cols, int64_t(i) / nb, int64_t(i) % nb);
+    const size_t take = std::min(n - j, sizeof(BlockQ4_0) - within);
+    std::memcpy(out + j, reinterpret_cast<const uint8_t*>(&blk) + within, take);
+    j += take;
   }
 }
 

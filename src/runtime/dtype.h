@@ -10,7 +10,17 @@ namespace lcx {
 //   Q8_0: 32 values = fp16 scale d + 32 x int8 q,            x = d * q
 //   Q4_0: 32 values = fp16 scale d + 16 bytes of nibbles,    x = d * (nibble - 8)
 //         byte j holds value j (low nibble) and value j + 16 (high nibble).
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, kCount };
+//
+// Q4_0_R16 is not a file format: it is Q4_0 weights repacked at load time for the AVX-512 decode
+// GEMV (same blocks, same bytes per row, only their order differs). Rows go in panels of 16;
+// panel p holds rows 16p..16p+15 as cols / 32 block groups of 288 bytes, one per 32-column block
+// b: the 16 rows' fp16 scales (32 bytes, row order), then the 16 rows' quants as 4 x 64 bytes,
+// chunk k holding bytes 4k..4k+3 of each row's 16 quant bytes (row order). One 64-byte load is
+// then 16 rows x 8 values, so a vpdpbusd against 4 broadcast activations advances 16 rows at
+// once and each row's sum stays in its own lane (no horizontal reduction, no byte shuffles).
+// Needs rows % 16 == 0. llama.cpp repacks Q4_0 the same way for its CPU kernels (Q4_0x8 for
+// AVX2); this is our own layout.
+enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_0_R16, kCount };
 
 constexpr int kQBlock = 32;  // values per Q8_0 / Q4_0 block
 
@@ -24,6 +34,25 @@ struct BlockQ4_0 {
 };
 static_assert(sizeof(BlockQ8_0) == 34);
 static_assert(sizeof(BlockQ4_0) == 18);
+
+constexpr int64_t kR16Rows = 16;                                  // rows per Q4_0_R16 panel
+constexpr size_t kR16GroupBytes = kR16Rows * sizeof(BlockQ4_0);   // one block of 16 rows: 288
+
+// Block b of row r of a Q4_0_R16 matrix with `cols` columns, as the Q4_0 block it came from.
+inline BlockQ4_0 q4_0_r16_block(const void* data, int64_t cols, int64_t r, int64_t b) {
+  const int64_t nb = cols / kQBlock;
+  const auto* g = static_cast<const uint8_t*>(data) + size_t((r / kR16Rows) * nb + b) * kR16GroupBytes;
+  const int64_t lane = r % kR16Rows;
+  BlockQ4_0 out;
+  std::memcpy(&out.d, g + 2 * lane, 2);
+  for (int k = 0; k < 4; ++k) std::memcpy(out.qs + 4 * k, g + 2 * kR16Rows + 64 * k + 4 * lane, 4);
+  return out;
+}
+// Q4_0 [rows, cols] (rows % 16 == 0) -> Q4_0_R16 in dst (same size; dst must not alias src).
+void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t cols);
+// Bytes [offset, offset + n) of the row-major Q4_0 tensor a Q4_0_R16 tensor came from (state
+// fingerprints and GGUF export see the file's bytes, whatever layout the kernels use).
+void q4_0_r16_rowmajor_bytes(const void* data, int64_t cols, size_t offset, size_t n, uint8_t* out);
 
 const char* dtype_name(DType t);
 // Parses "f32", "F16", "bf16", "q8_0", "Q4_0"...; throws lcx::Error naming the choices.

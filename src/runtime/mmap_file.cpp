@@ -121,6 +121,12 @@ std::shared_ptr<MappedFile> MappedFile::open(const std::string& path, FileLoad h
   return f;
 }
 
+void MappedFile::set_writable(bool writable) {
+  if (map_base_ == nullptr) return;
+  if (mprotect(map_base_, map_len_, PROT_READ | (writable ? PROT_WRITE : 0)) != 0)
+    fail("cannot change the protection of the weights of '" + path_ + "': " + std::strerror(errno));
+}
+
 MappedFile::~MappedFile() {
   if (map_base_) munmap(map_base_, map_len_);
 }

@@ -38,6 +38,13 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   bool copied() const { return copied_; }  // read into huge-page memory rather than mapped
+  bool contains(const void* p, size_t n) const {
+    const auto* b = static_cast<const uint8_t*>(p);
+    return data_ != nullptr && b >= data_ && n <= size_ && size_t(b - data_) <= size_ - n;
+  }
+  // Lets the loader rewrite weights in place (repacking for the kernels): the mapping is private,
+  // so written pages become this process's copies and the file never changes. Throws on failure.
+  void set_writable(bool writable);
 
  private:
   MappedFile() = default;

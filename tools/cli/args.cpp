@@ -26,6 +26,10 @@ Args::Args(const std::string& cmd, int argc, char** argv, const std::set<std::st
       values_.emplace("--weights-load", a == "--mmap" ? "mmap" : "copy");
       continue;
     }
+    if (a == "--no-repack" && value_flags.count("--model")) {
+      values_.emplace("--repack", "no");
+      continue;
+    }
     if (switches.count(a)) {
       values_.emplace(a, "1");
       continue;

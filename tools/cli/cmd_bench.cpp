@@ -288,7 +288,8 @@ const char* kBenchHelp =
     "  -o, --output md|json      same as --json when json\n"
     "  --progress                report each step on stderr\n"
     "  --tokenizer FILE          tokenizer.model (only needed by models without one for loading)\n"
-    "  --mmap, --no-mmap         weights mapped, or read into huge pages (default: huge pages when possible)\n";
+    "  --mmap, --no-mmap         weights mapped, or read into huge pages (default: huge pages when possible)\n"
+    "  --no-repack               keep Q4_0 matrices in the file's layout (default: AVX-512 16-row panels)\n";
 
 }  // namespace
 
@@ -322,6 +323,7 @@ int cmd_bench(int argc, char** argv) {
   longctx::LoadOptions lo;
   lo.tokenizer_path = a.str("--tokenizer");
   lo.weights = a.str("--weights-load", "auto");
+  lo.repack = a.str("--repack", "yes") != "no";
   lo.overrides = a.overrides();
   const std::string path = a.required("--model");
   Runner run;

@@ -11,7 +11,9 @@ const char* kModelHelp =
     "  -m, --model MODEL         Hugging Face directory or .gguf file (required)\n"
     "  --tokenizer FILE          tokenizer.model to use when the model has none\n"
     "  --mmap, --no-mmap         weights: map the file, or read it into 2 MiB huge pages (default: huge\n"
-    "                            pages when the kernel offers them and the file fits in 60 % of free RAM)\n";
+    "                            pages when the kernel offers them and the file fits in 60 % of free RAM)\n"
+    "  --no-repack               keep Q4_0 matrices in the file's layout (default: 16-row panels for the\n"
+    "                            AVX-512 decode kernel; same results up to float summation order)\n";
 
 const char* kSessionHelp =
     "  -t, --threads N           threads (default: all cores)\n"
@@ -63,6 +65,7 @@ std::shared_ptr<longctx::Model> load(const Args& a) {
   longctx::LoadOptions lo;
   lo.tokenizer_path = a.str("--tokenizer");
   lo.weights = a.str("--weights-load", "auto");
+  lo.repack = a.str("--repack", "yes") != "no";
   lo.overrides = a.overrides();
   return longctx::Model::load(a.required("--model"), lo);
 }
