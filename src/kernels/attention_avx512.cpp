@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
 #include "kernels/attention_internal.h"
@@ -346,14 +347,38 @@ struct FusedHead {
 
 // Scores step of a tile: acc[g, r, j] = the vector of partial products of head g's row r and
 // key t0 + j (j < nt), keys read in storage order.
+// Software prefetch of the K and V rows kPrefetchTokens ahead into L2, issued a head row at a
+// time between the key products, so that DRAM sees a steady stream of requests. Decode does
+// ~20 cycles of work per key row and query row, which leaves the hardware prefetchers behind on
+// two DRAM streams; prefetching whole 16-token tiles at once (3,200 lines per LongLLaMA-3B tile)
+// came in bursts that the miss queues could not hold. 2 threads, alternated: LongLLaMA-3B
+// memory layer over 32k bf16 keys 18.8-19.7 -> 16.0-16.8 ms, q8row memory 14.6-17.2 -> 9.8 ms,
+// TinyLlama at depth 16k 2.3-3.0 -> 1.6 ms. LONGCTX_ATTN_PF=tokens overrides (0: off).
+inline int64_t prefetch_tokens() {
+  static const int64_t d = [] {
+    const char* e = std::getenv("LONGCTX_ATTN_PF");
+    return e ? int64_t(std::atoll(e)) : int64_t(32);
+  }();
+  return d;
+}
+
 template <KvFormat F, int NCH>
 inline void key_products(const AttentionArgs& a, const KvSpan& span, int64_t t0, int64_t nt, int64_t m,
-                         const FusedHead* heads, float* acc) {
+                         const FusedHead* heads, float* acc, int64_t pf_end = 0) {
   constexpr int W = 16 * NCH;
   const int64_t hd = a.head_dim, n_kv = a.n_head_kv;
+  const int64_t pfd = prefetch_tokens();
   for (int64_t j = 0; j < nt; ++j) {
     const uint8_t* kt = span.k + size_t(t0 + j) * span.token_stride;
+    const bool pf = pfd > 0 && t0 + j + pfd < pf_end;  // pf_end 0: no prefetch
     for (int64_t g = 0; g < n_kv; ++g) {
+      if (pf) {
+        const size_t base = size_t(t0 + j + pfd) * span.token_stride + size_t(g) * span.head_stride;
+        for (size_t off = 0; off < span.head_stride; off += 64) {
+          _mm_prefetch(reinterpret_cast<const char*>(span.k + base + off), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(span.v + base + off), _MM_HINT_T1);
+        }
+      }
       __m512 k[NCH];
       load_row<F, NCH>(kt + size_t(g) * span.head_stride, hd, k);
       for (int64_t r = 0; r < m; ++r) {
@@ -417,22 +442,6 @@ void pv_tile_blocked(const KvSpan& span, int64_t t0, int64_t nt, int64_t hd, int
   }
 }
 
-// Software prefetch into L2 of the K and V rows of the tile starting at t (when inside the
-// range): decode does ~20 cycles of work per key row and query row, which leaves the hardware
-// prefetchers behind on two DRAM streams (LongLLaMA-3B memory layer, 32k bf16 keys, 2 threads:
-// 25 -> 22 ms). L2, not L1: two tiles of K and V already fill L1 at TinyLlama's shape.
-constexpr int64_t kPrefetchTiles = 2;
-inline void prefetch_tile(const KvSpan& span, int64_t t, int64_t t_end) {
-  if (t >= t_end) return;
-  const size_t bytes = size_t(imin(kFusedTile, t_end - t)) * span.token_stride;
-  const char* k = reinterpret_cast<const char*>(span.k + size_t(t) * span.token_stride);
-  const char* v = reinterpret_cast<const char*>(span.v + size_t(t) * span.token_stride);
-  for (size_t off = 0; off < bytes; off += 64) {
-    _mm_prefetch(k + off, _MM_HINT_T1);
-    _mm_prefetch(v + off, _MM_HINT_T1);
-  }
-}
-
 // Query rows of every kv head in row layout, pre-scaled (heads[g].q; o, mx, l zeroed).
 template <KvFormat F, int NCH>
 float* fused_setup(const AttentionArgs& a, float* scratch, FusedHead* heads, float** pbuf_out) {
@@ -478,8 +487,7 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
   float* acc = fused_setup<F, NCH>(a, scratch, heads, &pbuf);
   for (int64_t t0 = t_begin; t0 < t_end; t0 += kFusedTile) {
     const int64_t nt = imin(kFusedTile, t_end - t0);
-    prefetch_tile(span, t0 + kPrefetchTiles * kFusedTile, t_end);
-    key_products<F, NCH>(a, span, t0, nt, m, heads, acc);
+    key_products<F, NCH>(a, span, t0, nt, m, heads, acc, t_end);
     // Online softmax per (head, row); accumulators rescaled by exp(mx_old - mx_new).
     const __mmask16 live = mask16(nt);
     for (int64_t g = 0; g < n_kv; ++g) {
