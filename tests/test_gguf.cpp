@@ -419,9 +419,14 @@ TEST(GgufRepack, Q4_0RepackedMatchesFileLayout) {
   const std::string out = tmp_dir() + "/repack.Q4_0.gguf";
   RemoveOnExit cleanup_out{out};
   convert_to_gguf(*hf, out, DType::Q4_0);
+  const std::string file_before = read_bytes(out);
   longctx::LoadOptions lo;
   lo.overrides = {{"--last-context-length", "16"}};
+  lo.weights = "mmap";  // repacked in a private mapping: the file must not change
   auto packed = longctx::Model::load(out, lo);
+  lo.weights = "copy";
+  auto packed_copy = longctx::Model::load(out, lo);
+  EXPECT_EQ(packed_copy->impl().n_repacked, packed->impl().n_repacked);
   lo.repack = false;
   auto plain = longctx::Model::load(out, lo);
   EXPECT_EQ(plain->impl().n_repacked, 0);
@@ -433,6 +438,8 @@ TEST(GgufRepack, Q4_0RepackedMatchesFileLayout) {
     n_r16 += p.vb.dtype == DType::Q4_0_R16;
   }
   EXPECT_EQ(n_r16, packed->impl().n_repacked);
+  packed_copy.reset();
+  EXPECT_TRUE(read_bytes(out) == file_before) << "repacking wrote to the model file";
   EXPECT_NE(packed->describe().find("repacked"), std::string::npos);
 
   // Prefill (int8 GEMM: same panels, same bits), then decode steps (the R16 GEMV).

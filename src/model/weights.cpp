@@ -58,12 +58,24 @@ int repack_weights_for_kernels(ModelWeights& w) {
     }
     return false;
   };
+  // Repacking a mapped file's tensors turns their pages into private memory (copy-on-write). A
+  // file is mapped rather than copied when it is large for this machine (FileLoad::Auto), so keep
+  // such tensors in the file's layout when they would take more than half the available memory:
+  // a model that loads mapped must still load.
+  size_t mapped_bytes = 0;
+  for (const TensorView* t : todo) {
+    const MappedFile* f = owner_file(*t);
+    if (f != nullptr && !f->copied()) mapped_bytes += t->nbytes;
+  }
+  const bool repack_mapped = mapped_bytes == 0 || double(mapped_bytes) <= 0.5 * double(memory_available_bytes());
   for (const auto& f : w.files) f->set_writable(true);
   int n = 0;
   std::vector<uint8_t> panel;
   try {
     for (TensorView* t : todo) {
-      if (owner_file(*t) == nullptr && !owned(*t)) continue;
+      const MappedFile* f = owner_file(*t);
+      if (f == nullptr && !owned(*t)) continue;
+      if (f != nullptr && !f->copied() && !repack_mapped) continue;
       // One panel of 16 rows occupies the same bytes in both layouts: repack panel by panel.
       const int64_t cols = t->cols();
       const size_t panel_bytes = dtype_row_bytes(DType::Q4_0, cols) * size_t(kR16Rows);

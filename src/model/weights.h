@@ -71,8 +71,9 @@ void bind_weights(const ModelConfig& cfg, const std::map<std::string, TensorView
 // Rewrites Q4_0 matmul weights in place into Q4_0_R16 (runtime/dtype.h), the layout the AVX-512
 // decode GEMV reads ~3x faster per core; same bytes, so no memory is added. Only the projection
 // and output matrices with rows % 16 == 0 (the embedding table is read by row, and a tied output
-// head is the embedding table). Mapped files stay untouched on disk: their mapping is private.
-// Returns the number of tensors repacked.
+// head is the embedding table). Mapped files stay untouched on disk: their mapping is private
+// (repacked pages become private memory, so tensors of mapped files are left as they are when
+// they would need more than half of MemAvailable). Returns the number of tensors repacked.
 int repack_weights_for_kernels(ModelWeights& w);
 
 // Row permutation between HF and llama.cpp q/k layouts, for n_head heads of head_dim rows:
