@@ -40,7 +40,8 @@ const Shape kShapes[] = {
     // shows the kernel's compute rate apart from DRAM bandwidth.
     {"L2_256x2048", 256, 2048}, {"L2_128x2048", 128, 2048},
 };
-const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0};
+// Q4_0_R16: Q4_0 in the 16-row panels the model repacks it into for the AVX-512 kernels.
+const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_0_R16};
 
 void BM_Matmul(benchmark::State& state, Shape shape, DType dtype, int64_t n_tokens, int n_threads) {
   const int64_t rows = shape.rows, cols = shape.cols;
@@ -53,9 +54,14 @@ void BM_Matmul(benchmark::State& state, Shape shape, DType dtype, int64_t n_toke
     std::mt19937 rng(1);
     std::normal_distribution<float> dist(0.0f, 0.5f);
     std::vector<float> row(static_cast<size_t>(cols));
+    const DType qt = dtype == DType::Q4_0_R16 ? DType::Q4_0 : dtype;
     for (int64_t r = 0; r < rows; ++r) {
       for (auto& v : row) v = dist(rng);
-      lcx::kernels::quantize_row(dtype, row.data(), w[0].data() + size_t(r) * lcx::dtype_row_bytes(dtype, cols), cols);
+      lcx::kernels::quantize_row(qt, row.data(), w[0].data() + size_t(r) * lcx::dtype_row_bytes(qt, cols), cols);
+    }
+    if (dtype == DType::Q4_0_R16) {
+      std::vector<uint8_t> rowmajor = w[0];
+      lcx::repack_q4_0_r16(rowmajor.data(), w[0].data(), rows, cols);
     }
     for (size_t i = 1; i < n_copies; ++i) w[i] = w[0];
   }
