@@ -389,6 +389,44 @@ TEST(Kernels, Q4_0R16MatchesQ4_0) {
   }
 }
 
+// matmul_multi (q/k/v and gate/up in one fork-join at decode) gives each matrix exactly what its
+// own matmul gives: every row is computed by the same kernel from the same quantized activations.
+TEST(Kernels, MatmulMultiMatchesSeparateMatmuls) {
+  const int64_t cols = 256;
+  const int64_t rows[3] = {96, 16, 48};
+  for (DType t : {DType::F32, DType::F16, DType::Q8_0, DType::Q4_0, DType::Q4_0_R16}) {
+    std::vector<std::vector<uint8_t>> data;
+    MatRef w[3];
+    for (int i = 0; i < 3; ++i) {
+      const DType base = t == DType::Q4_0_R16 ? DType::Q4_0 : t;
+      data.push_back(make_weights(base, rows[i], cols, uint32_t(40 + i)));
+      if (t == DType::Q4_0_R16) {
+        const std::vector<uint8_t> rm = data.back();
+        repack_q4_0_r16(rm.data(), data.back().data(), rows[i], cols);
+      }
+      w[i] = MatRef{t, rows[i], cols, data.back().data()};
+    }
+    for (int64_t nt : {1, 2, 4, 7}) {
+      const std::vector<float> x = random_vec(nt * cols, uint32_t(nt));
+      for (int threads : {1, 2, 3}) {
+        ThreadPool pool(threads);
+        std::vector<float> want[3], got[3];
+        float* y[3];
+        for (int i = 0; i < 3; ++i) {
+          want[i].assign(size_t(nt * rows[i]), 0.0f);
+          got[i].assign(size_t(nt * rows[i]), NAN);
+          matmul(w[i], x.data(), nt, want[i].data(), pool);
+          y[i] = got[i].data();
+        }
+        matmul_multi(w, 3, x.data(), nt, y, pool);
+        for (int i = 0; i < 3; ++i) {
+          EXPECT_EQ(got[i], want[i]) << dtype_name(t) << " nt=" << nt << " threads=" << threads << " matrix " << i;
+        }
+      }
+    }
+  }
+}
+
 // Whether this CPU runs the bf16 GEMM of table k.
 bool has_bf16_gemm(const KernelTable& k) { return gemm_mode(k, DType::BF16, kGemvMaxTokens + 1, true) == GemmMode::Bf16; }
 

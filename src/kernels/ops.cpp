@@ -247,4 +247,37 @@ void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadP
   matmul_with(active_kernels(), fast_bf16_requested(), w, x, n_tokens, y, pool);
 }
 
+void matmul_multi(const MatRef* w, int n, const float* x, int64_t n_tokens, float* const* y, ThreadPool& pool) {
+  constexpr int kMax = 4;
+  bool fuse = n >= 2 && n <= kMax && n_tokens <= kGemvMaxTokens && pool.size() > 1;
+  for (int i = 0; fuse && i < n; ++i) fuse = w[i].cols == w[0].cols && w[i].dtype == w[0].dtype && w[i].rows > 0;
+  if (!fuse) {
+    for (int i = 0; i < n; ++i) matmul(w[i], x, n_tokens, y[i], pool);
+    return;
+  }
+  const KernelTable& k = active_kernels();
+  MatmulJob jobs[kMax];
+  thread_local QuantActsBuf buf;
+  // Row blocks of 32 (as matmul_with), numbered across the matrices in order.
+  const int64_t block = 32;
+  int64_t first_block[kMax + 1] = {0};
+  for (int i = 0; i < n; ++i) {
+    jobs[i] = MatmulJob{w[i], x, n_tokens, y[i], {}};
+    if (i == 0) {
+      if (use_int8_gemv(k, w[0], n_tokens)) quantize_job_acts(k, jobs[0], buf);
+    } else {
+      jobs[i].xq = jobs[0].xq;  // same x, same width: the same quantized activations
+    }
+    first_block[i + 1] = first_block[i] + (w[i].rows + block - 1) / block;
+  }
+  pool.parallel_for(first_block[n], [&](int64_t b0, int64_t b1) {
+    for (int i = 0; i < n; ++i) {
+      const int64_t lo = std::max(b0, first_block[i]), hi = std::min(b1, first_block[i + 1]);
+      if (lo >= hi) continue;
+      k.matmul_rows(jobs[i], (lo - first_block[i]) * block, std::min(w[i].rows, (hi - first_block[i]) * block), 0,
+                    n_tokens);
+    }
+  });
+}
+
 }  // namespace lcx::kernels

@@ -19,6 +19,11 @@ struct MatRef {
 
 // y[t, r] = sum_c w[r, c] * x[t, c]          x: [n_tokens, cols], y: [n_tokens, rows]
 void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
+// y_i = w_i x for n matrices that read the same x (the q/k/v projections, gate/up): at decode
+// one fork-join over all their rows instead of one per matrix, and x quantized once. Matrices
+// of different dtypes or widths, and prompts (n_tokens > 4), run as separate matmuls. n <= 4.
+void matmul_multi(const MatRef* w, int n, const float* x, int64_t n_tokens, float* const* y, ThreadPool& pool);
+
 // Rows [r0, r1) only, single-threaded (the building block of matmul).
 void matmul_rows(const MatRef& w, const float* x, int64_t n_tokens, float* y, int64_t r0, int64_t r1);
 

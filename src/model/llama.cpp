@@ -235,9 +235,11 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     // Attention block.
     for (int64_t i = 0; i < n; ++i)
       kernels::rmsnorm(x + i * n_embd, static_cast<const float*>(L.attn_norm.data), n_embd, c.rms_eps, h + i * n_embd);
-    kernels::matmul(mat(L.wq), h, n, q, pool);
-    kernels::matmul(mat(L.wk), h, n, k, pool);
-    kernels::matmul(mat(L.wv), h, n, v, pool);
+    {
+      const MatRef w3[3] = {mat(L.wq), mat(L.wk), mat(L.wv)};
+      float* const y3[3] = {q, k, v};
+      kernels::matmul_multi(w3, 3, h, n, y3, pool);  // one fork-join at decode
+    }
     if (raw) C.k_raw.insert(C.k_raw.end(), k, k + n * kv_dim);
     if (rope_on) {
       for (int64_t i = 0; i < n; ++i) {
@@ -282,8 +284,11 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     // SwiGLU MLP.
     for (int64_t i = 0; i < n; ++i)
       kernels::rmsnorm(x + i * n_embd, static_cast<const float*>(L.ffn_norm.data), n_embd, c.rms_eps, h + i * n_embd);
-    kernels::matmul(mat(L.w_gate), h, n, gate, pool);
-    kernels::matmul(mat(L.w_up), h, n, up, pool);
+    {
+      const MatRef w2[2] = {mat(L.w_gate), mat(L.w_up)};
+      float* const y2[2] = {gate, up};
+      kernels::matmul_multi(w2, 2, h, n, y2, pool);
+    }
     kernels::swiglu(gate, up, n * c.n_ff, gate);
     kernels::matmul(mat(L.w_down), gate, n, h, pool);
     for (int64_t i = 0; i < n * n_embd; ++i) x[i] += h[i];
