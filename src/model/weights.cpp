@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <set>
+#include <stdexcept>
 
 #include "kernels/ops.h"
 #include "runtime/error.h"
@@ -68,7 +69,14 @@ int repack_weights_for_kernels(ModelWeights& w) {
     if (f != nullptr && !f->copied()) mapped_bytes += t->nbytes;
   }
   const bool repack_mapped = mapped_bytes == 0 || double(mapped_bytes) <= 0.5 * double(memory_available_bytes());
-  for (const auto& f : w.files) f->set_writable(true);
+  try {
+    for (const auto& f : w.files) f->set_writable(true);
+  } catch (const std::exception&) {  // cannot write the pages: keep the file layout (slower, correct)
+    for (const auto& f : w.files) {
+      try { f->set_writable(false); } catch (const std::exception&) {}
+    }
+    return 0;
+  }
   int n = 0;
   std::vector<uint8_t> panel;
   try {
