@@ -323,30 +323,75 @@ inline void load_row(const uint8_t* src, int64_t hd, __m512 (&x)[NCH]) {
   }
 }
 
-// Lane j of the result = sum of the 16 lanes of a[j] (a: 16 vectors, 16 x 16 floats).
-inline __m512 hsum16(const float* a) {
-  __m512 u[8], v[4], w[2];
-  for (int i = 0; i < 8; ++i) {
-    const __m512 x = _mm512_load_ps(a + 32 * i), y = _mm512_load_ps(a + 32 * i + 16);
-    u[i] = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));  // per 128: x0 y0 x1 y1
-  }
-  for (int i = 0; i < 4; ++i) {
-    const __m512d x = _mm512_castps_pd(u[2 * i]), y = _mm512_castps_pd(u[2 * i + 1]);
-    v[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(x, y)), _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)));
-  }  // v[i], per 128-bit lane L: partial sums of rows 4i .. 4i+3 over lanes of L
-  for (int i = 0; i < 2; ++i) {
-    w[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x88), _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xdd));
-  }  // w[i]: [rows 8i..8i+3 over L0+L1, over L2+L3, rows 8i+4..8i+7 over L0+L1, over L2+L3]
-  return _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88), _mm512_shuffle_f32x4(w[0], w[1], 0xdd));
-}
-
 // Query rows (pre-scaled) and accumulators [m][16 * NCH] of one kv head in row layout, mx, l.
 struct FusedHead {
   float *q, *o, *mx, *l;
 };
 
-// Scores step of a tile: acc[g, r, j] = the vector of partial products of head g's row r and
-// key t0 + j (j < nt), keys read in storage order.
+// 16 scores from 16 vectors of partial products (one per key) by a transpose-add tree, in two
+// halves. reduce4, stages 1 and 2 for 4 keys: 128-bit lane group L of the result holds
+// [key 0, key 1, key 2, key 3] summed over the lanes of L.
+inline __m512 reduce4(__m512 x0, __m512 x1, __m512 x2, __m512 x3) {
+  const __m512 u0 = _mm512_add_ps(_mm512_unpacklo_ps(x0, x1), _mm512_unpackhi_ps(x0, x1));
+  const __m512 u1 = _mm512_add_ps(_mm512_unpacklo_ps(x2, x3), _mm512_unpackhi_ps(x2, x3));
+  const __m512d a = _mm512_castps_pd(u0), b = _mm512_castps_pd(u1);
+  return _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+}
+
+// hsum_groups, stages 3 and 4: lane j = score of key j, from reduce4 of keys 0-3, 4-7, 8-11,
+// 12-15 (v: 4 vectors).
+inline __m512 hsum_groups(const float* v) {
+  const __m512 v0 = _mm512_load_ps(v), v1 = _mm512_load_ps(v + 16), v2 = _mm512_load_ps(v + 32),
+               v3 = _mm512_load_ps(v + 48);
+  const __m512 w0 = _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v0, v1, 0xdd));
+  const __m512 w1 = _mm512_add_ps(_mm512_shuffle_f32x4(v2, v3, 0x88), _mm512_shuffle_f32x4(v2, v3, 0xdd));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(w0, w1, 0x88), _mm512_shuffle_f32x4(w0, w1, 0xdd));
+}
+
+// Q.K of R query rows (W = 16 * NCH floats apart) against the rows of nj <= 4 consecutive keys
+// of one kv head (kg: the first, token_stride apart; keys >= nj count as zero rows), reduced by
+// reduce4 to one vector per query row (out, 64 floats apart). One query row (MHA decode) keeps
+// the query in registers across the 4 keys.
+template <KvFormat F, int NCH, int R>
+inline void group_products(const uint8_t* kg, size_t token_stride, int64_t nj, int64_t hd, const float* q, float* out) {
+  constexpr int W = 16 * NCH;
+  __m512 x[R][4];
+  __m512 qr[R == 1 ? NCH : 1];
+  if constexpr (R == 1)
+    for (int c = 0; c < NCH; ++c) qr[c] = _mm512_load_ps(q + 16 * c);
+  for (int i = 0; i < 4; ++i) {
+    if (i >= nj) {
+      for (int r = 0; r < R; ++r) x[r][i] = _mm512_setzero_ps();
+      continue;
+    }
+    __m512 k[NCH];
+    load_row<F, NCH>(kg + size_t(i) * token_stride, hd, k);
+    for (int r = 0; r < R; ++r) {
+      const auto qv = [&](int c) { return R == 1 ? qr[c] : _mm512_load_ps(q + r * W + 16 * c); };
+      __m512 s0 = _mm512_mul_ps(qv(0), k[0]), s1 = _mm512_setzero_ps();
+      for (int c = 1; c < NCH; ++c) {
+        if (c % 2) s1 = _mm512_fmadd_ps(qv(c), k[c], s1);
+        else s0 = _mm512_fmadd_ps(qv(c), k[c], s0);
+      }
+      x[r][i] = _mm512_add_ps(s0, s1);
+    }
+  }
+  for (int r = 0; r < R; ++r) _mm512_store_ps(out + r * 64, reduce4(x[r][0], x[r][1], x[r][2], x[r][3]));
+}
+
+template <KvFormat F, int NCH, int R>
+inline void group_products_n(int64_t rows, const uint8_t* kg, size_t token_stride, int64_t nj, int64_t hd,
+                             const float* q, float* out) {
+  if (rows == R) return group_products<F, NCH, R>(kg, token_stride, nj, hd, q, out);
+  if constexpr (R > 1) group_products_n<F, NCH, R - 1>(rows, kg, token_stride, nj, hd, q, out);
+}
+
+// Scores step of a tile: acc[(g * m + r) * 4 + j / 4] = reduce4 of the partial products of head
+// g's query row r with keys t0 + j .. t0 + j + 3 (zero rows past nt), keys in groups of 4 in
+// storage order. The partial sums stay in registers until reduce4; the earlier layout stored a
+// vector per (head, row, key) - 32 KiB per tile for LongLLaMA-3B's 32 heads, all of L1D -
+// and reloaded every query vector per key.
+//
 // Software prefetch of the K and V rows kPrefetchTokens ahead into L2, issued a head row at a
 // time between the key products, so that DRAM sees a steady stream of requests. Decode does
 // ~20 cycles of work per key row and query row, which leaves the hardware prefetchers behind on
@@ -362,34 +407,35 @@ inline int64_t prefetch_tokens() {
   return d;
 }
 
+constexpr int kGroupRows = 4;  // query rows per group_products call: 4 x 4 partial vectors
+
 template <KvFormat F, int NCH>
 inline void key_products(const AttentionArgs& a, const KvSpan& span, int64_t t0, int64_t nt, int64_t m,
                          const FusedHead* heads, float* acc, int64_t pf_end = 0) {
   constexpr int W = 16 * NCH;
   const int64_t hd = a.head_dim, n_kv = a.n_head_kv;
   const int64_t pfd = prefetch_tokens();
-  for (int64_t j = 0; j < nt; ++j) {
-    const uint8_t* kt = span.k + size_t(t0 + j) * span.token_stride;
-    const bool pf = pfd > 0 && t0 + j + pfd < pf_end;  // pf_end 0: no prefetch
+  for (int64_t j0 = 0; j0 < kFusedTile; j0 += 4) {
+    const int64_t nj = imin(4, nt - j0);
+    if (nj <= 0) {
+      for (int64_t i = 0; i < n_kv * m; ++i) _mm512_store_ps(acc + (i * 4 + j0 / 4) * 16, _mm512_setzero_ps());
+      continue;
+    }
+    const uint8_t* kt = span.k + size_t(t0 + j0) * span.token_stride;
+    // Tokens of this group whose rows pfd ahead get prefetched (pf_end 0: none).
+    const int64_t npf = pfd > 0 ? imin(nj, pf_end - (t0 + j0 + pfd)) : 0;
     for (int64_t g = 0; g < n_kv; ++g) {
-      if (pf) {
-        const size_t base = size_t(t0 + j + pfd) * span.token_stride + size_t(g) * span.head_stride;
+      for (int64_t i = 0; i < npf; ++i) {
+        const size_t base = size_t(t0 + j0 + i + pfd) * span.token_stride + size_t(g) * span.head_stride;
         for (size_t off = 0; off < span.head_stride; off += 64) {
           _mm_prefetch(reinterpret_cast<const char*>(span.k + base + off), _MM_HINT_T1);
           _mm_prefetch(reinterpret_cast<const char*>(span.v + base + off), _MM_HINT_T1);
         }
       }
-      __m512 k[NCH];
-      load_row<F, NCH>(kt + size_t(g) * span.head_stride, hd, k);
-      for (int64_t r = 0; r < m; ++r) {
-        const float* q = heads[g].q + r * W;
-        __m512 s0 = _mm512_mul_ps(_mm512_load_ps(q), k[0]), s1 = _mm512_setzero_ps();
-        for (int c = 1; c < NCH; ++c) {
-          if (c % 2) s1 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), k[c], s1);
-          else s0 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), k[c], s0);
-        }
-        _mm512_store_ps(acc + ((g * m + r) * 16 + j) * 16, _mm512_add_ps(s0, s1));
-      }
+      const uint8_t* kg = kt + size_t(g) * span.head_stride;
+      for (int64_t r0 = 0; r0 < m; r0 += kGroupRows)
+        group_products_n<F, NCH, kGroupRows>(imin(kGroupRows, m - r0), kg, span.token_stride, nj, hd,
+                                             heads[g].q + r0 * W, acc + ((g * m + r0) * 4 + j0 / 4) * 16);
     }
   }
 }
@@ -448,8 +494,8 @@ float* fused_setup(const AttentionArgs& a, float* scratch, FusedHead* heads, flo
   constexpr int W = 16 * NCH;
   const int64_t group = a.n_head / a.n_head_kv, m = a.n_q * group, hd = a.head_dim, n_kv = a.n_head_kv;
   const int64_t nh = n_kv * m;
-  float* acc = align64(scratch);          // [nh, 16 keys, 16 lanes]
-  float* pbuf = align64(acc + nh * 256);  // [nh, 16]
+  float* acc = align64(scratch);         // [nh, 4 key groups, 16 lanes] (key_products)
+  float* pbuf = align64(acc + nh * 64);  // [nh, 16]
   float* per_g = align64(pbuf + nh * 16);
   const int64_t g_stride = round_up(2 * m * W + 2 * m, 16);
   for (int64_t g = 0; g < n_kv; ++g) {
@@ -493,9 +539,7 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
     for (int64_t g = 0; g < n_kv; ++g) {
       FusedHead& h = heads[g];
       for (int64_t r = 0; r < m; ++r) {
-        float* ar = acc + (g * m + r) * 256;
-        for (int64_t j = nt; j < 16; ++j) _mm512_store_ps(ar + j * 16, _mm512_setzero_ps());
-        __m512 s = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), hsum16(ar));
+        __m512 s = _mm512_mask_blend_ps(live, _mm512_set1_ps(-INFINITY), hsum_groups(acc + (g * m + r) * 64));
         if (mem) {
           s = _mm512_mask_max_ps(s, live, s, _mm512_set1_ps(a.mem_score_floor));  // LongLLaMA's floor
         } else if (t0 + nt - 1 > a.n_past) {
@@ -545,9 +589,7 @@ void fused_scores(const AttentionArgs& a, int64_t t_begin, int64_t t_end, float*
     const int64_t nt = imin(kFusedTile, t_end - t0);
     key_products<F, NCH>(a, a.mem, t0, nt, m, heads, acc);
     for (int64_t i = 0; i < n_kv * m; ++i) {
-      float* ar = acc + i * 256;
-      for (int64_t j = nt; j < 16; ++j) _mm512_store_ps(ar + j * 16, _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(out + i * ld + t0, mask16(nt), _mm512_max_ps(hsum16(ar), floor));
+      _mm512_mask_storeu_ps(out + i * ld + t0, mask16(nt), _mm512_max_ps(hsum_groups(acc + i * 64), floor));
     }
   }
 }
