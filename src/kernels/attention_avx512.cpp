@@ -552,9 +552,14 @@ void fused_range(const AttentionArgs& a, const KvSpan& span, bool mem, int64_t t
         const float mu = mn == -INFINITY ? 0.0f : mn;
         const __m512 pv = V::exp(_mm512_sub_ps(s, _mm512_set1_ps(mu)));
         _mm512_store_ps(pbuf + (g * m + r) * 16, pv);
-        float al_arr[16];
-        _mm512_storeu_ps(al_arr, V::exp(_mm512_set1_ps(mo - mu)));
-        const float al = al_arr[0];
+        // exp(mo - mu) is exactly 1 when the running max did not move (most tiles once the
+        // largest scores have been seen): skip the vector exp then.
+        float al = 1.0f;
+        if (mn != mo) {
+          float al_arr[16];
+          _mm512_storeu_ps(al_arr, V::exp(_mm512_set1_ps(mo - mu)));
+          al = al_arr[0];
+        }
         h.l[r] = h.l[r] * al + _mm512_reduce_add_ps(pv);
         h.mx[r] = mn;
         if (al != 1.0f) {
