@@ -17,6 +17,7 @@
 #include "longctx/longctx.h"
 #include "model/gguf_model.h"
 #include "runtime/error.h"
+#include "synthetic_model.h"
 #include "testutil.h"
 
 namespace lcx {
@@ -123,67 +124,9 @@ struct RemoveOnExit {
   }
 };
 
-// A tokenizer that only carries a vocabulary, for writing synthetic files.
-class VocabOnlyTokenizer : public Tokenizer {
- public:
-  explicit VocabOnlyTokenizer(SpmVocab v) : v_(std::move(v)) {}
-  std::vector<int32_t> encode(const std::string&, bool) const override { return {}; }
-  std::string token_bytes(int32_t) const override { return ""; }
-  std::string decode(const std::vector<int32_t>&) const override { return ""; }
-  const SpmVocab& vocab() const override { return v_; }
-
- private:
-  SpmVocab v_;
-};
-
-// A small random model with every optional feature on (LongLLaMA memory, YaRN keys, vocab).
+// A small random model with every optional feature on (tests/synthetic_model.h).
 std::unique_ptr<Model> synthetic_model(int64_t n_embd = 32, uint32_t seed = 7) {
-  auto m = std::make_unique<Model>();
-  ModelConfig& c = m->config;
-  c.arch = Arch::LongLlama;
-  c.n_vocab = 40;
-  c.n_embd = n_embd;
-  c.n_ff = 64;
-  c.n_layer = 2;
-  c.n_head = 4;
-  c.n_head_kv = 2;
-  c.head_dim = 8;
-  c.n_ctx_train = 32;
-  c.rope.head_dim = 8;
-  c.rope.max_pos = 32;
-  c.rope.type = RopeScaling::Yarn;
-  c.rope.factor = 4.0f;
-  c.rope.orig_ctx = 16;
-  c.rope.attention_factor = 1.5f;
-  c.mem.layers = {1};
-  c.mem.positionals = false;
-  c.mem.dtype = DType::F16;
-  c.mem.last_context_length = 8;
-  c.mem.attention_grouping_groups = 1;
-  c.mem.attention_grouping_size = 4;
-  c.validate();
-  m->path = tmp_dir() + "/synthetic";
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.1f);
-  for (TensorSlot& s : tensor_slots(c, m->weights)) {
-    if (s.optional && c.tie_embeddings) continue;
-    std::vector<float> f(size_t(s.shape.size() == 1 ? s.shape[0] : s.shape[0] * s.shape[1]));
-    for (auto& x : f) x = (s.is_norm ? 1.0f : 0.0f) + nd(rng);
-    std::vector<uint8_t> bytes(f.size() * 4);
-    std::memcpy(bytes.data(), f.data(), bytes.size());
-    s.dst->dtype = DType::F32;
-    s.dst->shape = s.shape;
-    s.dst->nbytes = bytes.size();
-    s.dst->data = m->weights.own(std::move(bytes));
-  }
-  SpmVocab v;
-  for (int i = 0; i < c.n_vocab; ++i) {
-    v.pieces.push_back(i == 0 ? "<unk>" : i == 1 ? "<s>" : i == 2 ? "</s>" : "\xe2\x96\x81p" + std::to_string(i));
-    v.scores.push_back(-float(i));
-    v.types.push_back(i == 0 ? TokenType::Unknown : i < 3 ? TokenType::Control : TokenType::Normal);
-  }
-  m->tokenizer = std::make_unique<VocabOnlyTokenizer>(std::move(v));
-  return m;
+  return test::synthetic_model({.n_embd = n_embd, .seed = seed, .path = tmp_dir() + "/synthetic"});
 }
 
 // Scratch files for the corruption loops (thousands of writes): RAM-backed when possible.

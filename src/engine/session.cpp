@@ -661,10 +661,15 @@ void Session::load_state(const std::string& path) {
     r.vec(L.k, big); r.vec(L.k_raw, big); r.vec(L.v, big); r.bytes(L.mem_k); r.bytes(L.mem_v);
     convert(L.k);
     convert(L.v);
-    if (L.k.size() / rb != st.pos.size() * size_t(I.m->config.n_head_kv) || L.v.size() != L.k.size())
-      fail("'" + path + "' is corrupt (local cache size)");
   }
-  if (!r.at_end() || last.size() != size_t(I.m->config.n_vocab)) fail("'" + path + "' is corrupt (trailing data)");
+  // Everything the forward pass and generation index by is checked against the sizes it
+  // implies (the checksum only proves the file is as it was written; found by fuzz/fuzz_state).
+  const lcx::ModelConfig& c = I.m->config;
+  auto corrupt = [&](const std::string& what) { fail("'" + path + "' is corrupt (" + what + ")"); };
+  if (const char* p = lcx::state_problem(*I.m, st)) corrupt(p);
+  for (int32_t id : history)
+    if (id < 0 || id >= c.n_vocab) corrupt("token ids");
+  if (!r.at_end() || last.size() != size_t(c.n_vocab)) corrupt("trailing data");
   I.state = std::move(st);
   I.history = std::move(history);
   I.last_logits = std::move(last);

@@ -81,7 +81,7 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail(where + ": malformed JSON (" + e.what() + "); the file should be the config.json written by save_pretrained");
   }
   if (!j.is_object()) fail(where + ": expected a JSON object");

@@ -26,7 +26,7 @@ SafetensorsFile open_safetensors(const std::string& path, FileLoad how) {
   json h;
   try {
     h = json::parse(base + 8, base + 8 + hlen);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
     fail(where + ": malformed JSON header (" + e.what() + ")");
   }
   if (!h.is_object()) fail(where + ": header is not a JSON object");
@@ -80,7 +80,7 @@ SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
     json j;
     try {
       j = json::parse(read_text_file(index.string()));
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       fail("'" + index.string() + "': malformed JSON (" + e.what() + ")");
     }
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())

@@ -127,6 +127,30 @@ KvState make_state(const Model& m) {
   return st;
 }
 
+const char* state_problem(const Model& m, const KvState& st) {
+  const ModelConfig& c = m.config;
+  const int64_t kMaxPos = int64_t(1) << 40;
+  if (st.layers.size() != size_t(c.n_layer)) return "layer count";
+  if (st.n_mem < 0 || st.n_mem > kMaxPos || (c.mem.layers.empty() && st.n_mem != 0)) return "memory size";
+  if (st.next_pos < 0 || st.next_pos > kMaxPos || st.rot_offset < 0 || st.rot_offset > kMaxPos ||
+      st.rot_seq_len < -1 || st.rot_seq_len > kMaxPos || st.hf_max_seq_len < 0 || st.hf_max_seq_len > kMaxPos)
+    return "positions";
+  for (int64_t p : st.pos)
+    if (p < 0 || p >= st.next_pos) return "positions";
+  const uint64_t n_local = st.pos.size(), n_kv = uint64_t(c.n_head_kv), kv_dim = n_kv * uint64_t(c.head_dim);
+  const uint64_t local_row = kernels::kv_row_bytes(st.local_fmt, c.head_dim) * n_kv;
+  const uint64_t mem_row = kernels::kv_row_bytes(mem_format(c.mem.dtype), c.head_dim) * n_kv;
+  const bool raw = keeps_raw_keys(c);
+  for (size_t il = 0; il < st.layers.size(); ++il) {
+    const LayerCache& L = st.layers[il];
+    if (L.k.size() != n_local * local_row || L.v.size() != L.k.size()) return "local cache size";
+    if (L.k_raw.size() != (raw ? n_local * kv_dim : 0)) return "local key rows";
+    const uint64_t mem_bytes = c.mem.is_mem_layer(int(il)) ? uint64_t(st.n_mem) * mem_row : 0;
+    if (L.mem_k.size() != mem_bytes || L.mem_v.size() != mem_bytes) return "memory size";
+  }
+  return nullptr;
+}
+
 size_t memory_bytes_per_token(const ModelConfig& c) {
   return 2 * c.mem.layers.size() * kernels::kv_row_bytes(mem_format(c.mem.dtype), c.head_dim) * size_t(c.n_head_kv);
 }

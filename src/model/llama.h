@@ -53,6 +53,11 @@ bool rotation_changes(const Model& m, const KvState& st, int64_t n_new);
 // Creates an empty state for a model.
 KvState make_state(const Model& m);
 
+// What is inconsistent in a state read from a file (sizes of the local and memory caches and
+// of the pre-RoPE keys against the token counts, positions), or nullptr when the forward pass
+// can run on it. Everything the forward pass indexes by is covered.
+const char* state_problem(const Model& m, const KvState& st);
+
 // FoT memory bytes per token (keys and values of every memory layer).
 size_t memory_bytes_per_token(const ModelConfig& c);
 
