@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is needed, builds (Release), and runs every test; then rebuilds the loader and
-# CLI tests with AddressSanitizer + UBSan and runs them again. Exit status is the tests'.
+# CLI tests and the fuzz targets (fuzz/) with AddressSanitizer + UBSan and runs them again.
+# Exit status is the tests'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -15,6 +16,7 @@ fi
 (cd build && ctest --output-on-failure -j"$JOBS")
 if [ "${LONGCTX_SKIP_ASAN:-0}" != "1" ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLONGCTX_SANITIZE=ON -DLONGCTX_BUILD_BENCH=OFF
-  cmake --build build-asan -j"$JOBS" --target longctx test_gguf test_loaders test_cli
-  (cd build-asan && ctest --output-on-failure -j"$JOBS" -R "Loader|Gguf|GGUF|Cli|CLI")
+  cmake --build build-asan -j"$JOBS" --target longctx test_gguf test_loaders test_cli \
+    fuzz_seeds fuzz_gguf fuzz_safetensors fuzz_hf_config fuzz_request fuzz_tokenizer fuzz_state
+  (cd build-asan && ctest --output-on-failure -j"$JOBS" -R "Loader|Gguf|GGUF|Cli|CLI|fuzz_")
 fi

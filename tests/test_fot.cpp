@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -139,6 +140,45 @@ TEST(FotMemory, SavedStateRefusedForOtherModelOrSettings) {
   longctx::Session d(m);
   EXPECT_THROW(d.load_state(bad), std::runtime_error);
   EXPECT_THROW(d.load_state(path + ".missing"), std::runtime_error);
+}
+
+// A state whose checksum is right but whose sizes disagree (written by a buggy or hostile
+// tool) is refused by load_state instead of crashing the next forward (found by fuzz_state).
+TEST(FotMemory, SavedStateWithInconsistentSizesRefused) {
+  auto m = load("longllama_mem");
+  longctx::SessionOptions so;
+  so.n_threads = 1;
+  longctx::Session a(m, so);
+  a.feed(case_ids("longllama_mem_fwd300_lcl16"));
+  ASSERT_GT(a.n_memory(), 0);
+  const std::string path = (fs::path(tmp_dir()) / "sizes.mem").string();
+  a.save_state(path);
+  const std::string good = read_file(path);
+  // Layout: "LCXSTATE", u32 version, u64 model fingerprint, then i64 n_mem, i64 next_pos ...;
+  // the last 8 bytes are an FNV-1a of everything before them.
+  auto with = [&](size_t offset, int64_t value) {
+    std::string b = good;
+    std::memcpy(b.data() + offset, &value, 8);
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i + 8 < b.size(); ++i) h = (h ^ uint8_t(b[i])) * 1099511628211ull;
+    std::memcpy(b.data() + b.size() - 8, &h, 8);
+    const std::string p = path + ".edit";
+    { std::ofstream(p, std::ios::binary) << b; }
+    return p;
+  };
+  for (auto [offset, value] : {std::pair<size_t, int64_t>{20, a.n_memory() + 1000}, {20, -1}, {28, -5}}) {
+    longctx::Session b(m, so);
+    try {
+      b.load_state(with(offset, value));
+      ADD_FAILURE() << "loaded a state with field at " << offset << " = " << value;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("corrupt"), std::string::npos) << e.what();
+    }
+    b.feed({1, 2, 3});  // still usable
+  }
+  longctx::Session c(m, so);
+  c.load_state(with(20, a.n_memory()));  // the unchanged value loads
+  EXPECT_EQ(c.n_memory(), a.n_memory());
 }
 
 TEST(FotMemory, QuantisedMemoryError) {

@@ -117,6 +117,10 @@ TEST(Loader, MalformedConfig) {
   EXPECT_NE(load_error(d).find("malformed JSON"), std::string::npos);
   write(d / "config.json", "[1,2]");
   EXPECT_NE(load_error(d).find("JSON object"), std::string::npos);
+  // A number outside double's range is a parse error too (nlohmann reports it as
+  // out_of_range; found by fuzz_hf_config).
+  write(d / "config.json", "{\"hidden_size\": 32, \"rope_theta\": 1e999}");
+  EXPECT_NE(load_error(d).find("malformed JSON"), std::string::npos);
 }
 
 TEST(Loader, UnsupportedArchitecture) {
