@@ -1,4 +1,4 @@
-// The mutation driver for g++ builds (libFuzzer needs clang): runs every input file given
+// The mutation driver the fuzz targets are linked with: runs every input file given
 // (files or directories), then -runs=N inputs made by mutating them, deterministically from
 // -seed. Flags follow libFuzzer's spelling so the same command works with either:
 //

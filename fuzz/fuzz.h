@@ -1,7 +1,7 @@
-// Fuzz targets: each fuzz_*.cpp defines LLVMFuzzerTestOneInput, so the same file runs under
-// libFuzzer (clang, -DLONGCTX_LIBFUZZER=ON: coverage-guided, open-ended) and under our own
-// mutation driver (driver.cpp: g++, a fixed number of deterministic mutations; what CTest
-// runs, also under ASan/UBSan). A target feeds the bytes to one parser the way a user's file
+// Fuzz targets: each fuzz_*.cpp defines LLVMFuzzerTestOneInput (libFuzzer's entry point, so a
+// clang build could link them with -fsanitize=fuzzer) and is run by our own mutation driver
+// (driver.cpp: g++, a fixed number of deterministic mutations; what CTest runs, also under
+// ASan/UBSan). A target feeds the bytes to one parser the way a user's file
 // or request reaches it. lcx::Error (or the server's ApiError) is the expected outcome for bad
 // input; anything else escaping - another exception, a crash, a sanitizer report, an
 // allocation the size of a corrupt count - is a bug the run reports by aborting.
