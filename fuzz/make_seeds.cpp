@@ -117,6 +117,20 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < cases.size(); ++i) put(out / "tokenizer", "case" + std::to_string(i), cases[i]["text"].get<std::string>());
     }
 
+    // command-line overrides: per line a flag letter (fuzz_overrides.cpp kFlags: a
+    // --rope-scaling, b --rope-scale, c --rope-freq-base, d --rope-ntk-alpha, e --rope-orig-ctx,
+    // f/g/h yarn beta fast/slow/attn factor, i/j llama3 low/high freq factor, k dynamic cache,
+    // l longrope switch, m --last-context-length, n --mem-dtype, o --mem-layers,
+    // p --mem-positionals) and its value; odd sizes use the LongLLaMA model.
+    const char* overrides[] = {
+        "ayarn\nb4\ne16\n",           "alinear\nb2\nm4\n",
+        "adynamic\nb2\nkhf\n",         "allama3\nb8\ne16\ni1\nj4\n",
+        "c500000\nd4\n",               "nq8_0\no0,1\npon\n",
+        "ayarn\nb4\nf16\ng2\nh1.2\n ", "adynamic\nb4\nkconsistent\nnbfloat16\n",
+    };
+    for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; ++i)
+      put(out / "overrides", "flags" + std::to_string(i), overrides[i]);
+
     // session states of the synthetic LongLLaMA: local cache only, and with memory.
     {
       fs::create_directories(out / "state");

@@ -297,6 +297,14 @@ TEST(RopeValidate, ClearErrors) {
   c.beta_fast = 1.0f;
   c.beta_slow = 32.0f;
   EXPECT_THROW(rope_frequencies(c, 1), Error);
+  // An attention factor multiplies every score by its square: huge ones overflowed to NaN
+  // logits (found by fuzz_overrides), so they are refused.
+  c.beta_fast = 32.0f;
+  c.beta_slow = 1.0f;
+  c.attention_factor = 1.2f;
+  EXPECT_NO_THROW(rope_frequencies(c, 1));
+  c.attention_factor = 1e30f;
+  EXPECT_THROW(rope_frequencies(c, 1), Error);
 }
 
 // ---------------------------------------------------------------- overrides
@@ -340,6 +348,13 @@ TEST(RopeOverridesTest, ParseEveryFlag) {
                         "--yarn-beta-fast", "--yarn-beta-slow", "--yarn-attn-factor", "--rope-low-freq-factor",
                         "--rope-high-freq-factor", "--rope-dynamic-cache", "--longrope-switch"})
     EXPECT_NE(help.find(f), std::string::npos) << f;
+}
+
+TEST(RopeOverridesTest, ValuesOutsideFloatRangeThrow) {
+  RopeOverrides ov;
+  EXPECT_THROW(parse_rope_flag("--rope-scale", "1e39", ov), Error);      // inf as float32
+  EXPECT_THROW(parse_rope_flag("--yarn-attn-factor", "1e-50", ov), Error);  // 0 as float32
+  EXPECT_TRUE(parse_rope_flag("--rope-scale", "3e38", ov));
 }
 
 TEST(RopeOverridesTest, BadValuesThrow) {

@@ -189,6 +189,19 @@ double rope_ntk_alpha_theta(double theta, double alpha, int64_t head_dim) {
   return theta * std::pow(alpha, d / (d - 2));
 }
 
+namespace {
+
+// cos and sin are multiplied by the attention factor, so every attention score by its square:
+// past ~100 (scores x 10^4) the scores of a real model overflow float32 (found by
+// fuzz_overrides: --yarn-attn-factor 1e30 gave NaN logits). 0 means "the method's default".
+void check_attention_factor(const RopeConfig& c, const std::string& m) {
+  if (!(c.attention_factor >= 0.0f && c.attention_factor <= 100.0f))
+    fail(m + "attention_factor must be a number in (0, 100], got " + std::to_string(c.attention_factor) +
+         " (--yarn-attn-factor / rope_scaling.attention_factor)");
+}
+
+}  // namespace
+
 void rope_validate(const RopeConfig& c) {
   const std::string m = std::string("rope (") + rope_scaling_name(c.type) + "): ";
   if (c.head_dim <= 0 || c.head_dim % 2 != 0)
@@ -208,7 +221,7 @@ void rope_validate(const RopeConfig& c) {
       if (!finite_pos(c.beta_fast) || !finite_pos(c.beta_slow) || c.beta_fast < c.beta_slow)
         fail(m + "YaRN needs beta_fast >= beta_slow > 0, got beta_fast=" + std::to_string(c.beta_fast) +
              " beta_slow=" + std::to_string(c.beta_slow));
-      if (c.attention_factor < 0.0f) fail(m + "attention_factor must be positive");
+      check_attention_factor(c, m);
       break;
     case RopeScaling::Llama3:
       if (!finite_pos(c.low_freq_factor) || !(c.high_freq_factor > c.low_freq_factor))
@@ -224,7 +237,7 @@ void rope_validate(const RopeConfig& c) {
       for (size_t i = 0; i < half; ++i)
         if (!finite_pos(c.short_factor[i]) || !finite_pos(c.long_factor[i]))
           fail(m + "longrope factors must be positive numbers (entry " + std::to_string(i) + ")");
-      if (c.attention_factor < 0.0f) fail(m + "attention_factor must be positive");
+      check_attention_factor(c, m);
       break;
     }
     default: break;

@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <limits>
 #include <cstdio>
 #include <cstdlib>
 #include <numbers>
@@ -27,6 +28,14 @@ double parse_positive(const std::string& flag, const std::string& value) {
   const double v = parse_number(flag, value);
   if (!(v > 0.0)) fail(flag + " must be greater than 0, got '" + value + "'");
   return v;
+}
+
+// A positive number that float32 holds without becoming inf or 0 (1e39, 1e-50 are refused).
+float parse_positive_f32(const std::string& flag, const std::string& value) {
+  const double v = parse_positive(flag, value);
+  if (v > double(std::numeric_limits<float>::max()) || float(v) == 0.0f)
+    fail(flag + " is out of float32 range, got '" + value + "'");
+  return float(v);
 }
 
 int64_t parse_positive_int(const std::string& flag, const std::string& value) {
@@ -146,23 +155,23 @@ bool parse_rope_flag(const std::string& flag, const std::string& value, RopeOver
       fail("--rope-scaling: unknown method '" + value + "': choose none, linear, dynamic, yarn, llama3 or longrope");
     }
   } else if (flag == "--rope-scale") {
-    ov.factor = float(parse_positive(flag, value));
+    ov.factor = parse_positive_f32(flag, value);
   } else if (flag == "--rope-freq-base") {
-    ov.freq_base = float(parse_positive(flag, value));
+    ov.freq_base = parse_positive_f32(flag, value);
   } else if (flag == "--rope-ntk-alpha") {
     ov.ntk_alpha = parse_positive(flag, value);
   } else if (flag == "--rope-orig-ctx") {
     ov.orig_ctx = parse_positive_int(flag, value);
   } else if (flag == "--yarn-beta-fast") {
-    ov.yarn_beta_fast = float(parse_positive(flag, value));
+    ov.yarn_beta_fast = parse_positive_f32(flag, value);
   } else if (flag == "--yarn-beta-slow") {
-    ov.yarn_beta_slow = float(parse_positive(flag, value));
+    ov.yarn_beta_slow = parse_positive_f32(flag, value);
   } else if (flag == "--yarn-attn-factor") {
-    ov.yarn_attn_factor = float(parse_positive(flag, value));
+    ov.yarn_attn_factor = parse_positive_f32(flag, value);
   } else if (flag == "--rope-low-freq-factor") {
-    ov.low_freq_factor = float(parse_positive(flag, value));
+    ov.low_freq_factor = parse_positive_f32(flag, value);
   } else if (flag == "--rope-high-freq-factor") {
-    ov.high_freq_factor = float(parse_positive(flag, value));
+    ov.high_freq_factor = parse_positive_f32(flag, value);
   } else if (flag == "--rope-dynamic-cache") {
     if (value == "consistent") ov.dynamic_mode = DynamicCacheMode::Consistent;
     else if (value == "hf") ov.dynamic_mode = DynamicCacheMode::HF;
