@@ -131,6 +131,23 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < sizeof overrides / sizeof overrides[0]; ++i)
       put(out / "overrides", "flags" + std::to_string(i), overrides[i]);
 
+    // sharded index (fuzz_shard_index.cpp writes the two shards it names)
+    put(out / "shard_index", "index.json",
+        R"({"metadata":{"total_size":32},"weight_map":{"a":"model-00001-of-00002.safetensors","b":"model-00002-of-00002.safetensors"}})");
+    put(out / "shard_index", "one_shard.json", R"({"weight_map":{"a":"model-00001-of-00002.safetensors"}})");
+
+    // tokenizer.model: the fixtures' OpenLLaMA model (none without the fixtures: the target
+    // then runs on its mutations of an empty input only)
+    if (!fx.empty()) put(out / "spm_model", "openllama.model", slurp(fs::path(fx) / "tokenizer.model"));
+    else put(out / "spm_model", "empty", "");
+
+    // chat: template byte, then NUL-separated messages with a role byte
+    static const char chatml[] = "\x02sBe brief.\0uHello <|im_start|> there\0aHi!\0uAnd now?";
+    static const char llama2[] = "\x00uHi [INST] x\0a ok </s>\0u\xc3\xa9";
+    put(out / "chat", "chatml", std::string(chatml, sizeof chatml - 1));
+    put(out / "chat", "llama2", std::string(llama2, sizeof llama2 - 1));
+    put(out / "chat", "jinja", "{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>{% endfor %}");
+
     // session states of the synthetic LongLLaMA: local cache only, and with memory.
     {
       fs::create_directories(out / "state");

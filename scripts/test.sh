@@ -17,6 +17,7 @@ fi
 if [ "${LONGCTX_SKIP_ASAN:-0}" != "1" ]; then
   cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLONGCTX_SANITIZE=ON -DLONGCTX_BUILD_BENCH=OFF
   cmake --build build-asan -j"$JOBS" --target longctx test_gguf test_loaders test_cli \
-    fuzz_seeds fuzz_gguf fuzz_safetensors fuzz_hf_config fuzz_request fuzz_tokenizer fuzz_state fuzz_overrides
+    fuzz_seeds fuzz_gguf fuzz_safetensors fuzz_shard_index fuzz_hf_config fuzz_request fuzz_tokenizer \
+    fuzz_spm_model fuzz_chat fuzz_state fuzz_overrides
   (cd build-asan && ctest --output-on-failure -j"$JOBS" -R "Loader|Gguf|GGUF|Cli|CLI|fuzz_")
 fi
