@@ -169,6 +169,20 @@ lcx::kernels::KvFormat parse_cache_type(const std::string& t) {
 }
 }  // namespace
 
+namespace {
+
+// Worker threads for a session: n > 0 as asked, 0 = every core. Thousands of threads would
+// take minutes to start and then only contend (`-t 100000` looked like a hang): refused.
+int thread_count(int n) {
+  constexpr int kMaxThreads = 1024;
+  if (n < 0 || n > kMaxThreads)
+    fail("--threads " + std::to_string(n) + " is out of range: use 1.." + std::to_string(kMaxThreads) +
+         " (this machine has " + std::to_string(std::thread::hardware_concurrency()) + " cores), or 0 for all cores");
+  return n > 0 ? n : int(std::max(1u, std::thread::hardware_concurrency()));
+}
+
+}  // namespace
+
 struct Session::Impl {
   std::shared_ptr<const Model> model;
   const lcx::Model* m;
@@ -181,7 +195,7 @@ struct Session::Impl {
 
   Impl(std::shared_ptr<const Model> mdl, const SessionOptions& o)
       : model(std::move(mdl)), m(&model->impl()), opt(o),
-        pool(o.n_threads > 0 ? o.n_threads : int(std::max(1u, std::thread::hardware_concurrency()))),
+        pool(thread_count(o.n_threads)),
         state(lcx::make_state(*m)) {
     if (opt.n_batch <= 0) opt.n_batch = 512;
     if (opt.mem_index != "exact" && opt.mem_index != "hnsw")

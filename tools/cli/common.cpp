@@ -1,5 +1,6 @@
 #include "common.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 
@@ -82,7 +83,9 @@ std::string cache_type(const Args& a) {
 
 longctx::SessionOptions session_options(const Args& a) {
   longctx::SessionOptions so;
-  so.n_threads = int(a.integer("--threads", 0));
+  const int64_t threads = a.integer("--threads", 0);
+  if (threads < 0 || threads > 1 << 20) lcx::fail("--threads " + std::to_string(threads) + " is out of range");
+  so.n_threads = int(threads);
   so.n_ctx = a.integer("--ctx-size", 0);
   so.n_batch = a.integer("--batch-size", 512);
   so.mem_topk = a.integer("--mem-topk", 0);
@@ -109,11 +112,13 @@ longctx::GenerateOptions generate_options(const Args& a) {
   g.sampling.seed = uint64_t(a.integer("--seed", 0xC0FFEE));
   g.stop = a.all("--stop");
   g.ignore_eos = a.has("--ignore-eos");
+  // Written so that NaN fails every test (a NaN compares false with everything).
   if (g.n_predict < 0) lcx::fail("--n-predict must be >= 0");
-  if (g.sampling.temperature < 0) lcx::fail("--temp must be >= 0");
-  if (g.sampling.top_p <= 0 || g.sampling.top_p > 1) lcx::fail("--top-p must be in (0, 1]");
-  if (g.sampling.min_p < 0 || g.sampling.min_p > 1) lcx::fail("--min-p must be in [0, 1]");
-  if (g.sampling.repeat_penalty <= 0) lcx::fail("--repeat-penalty must be > 0");
+  if (!(g.sampling.temperature >= 0 && std::isfinite(g.sampling.temperature))) lcx::fail("--temp must be a number >= 0");
+  if (!(g.sampling.top_p > 0 && g.sampling.top_p <= 1)) lcx::fail("--top-p must be in (0, 1]");
+  if (!(g.sampling.min_p >= 0 && g.sampling.min_p <= 1)) lcx::fail("--min-p must be in [0, 1]");
+  if (!(g.sampling.repeat_penalty > 0 && std::isfinite(g.sampling.repeat_penalty)))
+    lcx::fail("--repeat-penalty must be a number > 0");
   return g;
 }
 
