@@ -6,6 +6,7 @@
 #include <fstream>
 #include <random>
 #include <cstring>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "formats/hf_config.h"
@@ -121,6 +122,19 @@ TEST(Loader, MalformedConfig) {
   // out_of_range; found by fuzz_hf_config).
   write(d / "config.json", "{\"hidden_size\": 32, \"rope_theta\": 1e999}");
   EXPECT_NE(load_error(d).find("malformed JSON"), std::string::npos);
+  // Numbers that do not fit the field's type (converting them was undefined behaviour; found by
+  // fuzz_hf_config under libFuzzer/UBSan).
+  const nlohmann::json good = nlohmann::json::parse(read_file((model_dir("llama_mha") / "config.json").string()));
+  for (auto [key, value, expect] : {std::tuple{"hidden_size", nlohmann::json(3.3e24), "whole number"},
+                                    {"hidden_size", nlohmann::json(32.5), "whole number"},
+                                    {"max_position_embeddings", nlohmann::json(18446744073709551615ull), "out of range"},
+                                    {"rope_theta", nlohmann::json(1e39), "out of range"},
+                                    {"eos_token_id", nlohmann::json::array({1e12}), "whole number"}}) {
+    nlohmann::json j = good;
+    j[key] = value;
+    write(d / "config.json", j.dump());
+    EXPECT_NE(load_error(d).find(expect), std::string::npos) << key << " = " << value.dump() << ": " << load_error(d);
+  }
 }
 
 TEST(Loader, UnsupportedArchitecture) {

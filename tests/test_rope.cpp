@@ -305,6 +305,9 @@ TEST(RopeValidate, ClearErrors) {
   EXPECT_NO_THROW(rope_frequencies(c, 1));
   c.attention_factor = 1e30f;
   EXPECT_THROW(rope_frequencies(c, 1), Error);
+  c.attention_factor = 0.0f;
+  c.factor = 2e31f;  // overflowed the context arithmetic (fuzz_overrides)
+  EXPECT_THROW(rope_frequencies(c, 1), Error);
 }
 
 // ---------------------------------------------------------------- overrides

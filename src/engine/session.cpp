@@ -270,7 +270,10 @@ struct Session::Impl {
     const lcx::RopeConfig& r = m->config.rope;
     const bool factor_scaled = r.type == lcx::RopeScaling::Linear || r.type == lcx::RopeScaling::Dynamic ||
                                r.type == lcx::RopeScaling::Yarn;
-    const int64_t trained = factor_scaled ? int64_t(double(r.max_pos) * std::max(1.0f, r.factor)) : m->config.n_ctx_train;
+    // (clamped: a factor up to the validation's limit times max_pos still fits, but no cast of an
+    // unbounded product)
+    const int64_t trained = factor_scaled ? int64_t(std::min(double(r.max_pos) * std::max(1.0f, r.factor), 4e18))
+                                          : m->config.n_ctx_train;
     if (!warned && total > trained && r.type == lcx::RopeScaling::None) {
       warned = true;
       if (opt.on_warning)

@@ -1,6 +1,11 @@
 #include "formats/hf_config.h"
 
+#include <cmath>
+#include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
+#include <type_traits>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -11,14 +16,57 @@ using json = nlohmann::json;
 namespace {
 
 template <typename T>
+struct IsVector : std::false_type {};
+template <typename T>
+struct IsVector<std::vector<T>> : std::true_type {};
+
+// A JSON value as T, range-checked: nlohmann's get<int64_t>() of 3e24 or get<float>() of 1e39
+// is an out-of-range conversion (undefined behaviour; found by fuzz_hf_config under libFuzzer).
+template <typename T>
+T convert(const json& v, const std::string& what) {
+  if constexpr (IsVector<T>::value) {
+    if (!v.is_array()) fail(what + " must be a list (" + v.dump() + ")");
+    T out;
+    for (const json& e : v) out.push_back(convert<typename T::value_type>(e, what));
+    return out;
+  } else if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+    if (!v.is_number()) fail(what + " has the wrong type (" + v.dump() + ")");
+    using L = std::numeric_limits<T>;
+    if constexpr (std::is_floating_point_v<T>) {
+      const double d = v.get<double>();
+      if (!(std::fabs(d) <= double(L::max()))) fail(what + " is out of range (" + v.dump() + ")");
+      return T(d);
+    } else {
+      if (v.is_number_float()) {
+        const double d = v.get<double>();
+        // -double(min) is 2^(bits-1) exactly: the first value past max.
+        if (!(d == std::floor(d) && d >= double(L::min()) && d < -double(L::min())))
+          fail(what + " must be a whole number in range (" + v.dump() + ")");
+        return T(d);
+      }
+      if (v.is_number_unsigned()) {
+        const uint64_t u = v.get<uint64_t>();
+        if (u > uint64_t(L::max())) fail(what + " is out of range (" + v.dump() + ")");
+        return T(u);
+      }
+      const int64_t i = v.get<int64_t>();
+      if (i < int64_t(L::min()) || i > int64_t(L::max())) fail(what + " is out of range (" + v.dump() + ")");
+      return T(i);
+    }
+  } else {
+    try {
+      return v.get<T>();
+    } catch (const json::exception&) {
+      fail(what + " has the wrong type (" + v.dump() + ")");
+    }
+  }
+}
+
+template <typename T>
 T get_or(const json& j, const char* key, T dflt, const std::string& where) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return dflt;
-  try {
-    return it->get<T>();
-  } catch (const json::exception&) {
-    fail(where + ": field '" + key + "' has the wrong type (" + it->dump() + ")");
-  }
+  return convert<T>(*it, where + ": field '" + key + "'");
 }
 
 DType mem_dtype_from(const std::string& s, const std::string& where) {
@@ -117,7 +165,7 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
   c.bos_id = get_or<int32_t>(j, "bos_token_id", 1, where);
   if (j.contains("eos_token_id") && j["eos_token_id"].is_array())
-    c.eos_id = j["eos_token_id"].empty() ? 2 : j["eos_token_id"][0].get<int32_t>();
+    c.eos_id = j["eos_token_id"].empty() ? 2 : convert<int32_t>(j["eos_token_id"][0], where + ": eos_token_id");
   else
     c.eos_id = get_or<int32_t>(j, "eos_token_id", 2, where);
 
@@ -135,8 +183,8 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
       const auto& g = j["mem_attention_grouping"];
       if (!g.is_array() || g.size() != 2 || !g[0].is_number_integer() || !g[1].is_number_integer())
         fail(where + ": mem_attention_grouping must be null or [single_batch_size, group_size]");
-      c.mem.attention_grouping_groups = g[0].get<int64_t>();
-      c.mem.attention_grouping_size = g[1].get<int64_t>();
+      c.mem.attention_grouping_groups = convert<int64_t>(g[0], where + ": mem_attention_grouping");
+      c.mem.attention_grouping_size = convert<int64_t>(g[1], where + ": mem_attention_grouping");
     }
   }
   c.validate();

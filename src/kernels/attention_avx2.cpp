@@ -2,7 +2,7 @@
 // set around the shared algorithm in attention_simd.inc. Chosen at run time by attention.cpp;
 // the scalar oracle (scalar::attention_items) is the test reference.
 //
-// As in ops_avx2.cpp, the instruction set comes from `#pragma GCC target`, headers are included
+// As in ops_avx2.cpp, the instruction set comes from `LCX_ISA_BEGIN` (kernels/isa_region.h), headers are included
 // before it and no STL templates are used after it.
 #include <immintrin.h>
 
@@ -12,11 +12,11 @@
 
 #include "kernels/attention_internal.h"
 #include "runtime/dtype.h"
+#include "kernels/isa_region.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
+LCX_ISA_BEGIN("avx2,fma,f16c")
 
 namespace lcx::kernels::attn_avx2 {
 namespace {
@@ -115,6 +115,6 @@ void decode_row(KvFormat f, const uint8_t* src, int64_t hd, float* dst) {
 
 }  // namespace lcx::kernels::attn_avx2
 
-#pragma GCC pop_options
+LCX_ISA_END
 
 #endif  // x86-64

@@ -2,7 +2,7 @@
 // the shared algorithm in attention_simd.inc. Chosen at run time by attention.cpp; the scalar
 // oracle (scalar::attention_items) is the test reference.
 //
-// As in ops_avx512.cpp, the instruction set comes from `#pragma GCC target`, headers are
+// As in ops_avx512.cpp, the instruction set comes from `LCX_ISA_BEGIN` (kernels/isa_region.h), headers are
 // included before it and no STL templates are used after it.
 #include <immintrin.h>
 
@@ -13,14 +13,14 @@
 
 #include "kernels/attention_internal.h"
 #include "runtime/dtype.h"
+#include "kernels/isa_region.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#pragma GCC push_options
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 namespace lcx::kernels::attn_avx512 {
 namespace {
@@ -121,11 +121,12 @@ void fused_mem_scores_range(const AttentionArgs& a, int64_t t0, int64_t t1, floa
 // Memory tiles as bf16 dot products (mem_bf16_dot), defined below with the avx512bf16 target.
 namespace {
 struct Wide;
-#pragma GCC push_options
-#pragma GCC target("avx512bf16")
+LCX_ISA_END  // regions do not nest: the outer one resumes after this one
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16")
 bool wide_mem_tile_bf16(const AttentionArgs& a, const AttnBlock& b, Wide& w, const KvSpan& span, int64_t t0,
                         int64_t nt);
-#pragma GCC pop_options
+LCX_ISA_END
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 }  // namespace
 #define LCX_ATTN_WIDE_MEM_TILE wide_mem_tile_bf16
 
@@ -139,8 +140,8 @@ bool wide_mem_tile_bf16(const AttentionArgs& a, const AttnBlock& b, Wide& w, con
 // packed once per block as pairs along head_dim, probabilities as pairs along keys and values as
 // pairs of two keys' rows. Scores and the softmax stay float32. Not exact: queries and
 // probabilities are rounded to bf16 (relative 2^-9), as a bf16 inference would compute them.
-#pragma GCC push_options
-#pragma GCC target("avx512bf16")
+LCX_ISA_END  // regions do not nest: the outer one resumes after this one
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16")
 namespace {
 
 // Lane i of the result: bf16(lo[i]) | bf16(hi[i]) << 16 (round to nearest even).
@@ -250,7 +251,8 @@ bool wide_mem_tile_bf16(const AttentionArgs& a, const AttnBlock& b, Wide& w, con
 }
 
 }  // namespace
-#pragma GCC pop_options
+LCX_ISA_END
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 namespace {
 
@@ -662,6 +664,6 @@ void fused_mem_scores_range(const AttentionArgs& a, int64_t t0, int64_t t1, floa
 }  // namespace lcx::kernels::attn_avx512
 
 #pragma GCC diagnostic pop
-#pragma GCC pop_options
+LCX_ISA_END
 
 #endif  // x86-64

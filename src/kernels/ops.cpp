@@ -2,6 +2,10 @@
 // split matmuls across the thread pool.
 #include "kernels/ops.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -23,13 +27,22 @@ const char* kernel_isa_name(KernelIsa isa) {
   }
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+// AVX2 (checked first, including the OS's AVX state) implies the registers are usable.
+static bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+}
+#endif
+
 bool kernel_isa_supported(KernelIsa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
   switch (isa) {
     case KernelIsa::Scalar: return true;
     case KernelIsa::Avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c();
     case KernelIsa::Avx512:
       // The avx512 file also uses AVX2/FMA/F16C instructions on 256-bit halves.
       return kernel_isa_supported(KernelIsa::Avx2) && __builtin_cpu_supports("avx512f") &&

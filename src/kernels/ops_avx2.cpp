@@ -9,11 +9,11 @@
 #include <type_traits>
 
 #include "kernels/ops_internal.h"
+#include "kernels/isa_region.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,bmi2")
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2")
 
 namespace lcx::kernels::avx2 {
 namespace {
@@ -443,6 +443,6 @@ const KernelTable kTable = {KernelIsa::Avx2, matmul_rows, quantize_acts, dequant
 
 }  // namespace lcx::kernels::avx2
 
-#pragma GCC pop_options
+LCX_ISA_END
 
 #endif  // x86-64

@@ -1,7 +1,7 @@
 // AVX-512 kernels (F, BW, DQ, VL, VNNI; F16C/FMA/AVX2 on 256-bit halves). Chosen at run time
 // by ops.cpp; the scalar twins in ops_scalar.cpp are the test oracle.
 //
-// Every function here gets its instruction set from the `#pragma GCC target` below, not from
+// Every function here gets its instruction set from the `LCX_ISA_BEGIN` region below (kernels/isa_region.h), not from
 // compiler flags, so that inline library code (std::min, headers' inline functions) is never
 // emitted with AVX-512 instructions into a COMDAT the linker could pick for non-AVX-512 callers.
 // Headers are therefore included before the pragma and no STL templates are used after it.
@@ -16,15 +16,15 @@
 #include <type_traits>
 
 #include "kernels/ops_internal.h"
+#include "kernels/isa_region.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
-#pragma GCC push_options
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* helpers.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC target("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 namespace lcx::kernels::avx512 {
 namespace {
@@ -882,8 +882,8 @@ void matmul_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_
 // One zmm holds a column pair of 16 tokens as bf16; a pair of one row's weights is broadcast.
 // BF16 rows with an even number of columns are read in place; F16 rows are rounded to bf16 per
 // panel. Needs AVX512_BF16 (ops.cpp checks the CPU before choosing GemmMode::Bf16).
-#pragma GCC push_options
-#pragma GCC target("avx512bf16")
+LCX_ISA_END  // regions do not nest: the outer one resumes after this one
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16")
 
 constexpr int kBfRows = 8;    // weight rows per micro-tile
 constexpr int kBfGroups = 3;  // token groups of 16: 24 accumulators
@@ -990,7 +990,8 @@ void gemm_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t
   std::free(wb);
 }
 
-#pragma GCC pop_options
+LCX_ISA_END
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 template <DType T>
 void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
@@ -1140,6 +1141,6 @@ const KernelTable kTable = {KernelIsa::Avx512, matmul_rows, quantize_acts, dequa
 }  // namespace lcx::kernels::avx512
 
 #pragma GCC diagnostic pop
-#pragma GCC pop_options
+LCX_ISA_END
 
 #endif  // x86-64

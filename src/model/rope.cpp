@@ -210,8 +210,10 @@ void rope_validate(const RopeConfig& c) {
   if (c.max_pos <= 0) fail(m + "max_position_embeddings must be positive, got " + std::to_string(c.max_pos));
   if (c.orig_ctx < 0) fail(m + "original context must be positive, got " + std::to_string(c.orig_ctx));
   if (c.type == RopeScaling::None) return;
-  if (!finite_pos(c.factor))
-    fail(m + "scaling factor must be a positive number, got " + std::to_string(c.factor) + " (rope_scaling.factor / --rope-scale)");
+  // Up to 10^6: a million times the trained context is already far past any memory; larger
+  // factors only overflow the context arithmetic (found by fuzz_overrides).
+  if (!finite_pos(c.factor) || c.factor > 1e6f)
+    fail(m + "scaling factor must be a number in (0, 1e6], got " + std::to_string(c.factor) + " (rope_scaling.factor / --rope-scale)");
   switch (c.type) {
     case RopeScaling::Dynamic:
       if (c.head_dim <= 2) fail(m + "dynamic NTK needs head_dim > 2 (exponent d/(d-2))");
