@@ -43,6 +43,8 @@ const Shape kShapes[] = {
     {"LongLLaMA3B_prefill2048_mem16k_2heads", 2, 2, 100, 2048, 0, 16384, KvFormat::BF16, 0},
     // ... decode: one query against 32k memory keys, all 32 heads (bandwidth bound; 419 MB).
     {"LongLLaMA3B_decode_mem32k", 32, 32, 100, 1, 0, 32768, KvFormat::BF16, 0},
+    // ... one layer of a 128k memory (1.68 GB, as in the 128k decode goal).
+    {"LongLLaMA3B_decode_mem128k", 32, 32, 100, 1, 0, 131072, KvFormat::BF16, 0},
     // ... the same from cache (1k memory keys, 13 MB, L3-resident): the kernel's compute rate.
     {"LongLLaMA3B_decode_mem1k_cached", 32, 32, 100, 1, 0, 1024, KvFormat::BF16, 0},
     // ... from L2 (64 memory keys, 0.8 MB): the kernel's compute rate.

@@ -104,6 +104,8 @@ int main(int argc, char** argv) {
         R"({"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}],"max_tokens":16})",
         R"({"messages":[{"role":"user","content":[{"type":"text","text":"Hi"}]}],"top_k":40,"min_p":0.05,"frequency_penalty":0.5,"presence_penalty":-0.5,"repeat_last_n":64,"ignore_eos":true})",
         R"({"prompt":"x","document":"doc-123","max_completion_tokens":2,"logprobs":null,"echo":false})",
+        R"({"prompt":[[1,450,4996]],"max_tokens":1,"echo":true,"logprobs":1,"temperature":0})",
+        R"({"messages":[{"role":"user","content":"Hi"}],"logprobs":true,"top_logprobs":5,"stream":true})",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; ++i) put(out / "request", "body" + std::to_string(i) + ".json", bodies[i]);
 

@@ -257,4 +257,30 @@ TEST(LocalCacheType, StateConvertsBetweenTypesAndBadTypeIsRefused) {
   EXPECT_THROW(longctx::Session(m, bad), std::runtime_error);
 }
 
+// feed_with_logits hands over the same logits as feed(all_logits), one forward call at a time
+// (LongLLaMA: prefix windows, then the last tokens; LLaMA: batches), in order and complete.
+TEST(FeedWithLogits, SameRowsAsAllLogits) {
+  for (const char* name : {"longllama_mem", "llama_mha"}) {
+    auto m = std::string(name) == "longllama_mem" ? load(name, {{"--last-context-length", "16"}}) : load(name);
+    const auto ids = case_ids("longllama_mem_fwd300_lcl16");
+    const auto want = run(m, ids);
+    longctx::SessionOptions so;
+    so.n_threads = 1;
+    so.n_batch = 64;
+    longctx::Session s(m, so);
+    const int64_t V = m->n_vocab();
+    std::vector<float> got(ids.size() * size_t(V), NAN);
+    int64_t next = 0, calls = 0;
+    s.feed_with_logits(ids, [&](int64_t first, int64_t n, const float* rows) {
+      EXPECT_EQ(first, next);
+      std::copy(rows, rows + n * V, got.begin() + first * V);
+      next = first + n;
+      ++calls;
+    });
+    EXPECT_EQ(next, int64_t(ids.size())) << name;
+    EXPECT_GT(calls, 1) << name;
+    EXPECT_LT(max_abs_diff(got, want), 1e-5) << name;
+  }
+}
+
 }  // namespace

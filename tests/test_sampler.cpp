@@ -156,4 +156,71 @@ TEST(Generate, EosStopsUnlessIgnored) {
   EXPECT_THROW(longctx::Session(m).generate(g), std::runtime_error);  // nothing fed
 }
 
+// Log-probabilities are the log-softmax of the raw logits, with the n best in order.
+TEST(TokenLogprob, LogSoftmaxAndTopInOrder) {
+  const std::vector<float> l = {1.0f, 3.0f, 3.0f, -2.0f, 0.5f};
+  double z = 0;
+  for (float x : l) z += std::exp(double(x));
+  const auto t = longctx::token_logprob(l.data(), 5, 4, 3);
+  EXPECT_EQ(t.id, 4);
+  EXPECT_NEAR(t.logprob, 0.5 - std::log(z), 1e-6);
+  ASSERT_EQ(t.top.size(), 3u);
+  EXPECT_EQ(t.top[0].first, 1);  // tie between 1 and 2: lower id first
+  EXPECT_EQ(t.top[1].first, 2);
+  EXPECT_EQ(t.top[2].first, 0);
+  EXPECT_NEAR(t.top[0].second, 3.0 - std::log(z), 1e-6);
+  EXPECT_NEAR(t.top[2].second, 1.0 - std::log(z), 1e-6);
+  EXPECT_TRUE(longctx::token_logprob(l.data(), 5, 0, 0).top.empty());
+  EXPECT_EQ(longctx::token_logprob(l.data(), 5, 0, 99).top.size(), 5u);  // at most the vocabulary
+  // Large logits do not overflow: the maximum is subtracted first.
+  const std::vector<float> big = {1000.0f, 1000.0f};
+  EXPECT_NEAR(longctx::token_logprob(big.data(), 2, 0, 1).logprob, std::log(0.5), 1e-6);
+}
+
+// Generation reports each token's log-probability: the same values as the log-softmax of the
+// logits a full forward over prompt + generated tokens gives, the greedy token first among
+// the alternatives, and a piece per token carrying it.
+TEST(Generate, LogprobsMatchTheForward) {
+  auto m = fixture_model();
+  longctx::Session s(m);
+  const auto prompt = m->tokenize("The quick brown fox");
+  s.feed(prompt);
+  longctx::GenerateOptions g;
+  g.n_predict = 8;
+  g.sampling.temperature = 0;
+  g.logprobs = 2;
+  int with_lp = 0;
+  auto r = s.generate(g, [&](const longctx::Piece& p) {
+    if (p.logprob) {
+      EXPECT_EQ(p.logprob->id, p.id);
+      ++with_lp;
+    }
+    return true;
+  });
+  ASSERT_EQ(r.ids.size(), 8u);
+  ASSERT_EQ(r.logprobs.size(), 8u);
+  EXPECT_EQ(with_lp, 8);
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), r.ids.begin(), r.ids.end());
+  longctx::Session ref(m);
+  std::vector<float> logits;
+  ref.feed(all, &logits);
+  const int32_t V = m->n_vocab();
+  for (size_t i = 0; i < r.ids.size(); ++i) {
+    const auto& t = r.logprobs[i];
+    EXPECT_EQ(t.id, r.ids[i]);
+    ASSERT_EQ(t.top.size(), 2u);
+    EXPECT_EQ(t.top[0].first, t.id);  // greedy
+    EXPECT_EQ(t.top[0].second, t.logprob);
+    EXPECT_LE(t.logprob, 0.0f);
+    const auto want = longctx::token_logprob(logits.data() + (prompt.size() - 1 + i) * size_t(V), V, t.id, 2);
+    EXPECT_NEAR(t.logprob, want.logprob, 1e-4) << i;
+  }
+  // Off by default: nothing extra.
+  longctx::Session s2(m);
+  s2.feed(prompt);
+  g.logprobs = -1;
+  EXPECT_TRUE(s2.generate(g).logprobs.empty());
+}
+
 }  // namespace

@@ -523,6 +523,104 @@ TEST_F(ServerTest, ConcurrentClientsMatchSequential) {
 }
 
 // A few hundred bad requests: each is a 4xx with an OpenAI error body; the server stays up.
+// Log-probabilities as OpenAI returns them, with the values the engine computes for the same
+// tokens: completions (echo for prompt scoring, as lm-evaluation-harness asks), chat, streaming.
+TEST_F(ServerTest, Logprobs) {
+  longctx::LoadOptions lo;
+  lo.tokenizer_path = tokenizer_path();
+  auto m = longctx::Model::load(model_dir(), lo);
+  const int32_t V = m->n_vocab();
+
+  // Prompt scoring: echo + logprobs, one generated token, prompt as a batch of one id list.
+  const std::vector<int32_t> ids = m->tokenize("The quick brown fox jumps");
+  json body = greedy({{"prompt", json::array({ids})}, {"echo", true}, {"logprobs", 2}}, 1);
+  auto r = post(port(), "/v1/completions", body);
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json c = r.j()["choices"][0];
+  const json lp = c["logprobs"];
+  const size_t n = ids.size() + 1;
+  ASSERT_EQ(lp["tokens"].size(), n) << lp.dump();
+  ASSERT_EQ(lp["token_logprobs"].size(), n);
+  ASSERT_EQ(lp["top_logprobs"].size(), n);
+  ASSERT_EQ(lp["text_offset"].size(), n);
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());  // BOS: nothing before it
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  EXPECT_EQ(lp["tokens"][0], "<s>");
+  EXPECT_EQ(lp["tokens"][1], " The");
+  EXPECT_EQ(c["text"].get<std::string>().rfind(m->detokenize(ids), 0), 0u) << c["text"];  // echoed prompt first
+  // The values: log-softmax of the logits of a forward over prompt + the generated token.
+  std::vector<int32_t> all = ids;
+  all.push_back(m->tokenize(c["text"].get<std::string>()).back());  // (the one generated token)
+  longctx::Session s(m);
+  std::vector<float> logits;
+  s.feed(ids, &logits);
+  for (size_t i = 1; i < ids.size(); ++i) {
+    const auto want = longctx::token_logprob(logits.data() + (i - 1) * size_t(V), V, ids[i], 2);
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want.logprob, 1e-4) << i;
+    ASSERT_EQ(lp["top_logprobs"][i].size(), 2u);
+    double best = -1e30;
+    for (auto& [k, v] : lp["top_logprobs"][i].items()) best = std::max(best, v.get<double>());
+    EXPECT_NEAR(best, want.top[0].second, 1e-4);
+    EXPECT_GE(lp["text_offset"][i].get<int>(), lp["text_offset"][i - 1].get<int>());
+  }
+  // The generated token is greedy: its log-probability is the best of its alternatives.
+  const json& last_top = lp["top_logprobs"][n - 1];
+  double best = -1e30;
+  for (auto& [k, v] : last_top.items()) best = std::max(best, v.get<double>());
+  EXPECT_NEAR(lp["token_logprobs"][n - 1].get<double>(), best, 1e-6);
+  const auto want_last = longctx::token_logprob(logits.data() + (ids.size() - 1) * size_t(V),
+                                                V, longctx::token_logprob(logits.data() + (ids.size() - 1) * size_t(V), V, 0, 1).top[0].first, 0);
+  EXPECT_NEAR(lp["token_logprobs"][n - 1].get<double>(), want_last.logprob, 1e-4);
+
+  // max_tokens 0 with echo: the prompt alone, scored.
+  auto z = post(port(), "/v1/completions", greedy({{"prompt", "The quick brown fox jumps"}, {"echo", true}, {"logprobs", 0}}, 0));
+  ASSERT_EQ(z.status, 200) << z.body;
+  EXPECT_EQ(z.j()["choices"][0]["text"], "The quick brown fox jumps");
+  EXPECT_EQ(z.j()["choices"][0]["logprobs"]["tokens"].size(), ids.size());
+  EXPECT_EQ(z.j()["usage"]["completion_tokens"], 0);
+
+  // Without echo: generated tokens only, offsets after the prompt; streaming gives the same.
+  json g = greedy({{"prompt", "Hello world"}, {"logprobs", 1}}, 6);
+  auto plain = post(port(), "/v1/completions", g);
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json pl = plain.j()["choices"][0]["logprobs"];
+  ASSERT_EQ(pl["token_logprobs"].size(), 6u);
+  EXPECT_EQ(pl["text_offset"][0], std::string("Hello world").size());
+  g["stream"] = true;
+  auto st = post(port(), "/v1/completions", g);
+  bool done = false;
+  json streamed = json::array();
+  for (const auto& e : sse_events(st.body, &done))
+    if (!e["choices"].empty() && e["choices"][0]["logprobs"].is_object())
+      for (const auto& v : e["choices"][0]["logprobs"]["token_logprobs"]) streamed.push_back(v);
+  EXPECT_TRUE(done);
+  EXPECT_EQ(streamed, pl["token_logprobs"]);
+  // Off: null, as OpenAI sends.
+  EXPECT_TRUE(post(port(), "/v1/completions", greedy({{"prompt", "Hello"}}, 2)).j()["choices"][0]["logprobs"].is_null());
+
+  // Chat: {"content": [{token, logprob, bytes, top_logprobs}]}, streaming the same values.
+  json chat = greedy({{"messages", {{{"role", "user"}, {"content", "Hi!"}}}}, {"logprobs", true}, {"top_logprobs", 3}}, 5);
+  auto cr = post(port(), "/v1/chat/completions", chat);
+  ASSERT_EQ(cr.status, 200) << cr.body;
+  const json content = cr.j()["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), cr.j()["usage"]["completion_tokens"].get<size_t>());
+  for (const auto& e : content) {
+    ASSERT_EQ(e["top_logprobs"].size(), 3u);
+    EXPECT_EQ(e["top_logprobs"][0]["logprob"], e["logprob"]);  // greedy
+    EXPECT_EQ(e["top_logprobs"][0]["token"], e["token"]);
+    std::string bytes;
+    for (const auto& b : e["bytes"]) bytes += char(b.get<int>());
+    EXPECT_EQ(bytes, e["token"].get<std::string>());
+  }
+  chat["stream"] = true;
+  auto cs = post(port(), "/v1/chat/completions", chat);
+  json sc = json::array();
+  for (const auto& e : sse_events(cs.body, &done))
+    if (!e["choices"].empty() && e["choices"][0]["logprobs"].is_object())
+      for (const auto& v : e["choices"][0]["logprobs"]["content"]) sc.push_back(v);
+  EXPECT_EQ(sc, content);
+}
+
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   const auto t0 = Clock::now();
   const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
@@ -545,7 +643,7 @@ TEST_F(ServerTest, MalformedRequestsNeverCrash) {
       {"stop", {1, 2}},        {"stop", {{"a", 1}}},       {"seed", "abc"},         {"seed", 0.5},
       {"frequency_penalty", 3}, {"presence_penalty", "x"}, {"repeat_penalty", 0},   {"model", 5},
       {"model", "gpt-4"},      {"stream_options", 3},      {"stream_options", {{"include_usage", "y"}}},
-      {"logprobs", true},      {"document", 7},            {"document", ""},        {"document", "doc-nope"},
+      {"logprobs", "yes"},     {"logprobs", 21},           {"document", 7},            {"document", ""},        {"document", "doc-nope"},
       {"ignore_eos", "no"},    {"max_completion_tokens", "9"}};
   for (const auto& [k, v] : fields) {
     json c = ok_cmpl, h = ok_chat;
@@ -555,8 +653,18 @@ TEST_F(ServerTest, MalformedRequestsNeverCrash) {
     bad.push_back({"/v1/chat/completions", h.dump()});
   }
   for (const json& p : {json(nullptr), json(5), json::object(), json::array(), json({"a", "b"}), json({-1}),
-                        json({1, 99999999}), json({1, "x"}), json({{1, 2}}), json(true)})
+                        json({1, 99999999}), json({1, "x"}), json({{1, 2}, {3}}), json({{-1}}), json({json::array()}), json(true)})
     bad.push_back({"/v1/completions", json{{"prompt", p}}.dump()});
+  // Completions take `logprobs` as a count, chat as a boolean with `top_logprobs`.
+  bad.push_back({"/v1/completions", json{{"prompt", "hi"}, {"logprobs", true}}.dump()});
+  bad.push_back({"/v1/completions", json{{"prompt", "hi"}, {"echo", "yes"}}.dump()});
+  for (const json& t : {json(3), json(-1), json("x")})
+    bad.push_back({"/v1/chat/completions",
+                   json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"top_logprobs", t}}.dump()});
+  bad.push_back({"/v1/chat/completions",
+                 json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"logprobs", 3}}.dump()});
+  bad.push_back({"/v1/chat/completions",
+                 json{{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"logprobs", true}, {"top_logprobs", 21}}.dump()});
   for (const json& m : {json(nullptr), json("hi"), json::array(), json({1}), json({{{"content", "x"}}}),
                         json({{{"role", "user"}}}), json({{{"role", "robot"}, {"content", "x"}}}),
                         json({{{"role", 3}, {"content", "x"}}}), json({{{"role", "user"}, {"content", 3}}}),

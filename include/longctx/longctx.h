@@ -87,25 +87,45 @@ struct SamplingParams {
   uint64_t seed = 0xC0FFEE;
 };
 
+// Log-probability of a token under the model's distribution (log-softmax of the raw logits:
+// before repetition penalty, top-k/p and temperature, as OpenAI's and vLLM's `logprobs`
+// report it), with the n most likely tokens (descending; ties by lower id).
+struct TokenLogprob {
+  int32_t id = -1;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // (token id, log-probability)
+};
+// logits: [n_vocab] (one row of Session::logits() or of feed_with_logits).
+TokenLogprob token_logprob(const float* logits, int32_t n_vocab, int32_t id, int n_top);
+
 struct GenerateOptions {
   int32_t n_predict = 128;
   SamplingParams sampling;
   std::vector<std::string> stop;  // stop strings (not included in the output)
   bool ignore_eos = false;
+  // >= 0: report each generated token's log-probability and this many alternatives
+  // (Piece::logprob, GenerateResult::logprobs); -1: off (no extra work per token).
+  int logprobs = -1;
 };
 
 // One streamed piece of output: the token and the complete UTF-8 text it made available.
+// logprob is set (GenerateOptions::logprobs >= 0) on the piece a token produced; a final piece
+// that only flushes held-back text carries none. Valid during the callback only.
 struct Piece {
   int32_t id;
   std::string text;
+  const TokenLogprob* logprob = nullptr;
 };
 // Return false to stop generation.
 using StreamCallback = std::function<bool(const Piece&)>;
 // Prompt processing progress: tokens done of total.
 using ProgressCallback = std::function<void(int64_t done, int64_t total)>;
+// Logits of fed tokens first .. first + n - 1 (rows [n, n_vocab], valid during the call).
+using LogitsCallback = std::function<void(int64_t first, int64_t n, const float* rows)>;
 
 struct GenerateResult {
   std::vector<int32_t> ids;
+  std::vector<TokenLogprob> logprobs;  // one per id when GenerateOptions::logprobs >= 0
   std::string text;
   std::string stop_reason;  // "eos", "length", "stop", "callback"
   double gen_seconds = 0;
@@ -123,6 +143,11 @@ class Session {
   // all_logits: when given, receives [n, n_vocab] logits for every fed token.
   void feed(const std::vector<int32_t>& ids, std::vector<float>* all_logits = nullptr,
             const ProgressCallback& progress = {});
+  // The same computation, handing over every fed token's logits one forward call at a time
+  // (at most a window or a batch of rows at once), so a long prompt's logits need not fit in
+  // memory together (prompt log-probabilities, perplexity).
+  void feed_with_logits(const std::vector<int32_t>& ids, const LogitsCallback& on_logits,
+                        const ProgressCallback& progress = {});
   // Feeds the first `split` ids as one prompt and the rest one token per call, as generation
   // does (checks that incremental and full computation agree).
   void feed_split(const std::vector<int32_t>& ids, int64_t split, std::vector<float>* all_logits);

@@ -12,6 +12,32 @@ int32_t argmax(const float* x, int64_t n) {
   return int32_t(best);
 }
 
+void token_logprob(const float* logits, int64_t n_vocab, int32_t id, int n_top, TokenLogprob& out) {
+  // log p(i) = x_i - (max + log sum exp(x - max)); the sum in double so a 32000-wide
+  // vocabulary of near-equal logits loses nothing.
+  float mx = logits[0];
+  for (int64_t i = 1; i < n_vocab; ++i) mx = std::max(mx, logits[i]);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n_vocab; ++i) sum += std::exp(double(logits[i]) - double(mx));
+  const double lse = double(mx) + std::log(sum);
+  out.id = id;
+  out.logprob = id >= 0 && id < n_vocab ? float(double(logits[id]) - lse) : -INFINITY;
+  out.top.clear();
+  const int64_t k = std::min<int64_t>(std::max(0, n_top), n_vocab);
+  if (k == 0) return;
+  // Keep the k best in `top`, sorted descending (k is small: OpenAI allows at most 20).
+  auto better = [](float a, int32_t ia, float b, int32_t ib) { return a > b || (a == b && ia < ib); };
+  for (int64_t i = 0; i < n_vocab; ++i) {
+    const float x = logits[i];
+    if (int64_t(out.top.size()) == k && !better(x, int32_t(i), out.top.back().second, out.top.back().first)) continue;
+    if (int64_t(out.top.size()) == k) out.top.pop_back();
+    auto pos = out.top.end();
+    while (pos != out.top.begin() && better(x, int32_t(i), (pos - 1)->second, (pos - 1)->first)) --pos;
+    out.top.insert(pos, {int32_t(i), x});
+  }
+  for (auto& [tid, lp] : out.top) lp = float(double(lp) - lse);
+}
+
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
 
 int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history) {

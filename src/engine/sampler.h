@@ -3,7 +3,10 @@
 #pragma once
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
+
+#include "longctx/longctx.h"
 
 namespace lcx {
 
@@ -32,5 +35,10 @@ class Sampler {
 };
 
 int32_t argmax(const float* x, int64_t n);
+
+// longctx::token_logprob (public API): log-softmax of one token and the n_top best.
+using longctx::TokenLogprob;
+void token_logprob(const float* logits, int64_t n_vocab, int32_t id, int n_top, TokenLogprob& out);
+
 
 }  // namespace lcx

@@ -283,17 +283,21 @@ struct Session::Impl {
     }
   }
 
-  void feed(const std::vector<int32_t>& ids, std::vector<float>* all, const ProgressCallback& progress) {
+  // rows: when set, receives every fed token's logits, one forward call at a time.
+  void feed(const std::vector<int32_t>& ids, const LogitsCallback& rows, const ProgressCallback& progress) {
     const int64_t L = int64_t(ids.size());
     if (L == 0) fail("empty prompt: give at least one token");
     const int64_t V = m->config.n_vocab;
-    if (all) all->assign(size_t(L * V), 0.0f);
-    auto out_at = [&](int64_t i) { return all ? all->data() + i * V : nullptr; };
-    int64_t done = 0;
+    std::vector<float> buf;  // [e - b, n_vocab] of the current call
     auto step = [&](int64_t b, int64_t e, lcx::ChunkMode mode) {
-      forward(ids.data() + b, e - b, mode, out_at(b), /*need_logits=*/e == L);
-      done = e;
-      if (progress) progress(done, L);
+      if (rows) {
+        buf.resize(size_t((e - b) * V));
+        forward(ids.data() + b, e - b, mode, buf.data());
+        rows(b, e - b, buf.data());
+      } else {
+        forward(ids.data() + b, e - b, mode, nullptr, /*need_logits=*/e == L);
+      }
+      if (progress) progress(e, L);
     };
     if (fot()) {
       // LongLLaMA `_handle_long_input`: the first L - last_context_length tokens go in windows
@@ -323,7 +327,18 @@ Session::Session(std::shared_ptr<const Model> model, const SessionOptions& opt)
 Session::~Session() = default;
 
 void Session::feed(const std::vector<int32_t>& ids, std::vector<float>* all_logits, const ProgressCallback& progress) {
-  impl_->feed(ids, all_logits, progress);
+  if (!all_logits) return impl_->feed(ids, {}, progress);
+  const int64_t V = impl_->m->config.n_vocab;
+  all_logits->assign(ids.size() * size_t(V), 0.0f);
+  impl_->feed(ids, [&](int64_t first, int64_t n, const float* rows) {
+    std::copy(rows, rows + n * V, all_logits->begin() + first * V);
+  }, progress);
+}
+
+void Session::feed_with_logits(const std::vector<int32_t>& ids, const LogitsCallback& on_logits,
+                               const ProgressCallback& progress) {
+  if (!on_logits) fail("feed_with_logits: no logits callback");
+  impl_->feed(ids, on_logits, progress);
 }
 
 void Session::feed_split(const std::vector<int32_t>& ids, int64_t split, std::vector<float>* all_logits) {
@@ -331,7 +346,7 @@ void Session::feed_split(const std::vector<int32_t>& ids, int64_t split, std::ve
   split = std::clamp<int64_t>(split, 1, L);
   const int64_t V = impl_->m->config.n_vocab;
   std::vector<float> head;
-  impl_->feed(std::vector<int32_t>(ids.begin(), ids.begin() + split), all_logits ? &head : nullptr, {});
+  feed(std::vector<int32_t>(ids.begin(), ids.begin() + split), all_logits ? &head : nullptr, {});
   if (all_logits) {
     all_logits->assign(size_t(L * V), 0.0f);
     std::copy(head.begin(), head.end(), all_logits->begin());
@@ -370,9 +385,9 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
   for (const auto& s : opt.stop) max_stop = std::max(max_stop, s.size());
   std::string held;  // text not yet emitted because it could start a stop string
   r.stop_reason = "length";
-  auto emit = [&](int32_t id, const std::string& text) {
+  auto emit = [&](int32_t id, const std::string& text, const TokenLogprob* lp = nullptr) {
     r.text += text;
-    return on_piece ? on_piece(Piece{id, text}) : true;
+    return on_piece ? on_piece(Piece{id, text, lp}) : true;
   };
   for (int32_t i = 0; i < opt.n_predict; ++i) {
     const int32_t id = sampler.sample(I.last_logits.data(), I.m->config.n_vocab, I.history);
@@ -381,6 +396,12 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
       break;
     }
     r.ids.push_back(id);
+    const TokenLogprob* lp = nullptr;
+    if (opt.logprobs >= 0) {
+      r.logprobs.emplace_back();
+      lcx::token_logprob(I.last_logits.data(), I.m->config.n_vocab, id, opt.logprobs, r.logprobs.back());
+      lp = &r.logprobs.back();
+    }
     std::string text = dec ? dec->push(id) : std::string();
     bool stop_hit = false;
     if (!opt.stop.empty()) {
@@ -404,7 +425,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
         held.erase(0, held.size() - keep);
       }
     }
-    if (!emit(id, text)) {
+    if (!emit(id, text, lp)) {
       r.stop_reason = "callback";
       break;
     }
@@ -425,6 +446,13 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
   }
   r.gen_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+TokenLogprob token_logprob(const float* logits, int32_t n_vocab, int32_t id, int n_top) {
+  if (logits == nullptr || n_vocab <= 0) fail("token_logprob: no logits");
+  TokenLogprob t;
+  lcx::token_logprob(logits, n_vocab, id, n_top, t);
+  return t;
 }
 
 void Session::reset() {

@@ -169,13 +169,19 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
         r.prompt_ids.push_back(int32_t(integer((*p)[i], "prompt[" + std::to_string(i) + "]", 0, INT32_MAX)));
     } else if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) {
       r.prompt = (*p)[0].get<std::string>();
+    } else if (p->is_array() && p->size() == 1 && (*p)[0].is_array() && !(*p)[0].empty()) {
+      // A batch of one token-id prompt (what clients send that batch pre-tokenised requests,
+      // e.g. lm-evaluation-harness with batch size 1).
+      r.prompt_is_ids = true;
+      const json& ids = (*p)[0];
+      for (size_t i = 0; i < ids.size(); ++i)
+        r.prompt_ids.push_back(int32_t(integer(ids[i], "prompt[0][" + std::to_string(i) + "]", 0, INT32_MAX)));
     } else if (p->is_array() && p->size() > 1) {
       throw bad("prompt", "batched prompts are not supported: send one request per prompt");
     } else {
       throw bad("prompt", "'prompt' must be a string or an array of token ids", "invalid_type");
     }
-    if (auto v = field(j, "echo"); v && boolean(*v, "echo"))
-      throw bad("echo", "'echo' is not supported: prepend the prompt yourself");
+    if (auto v = field(j, "echo")) r.echo = boolean(*v, "echo");
     if (auto v = field(j, "best_of"); v && integer(*v, "best_of", 1, lim.max_n) != 1)
       throw bad("best_of", "'best_of' is not supported: use 'n'");
   }
@@ -208,9 +214,20 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
       if (!s.empty()) r.gen.stop.push_back(std::move(s));
   }
   if (auto v = field(j, "ignore_eos")) r.gen.ignore_eos = boolean(*v, "ignore_eos");  // llama.cpp extension
-  if (auto v = field(j, "logprobs")) {
-    const bool on = v->is_boolean() ? v->get<bool>() : (v->is_number() ? v->get<double>() != 0 : true);
-    if (on) throw bad("logprobs", "'logprobs' is not supported by this server");
+  if (chat) {
+    // Chat: "logprobs": true turns them on, "top_logprobs": N adds N alternatives per token.
+    if (auto v = field(j, "logprobs"); v && boolean(*v, "logprobs")) r.logprobs = 0;
+    if (auto v = field(j, "top_logprobs")) {
+      const int n = int(integer(*v, "top_logprobs", 0, kMaxLogprobs));
+      if (r.logprobs < 0) throw bad("top_logprobs", "'top_logprobs' needs \"logprobs\": true");
+      r.logprobs = n;
+    }
+  } else if (auto v = field(j, "logprobs")) {
+    // Completions: "logprobs": N is the number of alternatives per token (0: the chosen only).
+    if (v->is_boolean())
+      throw bad("logprobs", "'logprobs' of /v1/completions is the number of alternatives per token (0.." +
+                                std::to_string(kMaxLogprobs) + "), not a boolean", "invalid_type");
+    r.logprobs = int(integer(*v, "logprobs", 0, kMaxLogprobs));
   }
   if (auto v = field(j, "document")) {
     r.document = string(*v, "document");

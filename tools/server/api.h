@@ -48,7 +48,13 @@ struct CompletionRequest {
   bool stream = false;
   bool include_usage = false;          // stream_options.include_usage
   std::string document;                // "doc-..." from POST /v1/documents
+  // Log-probabilities: -1 off, else how many alternatives per token (completions: `logprobs`
+  // N; chat: `logprobs: true` with `top_logprobs` N). At most kMaxLogprobs.
+  int logprobs = -1;
+  bool echo = false;                   // completions: the prompt (and its logprobs) come first
 };
+
+constexpr int kMaxLogprobs = 20;
 
 struct RequestLimits {
   longctx::GenerateOptions defaults;  // server-side defaults (the serve command's sampling flags)

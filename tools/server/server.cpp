@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
@@ -17,6 +18,7 @@
 #include "chat_template.h"
 #include "http.h"
 #include "model/model.h"
+#include "model/tokenizer.h"
 #include "runtime/error.h"
 
 namespace lcx::server {
@@ -50,11 +52,14 @@ struct Document {
   int64_t created = 0;
 };
 
-// One text delta of one choice; finish non-empty when that choice is complete.
+// One text delta of one choice; finish non-empty when that choice is complete. lps: the
+// log-probabilities of the tokens behind it (requests with logprobs; a NaN logprob is a token
+// with none, the first token of an echoed prompt).
 struct Event {
   int index = 0;
   std::string text;
   std::string finish;
+  std::vector<longctx::TokenLogprob> lps;
 };
 
 struct Job {
@@ -64,6 +69,7 @@ struct Job {
   std::vector<int32_t> prompt_ids;
   std::shared_ptr<const Document> doc;  // Generate: start from a clone of it
   std::vector<int32_t> stop_ids;        // chat template end-of-turn tokens
+  std::string echo_text;                // completions with echo: the prompt as text
   std::shared_ptr<Document> ingested;   // Ingest: the result
 
   // Results, filled by the slot, read by the HTTP thread.
@@ -74,6 +80,7 @@ struct Job {
   std::optional<ApiError> error;
   std::vector<std::string> texts;
   std::vector<std::string> finishes;
+  std::vector<std::vector<longctx::TokenLogprob>> lps;  // per choice
   int64_t completion_tokens = 0;
   std::atomic<bool> cancelled{false};
 
@@ -83,8 +90,11 @@ struct Job {
       if (e.index >= int(texts.size())) {
         texts.resize(size_t(e.index) + 1);
         finishes.resize(size_t(e.index) + 1);
+        lps.resize(size_t(e.index) + 1);
       }
       texts[size_t(e.index)] += e.text;
+      auto& l = lps[size_t(e.index)];
+      l.insert(l.end(), e.lps.begin(), e.lps.end());
       if (!e.finish.empty()) finishes[size_t(e.index)] = e.finish;
       events.push_back(std::move(e));
     }
@@ -247,9 +257,27 @@ struct Server::Impl {
       slot_session.reset();
     }
     const auto t0 = Clock::now();
-    base->feed(job.prompt_ids, nullptr, [&](int64_t, int64_t) {
+    auto progress = [&](int64_t, int64_t) {
       if (job.cancelled) throw Cancelled{};
-    });
+    };
+    // echo: the prompt's text (and with logprobs, each prompt token's log-probability given
+    // the tokens before it) comes first in every choice.
+    std::vector<longctx::TokenLogprob> prompt_lps;
+    if (rq.echo && rq.logprobs >= 0) {
+      const std::vector<int32_t>& ids = job.prompt_ids;
+      const int32_t V = model->n_vocab();
+      prompt_lps.resize(ids.size());
+      // The first token has a log-probability only after a document (its last logits).
+      if (job.doc) prompt_lps[0] = longctx::token_logprob(base->logits().data(), V, ids[0], rq.logprobs);
+      else prompt_lps[0] = {ids[0], std::nanf(""), {}};
+      base->feed_with_logits(ids, [&](int64_t first, int64_t n, const float* rows) {
+        for (int64_t k = 0; k < n && first + k + 1 < int64_t(ids.size()); ++k)
+          prompt_lps[size_t(first + k + 1)] =
+              longctx::token_logprob(rows + k * V, V, ids[size_t(first + k + 1)], rq.logprobs);
+      }, progress);
+    } else {
+      base->feed(job.prompt_ids, nullptr, progress);
+    }
     {
       std::lock_guard<std::mutex> lock(metrics.mu);
       metrics.prompt_tokens += job.prompt_ids.size();
@@ -265,10 +293,16 @@ struct Server::Impl {
       }
       longctx::GenerateOptions g = rq.gen;
       g.sampling.seed += uint64_t(i);
+      g.logprobs = rq.logprobs;
+      if (rq.echo) job.push(Event{i, job.echo_text, "", prompt_lps});
       bool stop_token = false;
       const auto r = s->generate(g, [&](const longctx::Piece& p) {
         if (job.cancelled) return false;
-        if (!p.text.empty()) job.push(Event{i, p.text, ""});
+        if (!p.text.empty() || p.logprob) {
+          Event e{i, p.text, "", {}};
+          if (p.logprob) e.lps.push_back(*p.logprob);
+          job.push(std::move(e));
+        }
         if (std::find(job.stop_ids.begin(), job.stop_ids.end(), p.id) != job.stop_ids.end()) {
           stop_token = true;
           return false;
@@ -276,7 +310,7 @@ struct Server::Impl {
         return true;
       });
       if (job.cancelled) throw Cancelled{};
-      job.push(Event{i, "", stop_token ? "stop" : finish_reason(r.stop_reason)});
+      job.push(Event{i, "", stop_token ? "stop" : finish_reason(r.stop_reason), {}});
       {
         std::lock_guard<std::mutex> lock(job.mu);
         job.completion_tokens += int64_t(r.ids.size());
@@ -313,6 +347,65 @@ struct Server::Impl {
                     "the server holds its maximum of " + std::to_string(opt.max_documents) +
                         " documents: DELETE /v1/documents/{id} one you no longer need, or restart with a larger --max-documents",
                     "invalid_request_error", "", "document_limit_reached");
+  }
+
+  // ---------------------------------------------------------------- log-probabilities
+
+  // A token as text: the bytes it stands for in running text (leading space kept), or its
+  // piece for control tokens ("<s>"), which stand for no text.
+  std::string token_text(int32_t id) const {
+    const lcx::Tokenizer& tok = model->impl().tok();
+    std::string t = tok.token_bytes(id);
+    const lcx::SpmVocab& v = tok.vocab();
+    if (t.empty() && id >= 0 && size_t(id) < v.pieces.size() && v.types[size_t(id)] == lcx::TokenType::Control)
+      t = v.pieces[size_t(id)];
+    return t;
+  }
+
+  static json logprob_value(float x) { return std::isnan(x) ? json(nullptr) : json(x); }
+
+  // The legacy completions format: parallel arrays; text_offset counts the token strings'
+  // bytes from `offset` (0 for an echoed prompt, else the prompt's length), as OpenAI does.
+  json completion_logprobs(const std::vector<longctx::TokenLogprob>& lps, int64_t& offset) const {
+    json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
+    for (const auto& t : lps) {
+      const std::string s = token_text(t.id);
+      tokens.push_back(s);
+      values.push_back(logprob_value(t.logprob));
+      if (std::isnan(t.logprob)) {
+        tops.push_back(nullptr);
+      } else {
+        json top = json::object();
+        for (const auto& [id, lp] : t.top) {
+          const std::string k = token_text(id);
+          if (!top.contains(k)) top[k] = lp;  // two ids with one text: the likelier one
+        }
+        tops.push_back(std::move(top));
+      }
+      offsets.push_back(offset);
+      offset += int64_t(s.size());
+    }
+    return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
+  }
+
+  json token_json(int32_t id, float logprob) const {
+    const std::string s = token_text(id);
+    json bytes = json::array();
+    for (unsigned char c : s) bytes.push_back(int(c));
+    return {{"token", s}, {"logprob", logprob_value(logprob)}, {"bytes", bytes}};
+  }
+
+  // The chat format: {"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}.
+  json chat_logprobs(const std::vector<longctx::TokenLogprob>& lps) const {
+    json content = json::array();
+    for (const auto& t : lps) {
+      json e = token_json(t.id, t.logprob);
+      json top = json::array();
+      for (const auto& [id, lp] : t.top) top.push_back(token_json(id, lp));
+      e["top_logprobs"] = std::move(top);
+      content.push_back(std::move(e));
+    }
+    return {{"content", content}, {"refusal", nullptr}};
   }
 
   // ---------------------------------------------------------------- HTTP helpers
@@ -397,8 +490,10 @@ struct Server::Impl {
     } else if (rq.prompt_is_ids) {
       check_ids(rq.prompt_ids);
       job->prompt_ids = rq.prompt_ids;
+      if (rq.echo) job->echo_text = model->detokenize(rq.prompt_ids);
     } else {
       job->prompt_ids = model->tokenize(rq.prompt, !continues);
+      if (rq.echo) job->echo_text = rq.prompt;
     }
     if (job->prompt_ids.empty())
       throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
@@ -422,16 +517,24 @@ struct Server::Impl {
       job->wait();
       if (job->error) throw *job->error;
       json choices = json::array();
+      const int64_t base_offset = rq.echo ? 0 : int64_t(rq.prompt_is_ids ? model->detokenize(rq.prompt_ids).size() : rq.prompt.size());
       for (int i = 0; i < rq.n; ++i) {
         const std::string& text = size_t(i) < job->texts.size() ? job->texts[size_t(i)] : std::string();
         const std::string& fin = size_t(i) < job->finishes.size() ? job->finishes[size_t(i)] : std::string("stop");
+        static const std::vector<longctx::TokenLogprob> none;
+        const auto& lps = size_t(i) < job->lps.size() ? job->lps[size_t(i)] : none;
+        json lp = nullptr;
+        if (rq.logprobs >= 0) {
+          int64_t offset = base_offset;
+          lp = chat ? chat_logprobs(lps) : completion_logprobs(lps, offset);
+        }
         if (chat)
           choices.push_back({{"index", i},
                              {"message", {{"role", "assistant"}, {"content", text}}},
-                             {"logprobs", nullptr},
+                             {"logprobs", lp},
                              {"finish_reason", fin}});
         else
-          choices.push_back({{"index", i}, {"text", text}, {"logprobs", nullptr}, {"finish_reason", fin}});
+          choices.push_back({{"index", i}, {"text", text}, {"logprobs", lp}, {"finish_reason", fin}});
       }
       send_json(res, 200,
                 {{"id", id},
@@ -447,9 +550,12 @@ struct Server::Impl {
     // Streaming: OpenAI's chunk objects as server-sent events, then `data: [DONE]`.
     struct StreamState {
       std::vector<bool> role_sent;
+      std::vector<int64_t> offset;  // completions logprobs: text_offset of each choice's next token
     };
     auto st = std::make_shared<StreamState>();
     st->role_sent.assign(size_t(rq.n), false);
+    st->offset.assign(size_t(rq.n), rq.echo ? 0 : int64_t(rq.prompt_is_ids ? model->detokenize(rq.prompt_ids).size() : rq.prompt.size()));
+    const bool want_lps = rq.logprobs >= 0;
     const bool include_usage = rq.include_usage;
     const std::string model_name = opt.model_name;
     auto chunk = [=](json choices) {
@@ -466,7 +572,7 @@ struct Server::Impl {
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [job, st, chunk, usage, chat, include_usage](size_t, httplib::DataSink& sink) {
+        [this, job, st, chunk, usage, chat, include_usage, want_lps](size_t, httplib::DataSink& sink) {
           std::deque<Event> evs;
           bool done = false;
           {
@@ -490,7 +596,10 @@ struct Server::Impl {
             return sink.write(ping, sizeof ping - 1) ? true : gone();
           }
           for (const Event& e : evs) {
-            json choice = {{"index", e.index}, {"logprobs", nullptr},
+            json lp = nullptr;
+            if (want_lps && e.finish.empty())
+              lp = chat ? chat_logprobs(e.lps) : completion_logprobs(e.lps, st->offset[size_t(e.index)]);
+            json choice = {{"index", e.index}, {"logprobs", lp},
                            {"finish_reason", e.finish.empty() ? json(nullptr) : json(e.finish)}};
             if (chat) {
               json delta = json::object();
