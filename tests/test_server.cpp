@@ -35,6 +35,11 @@ using Clock = std::chrono::steady_clock;
 
 std::string model_dir() { return fixtures_dir() + "/models/llama_mha"; }
 std::string tokenizer_path() { return fixtures_dir() + "/tokenizer.model"; }
+longctx::LoadOptions fixture_load_options() {
+  longctx::LoadOptions lo;
+  lo.tokenizer_path = tokenizer_path();
+  return lo;
+}
 
 // ---------------------------------------------------------------- a running server process
 
@@ -439,7 +444,7 @@ TEST_F(ServerTest, DocumentsAreProcessedOnce) {
   EXPECT_EQ(id.rfind("doc-", 0), 0u);
   const int n_doc = c.j()["n_tokens"];
   // A question on the document equals the same tokens sent whole: the stored state is reused.
-  auto model = longctx::Model::load(model_dir(), {tokenizer_path(), {}});
+  auto model = longctx::Model::load(model_dir(), fixture_load_options());
   std::vector<int32_t> all = model->tokenize(doc, true);
   ASSERT_EQ(int(all.size()), n_doc);
   const auto q = model->tokenize(" The secret code is", false);
@@ -561,7 +566,14 @@ TEST_F(ServerTest, Logprobs) {
     double best = -1e30;
     for (auto& [k, v] : lp["top_logprobs"][i].items()) best = std::max(best, v.get<double>());
     EXPECT_NEAR(best, want.top[0].second, 1e-4);
-    EXPECT_GE(lp["text_offset"][i].get<int>(), lp["text_offset"][i - 1].get<int>());
+  }
+  // text_offset points into the returned text: each token's text is there (the first visible
+  // one without the leading space SentencePiece's decoding drops).
+  const std::string text = c["text"];
+  for (size_t i = 1; i < n; ++i) {
+    std::string t = lp["tokens"][i];
+    if (i == 1) t.erase(0, 1);
+    EXPECT_EQ(text.compare(lp["text_offset"][i].get<size_t>(), t.size(), t), 0) << i << " " << text;
   }
   // The generated token is greedy: its log-probability is the best of its alternatives.
   const json& last_top = lp["top_logprobs"][n - 1];
@@ -585,7 +597,12 @@ TEST_F(ServerTest, Logprobs) {
   ASSERT_EQ(plain.status, 200) << plain.body;
   const json pl = plain.j()["choices"][0]["logprobs"];
   ASSERT_EQ(pl["token_logprobs"].size(), 6u);
-  EXPECT_EQ(pl["text_offset"][0], std::string("Hello world").size());
+  EXPECT_EQ(pl["text_offset"][0], std::string("Hello world").size());  // OpenAI counts the prompt
+  const std::string gen = plain.j()["choices"][0]["text"];
+  for (size_t i = 0; i < 6; ++i) {
+    const std::string t = pl["tokens"][i];
+    EXPECT_EQ(("Hello world" + gen).compare(pl["text_offset"][i].get<size_t>(), t.size(), t), 0) << i;
+  }
   g["stream"] = true;
   auto st = post(port(), "/v1/completions", g);
   bool done = false;
@@ -853,7 +870,7 @@ std::string show(const std::vector<lcx::server::Part>& parts) {
 }
 
 std::shared_ptr<longctx::Model> fixture_model() {
-  static auto m = longctx::Model::load(model_dir(), {tokenizer_path(), {}});
+  static auto m = longctx::Model::load(model_dir(), fixture_load_options());
   return m;
 }
 

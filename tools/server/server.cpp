@@ -52,14 +52,20 @@ struct Document {
   int64_t created = 0;
 };
 
+// A token's log-probabilities (a NaN logprob: none, the first token of an echoed prompt) and
+// where its text starts in the choice's text (completions' text_offset).
+struct TokenInfo {
+  longctx::TokenLogprob lp;
+  int64_t offset = 0;
+};
+
 // One text delta of one choice; finish non-empty when that choice is complete. lps: the
-// log-probabilities of the tokens behind it (requests with logprobs; a NaN logprob is a token
-// with none, the first token of an echoed prompt).
+// tokens behind it (requests with logprobs).
 struct Event {
   int index = 0;
   std::string text;
   std::string finish;
-  std::vector<longctx::TokenLogprob> lps;
+  std::vector<TokenInfo> lps;
 };
 
 struct Job {
@@ -70,6 +76,7 @@ struct Job {
   std::shared_ptr<const Document> doc;  // Generate: start from a clone of it
   std::vector<int32_t> stop_ids;        // chat template end-of-turn tokens
   std::string echo_text;                // completions with echo: the prompt as text
+  int64_t prompt_text_bytes = 0;        // completions: the prompt's length as text
   std::shared_ptr<Document> ingested;   // Ingest: the result
 
   // Results, filled by the slot, read by the HTTP thread.
@@ -80,7 +87,7 @@ struct Job {
   std::optional<ApiError> error;
   std::vector<std::string> texts;
   std::vector<std::string> finishes;
-  std::vector<std::vector<longctx::TokenLogprob>> lps;  // per choice
+  std::vector<std::vector<TokenInfo>> lps;  // per choice
   int64_t completion_tokens = 0;
   std::atomic<bool> cancelled{false};
 
@@ -262,17 +269,24 @@ struct Server::Impl {
     };
     // echo: the prompt's text (and with logprobs, each prompt token's log-probability given
     // the tokens before it) comes first in every choice.
-    std::vector<longctx::TokenLogprob> prompt_lps;
+    std::vector<TokenInfo> prompt_lps;
     if (rq.echo && rq.logprobs >= 0) {
       const std::vector<int32_t>& ids = job.prompt_ids;
       const int32_t V = model->n_vocab();
       prompt_lps.resize(ids.size());
       // The first token has a log-probability only after a document (its last logits).
-      if (job.doc) prompt_lps[0] = longctx::token_logprob(base->logits().data(), V, ids[0], rq.logprobs);
-      else prompt_lps[0] = {ids[0], std::nanf(""), {}};
+      if (job.doc) prompt_lps[0].lp = longctx::token_logprob(base->logits().data(), V, ids[0], rq.logprobs);
+      else prompt_lps[0].lp = {ids[0], std::nanf(""), {}};
+      // Offsets into the echoed text: the decoded length of the tokens before each one.
+      lcx::StreamDecoder dec(model->impl().tok(), /*strip_leading_space=*/!job.doc);
+      int64_t at = 0;
+      for (size_t k = 0; k < ids.size(); ++k) {
+        prompt_lps[k].offset = std::min<int64_t>(at, int64_t(job.echo_text.size()));
+        at += int64_t(dec.push(ids[k]).size());
+      }
       base->feed_with_logits(ids, [&](int64_t first, int64_t n, const float* rows) {
         for (int64_t k = 0; k < n && first + k + 1 < int64_t(ids.size()); ++k)
-          prompt_lps[size_t(first + k + 1)] =
+          prompt_lps[size_t(first + k + 1)].lp =
               longctx::token_logprob(rows + k * V, V, ids[size_t(first + k + 1)], rq.logprobs);
       }, progress);
     } else {
@@ -295,12 +309,15 @@ struct Server::Impl {
       g.sampling.seed += uint64_t(i);
       g.logprobs = rq.logprobs;
       if (rq.echo) job.push(Event{i, job.echo_text, "", prompt_lps});
+      // text_offset of generated tokens: where the text emitted so far ends.
+      int64_t text_len = rq.echo ? int64_t(job.echo_text.size()) : job.prompt_text_bytes;
       bool stop_token = false;
       const auto r = s->generate(g, [&](const longctx::Piece& p) {
         if (job.cancelled) return false;
         if (!p.text.empty() || p.logprob) {
           Event e{i, p.text, "", {}};
-          if (p.logprob) e.lps.push_back(*p.logprob);
+          if (p.logprob) e.lps.push_back({*p.logprob, text_len});
+          text_len += int64_t(p.text.size());
           job.push(std::move(e));
         }
         if (std::find(job.stop_ids.begin(), job.stop_ids.end(), p.id) != job.stop_ids.end()) {
@@ -364,11 +381,12 @@ struct Server::Impl {
 
   static json logprob_value(float x) { return std::isnan(x) ? json(nullptr) : json(x); }
 
-  // The legacy completions format: parallel arrays; text_offset counts the token strings'
-  // bytes from `offset` (0 for an echoed prompt, else the prompt's length), as OpenAI does.
-  json completion_logprobs(const std::vector<longctx::TokenLogprob>& lps, int64_t& offset) const {
+  // The legacy completions format: parallel arrays; text_offset is where each token's text
+  // starts in prompt + completion (the prompt counts with or without echo, as OpenAI's does).
+  json completion_logprobs(const std::vector<TokenInfo>& infos) const {
     json tokens = json::array(), values = json::array(), tops = json::array(), offsets = json::array();
-    for (const auto& t : lps) {
+    for (const auto& info : infos) {
+      const longctx::TokenLogprob& t = info.lp;
       const std::string s = token_text(t.id);
       tokens.push_back(s);
       values.push_back(logprob_value(t.logprob));
@@ -382,8 +400,7 @@ struct Server::Impl {
         }
         tops.push_back(std::move(top));
       }
-      offsets.push_back(offset);
-      offset += int64_t(s.size());
+      offsets.push_back(info.offset);
     }
     return {{"tokens", tokens}, {"token_logprobs", values}, {"top_logprobs", tops}, {"text_offset", offsets}};
   }
@@ -396,9 +413,10 @@ struct Server::Impl {
   }
 
   // The chat format: {"content": [{token, logprob, bytes, top_logprobs: [...]}, ...]}.
-  json chat_logprobs(const std::vector<longctx::TokenLogprob>& lps) const {
+  json chat_logprobs(const std::vector<TokenInfo>& infos) const {
     json content = json::array();
-    for (const auto& t : lps) {
+    for (const auto& info : infos) {
+      const longctx::TokenLogprob& t = info.lp;
       json e = token_json(t.id, t.logprob);
       json top = json::array();
       for (const auto& [id, lp] : t.top) top.push_back(token_json(id, lp));
@@ -490,10 +508,13 @@ struct Server::Impl {
     } else if (rq.prompt_is_ids) {
       check_ids(rq.prompt_ids);
       job->prompt_ids = rq.prompt_ids;
-      if (rq.echo) job->echo_text = model->detokenize(rq.prompt_ids);
+      if (rq.echo || rq.logprobs >= 0) job->echo_text = model->detokenize(rq.prompt_ids);
+      job->prompt_text_bytes = int64_t(job->echo_text.size());
+      if (!rq.echo) job->echo_text.clear();
     } else {
       job->prompt_ids = model->tokenize(rq.prompt, !continues);
       if (rq.echo) job->echo_text = rq.prompt;
+      job->prompt_text_bytes = int64_t(rq.prompt.size());
     }
     if (job->prompt_ids.empty())
       throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
@@ -517,17 +538,13 @@ struct Server::Impl {
       job->wait();
       if (job->error) throw *job->error;
       json choices = json::array();
-      const int64_t base_offset = rq.echo ? 0 : int64_t(rq.prompt_is_ids ? model->detokenize(rq.prompt_ids).size() : rq.prompt.size());
       for (int i = 0; i < rq.n; ++i) {
         const std::string& text = size_t(i) < job->texts.size() ? job->texts[size_t(i)] : std::string();
         const std::string& fin = size_t(i) < job->finishes.size() ? job->finishes[size_t(i)] : std::string("stop");
-        static const std::vector<longctx::TokenLogprob> none;
+        static const std::vector<TokenInfo> none;
         const auto& lps = size_t(i) < job->lps.size() ? job->lps[size_t(i)] : none;
         json lp = nullptr;
-        if (rq.logprobs >= 0) {
-          int64_t offset = base_offset;
-          lp = chat ? chat_logprobs(lps) : completion_logprobs(lps, offset);
-        }
+        if (rq.logprobs >= 0) lp = chat ? chat_logprobs(lps) : completion_logprobs(lps);
         if (chat)
           choices.push_back({{"index", i},
                              {"message", {{"role", "assistant"}, {"content", text}}},
@@ -550,11 +567,9 @@ struct Server::Impl {
     // Streaming: OpenAI's chunk objects as server-sent events, then `data: [DONE]`.
     struct StreamState {
       std::vector<bool> role_sent;
-      std::vector<int64_t> offset;  // completions logprobs: text_offset of each choice's next token
     };
     auto st = std::make_shared<StreamState>();
     st->role_sent.assign(size_t(rq.n), false);
-    st->offset.assign(size_t(rq.n), rq.echo ? 0 : int64_t(rq.prompt_is_ids ? model->detokenize(rq.prompt_ids).size() : rq.prompt.size()));
     const bool want_lps = rq.logprobs >= 0;
     const bool include_usage = rq.include_usage;
     const std::string model_name = opt.model_name;
@@ -598,7 +613,7 @@ struct Server::Impl {
           for (const Event& e : evs) {
             json lp = nullptr;
             if (want_lps && e.finish.empty())
-              lp = chat ? chat_logprobs(e.lps) : completion_logprobs(e.lps, st->offset[size_t(e.index)]);
+              lp = chat ? chat_logprobs(e.lps) : completion_logprobs(e.lps);
             json choice = {{"index", e.index}, {"logprobs", lp},
                            {"finish_reason", e.finish.empty() ? json(nullptr) : json(e.finish)}};
             if (chat) {
