@@ -288,7 +288,7 @@ TEST_F(ServerTest, CompletionUsageAndDeterminism) {
   EXPECT_EQ(j["choices"][0]["index"], 0);
   EXPECT_FALSE(j["choices"][0]["text"].get<std::string>().empty());
   EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
-  // "Hello world" is [BOS, ▁Hello, ▁world] for the OpenLLaMA tokenizer.
+  // "Hello world" is [BOS, ▁Hello, ▁world] for the OpenLLaMA tokenizer (3 tokens).
   EXPECT_EQ(j["usage"]["prompt_tokens"], 3);
   EXPECT_EQ(j["usage"]["completion_tokens"], 12);
   EXPECT_EQ(j["usage"]["total_tokens"], 15);
@@ -638,6 +638,35 @@ TEST_F(ServerTest, Logprobs) {
   EXPECT_EQ(sc, content);
 }
 
+// llama.cpp's and vLLM's tokenizer endpoints: the model's own tokenizer, round trip.
+TEST_F(ServerTest, TokenizeAndDetokenize) {
+  auto m = longctx::Model::load(model_dir(), fixture_load_options());
+  const std::vector<int32_t> ids = m->tokenize("Hello world", false);  // [▁Hello, ▁world]
+  ASSERT_EQ(ids.size(), 2u);
+  auto t = post(port(), "/tokenize", {{"content", "Hello world"}});
+  ASSERT_EQ(t.status, 200) << t.body;
+  EXPECT_EQ(t.j()["tokens"], json(ids));  // no BOS unless asked
+  EXPECT_EQ(t.j()["count"], 2);
+  EXPECT_EQ(t.j()["max_model_len"], 512);
+  EXPECT_EQ(post(port(), "/tokenize", {{"prompt", "Hello world"}, {"add_special_tokens", true}}).j()["tokens"],
+            json({1, ids[0], ids[1]}));
+  auto p = post(port(), "/tokenize", {{"content", "Hello"}, {"add_special", true}, {"with_pieces", true}});
+  EXPECT_EQ(p.j()["tokens"], json::array({{{"id", 1}, {"piece", "<s>"}}, {{"id", ids[0]}, {"piece", " Hello"}}}));
+  auto d = post(port(), "/detokenize", {{"tokens", {1, ids[0], ids[1]}}});
+  ASSERT_EQ(d.status, 200) << d.body;
+  EXPECT_EQ(d.j()["content"], "Hello world");
+  for (const json& bad : {json::object(), json{{"content", 5}}, json{{"content", "a"}, {"add_special", "yes"}},
+                          json{{"content", "a"}, {"model", "gpt-4"}}})
+    EXPECT_TRUE(is_openai_error(post(port(), "/tokenize", bad))) << bad;
+  for (const json& bad : {json::object(), json{{"tokens", "1 2"}}, json{{"tokens", {1, -1}}}, json{{"tokens", {1, 99999999}}},
+                          json{{"tokens", {1.5}}}, json{{"tokens", {json(18446744073709551615ull)}}}}) {
+    auto r = post(port(), "/detokenize", bad);
+    EXPECT_EQ(r.status, 400) << bad;
+    EXPECT_TRUE(is_openai_error(r)) << bad;
+  }
+  EXPECT_EQ(http(port(), "POST", "/tokenize", "{").status, 400);
+}
+
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   const auto t0 = Clock::now();
   const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
@@ -753,6 +782,8 @@ TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   EXPECT_EQ(http(s.port(), "GET", "/v1/models").status, 401);
   EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit"}).status, 200);
   EXPECT_EQ(http(s.port(), "GET", "/health").status, 200);
+  EXPECT_EQ(post(s.port(), "/tokenize", {{"content", "hi"}}).status, 401);
+  EXPECT_EQ(post(s.port(), "/detokenize", {{"tokens", {1}}}).status, 401);
   // The fixture model has no chat template and none was given: a 400 that says what to do.
   auto chat = post(s.port(), "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "hi"}}}}},
                    {"Authorization: Bearer sekrit"});

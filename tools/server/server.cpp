@@ -131,7 +131,7 @@ struct Metrics {
 // Known endpoints for the metrics label (anything else is "other": no unbounded label set).
 std::string endpoint_label(const std::string& path) {
   static const char* known[] = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/documents",
-                                "/health", "/metrics"};
+                                "/tokenize", "/detokenize", "/health", "/metrics"};
   for (const char* k : known)
     if (path == k) return k;
   if (path.rfind("/v1/documents/", 0) == 0) return "/v1/documents/{id}";
@@ -683,6 +683,73 @@ struct Server::Impl {
     send_json(res, 200, document_json(*job->ingested));
   }
 
+  // ---------------------------------------------------------------- tokenizer endpoints
+
+  static json parse_object(const std::string& body, const char* shape) {
+    json j = json::parse(body, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      throw ApiError(400, std::string("the request body must be a JSON object ") + shape, "invalid_request_error", "",
+                     "invalid_json");
+    return j;
+  }
+
+  static bool flag(const json& j, const char* key, bool dflt) {
+    auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return dflt;
+    if (!it->is_boolean())
+      throw ApiError(400, std::string("'") + key + "' must be true or false", "invalid_request_error", key, "invalid_type");
+    return it->get<bool>();
+  }
+
+  // POST /tokenize: llama.cpp's {"content", "add_special", "with_pieces"} or vLLM's {"prompt",
+  // "add_special_tokens"}; answers {"tokens", "count", "max_model_len"} (pieces as
+  // {"id", "piece"} with with_pieces). BOS is added only when asked, as both servers default.
+  void tokenize(const httplib::Request& req, httplib::Response& res) {
+    const json j = parse_object(req.body, "{\"content\": TEXT}");
+    const char* key = j.contains("content") ? "content" : "prompt";
+    auto t = j.find(key);
+    if (t == j.end() || t->is_null())
+      throw ApiError(400, "'content' is required (the text to tokenize)", "invalid_request_error", "content",
+                     "missing_required_parameter");
+    if (!t->is_string()) throw ApiError(400, std::string("'") + key + "' must be a string", "invalid_request_error", key, "invalid_type");
+    if (auto m = j.find("model"); m != j.end() && !m->is_null()) {
+      if (!m->is_string()) throw ApiError(400, "'model' must be a string", "invalid_request_error", "model", "invalid_type");
+      check_model(m->get<std::string>());
+    }
+    const bool bos = flag(j, "add_special", flag(j, "add_special_tokens", false));
+    const bool pieces = flag(j, "with_pieces", false);
+    const std::vector<int32_t> ids = model->tokenize(t->get<std::string>(), bos);
+    json tokens = json::array();
+    for (int32_t id : ids) {
+      if (pieces) tokens.push_back({{"id", id}, {"piece", token_text(id)}});
+      else tokens.push_back(id);
+    }
+    send_json(res, 200, {{"tokens", tokens}, {"count", ids.size()}, {"max_model_len", ctx_limit > 0 ? json(ctx_limit) : json(nullptr)}});
+  }
+
+  // POST /detokenize: {"tokens": [ids]} -> {"content": TEXT} (llama.cpp's and vLLM's shape,
+  // vLLM's key "prompt" in the answer too).
+  void detokenize(const httplib::Request& req, httplib::Response& res) {
+    const json j = parse_object(req.body, "{\"tokens\": [ids]}");
+    auto t = j.find("tokens");
+    if (t == j.end() || !t->is_array())
+      throw ApiError(400, "'tokens' is required: an array of token ids", "invalid_request_error", "tokens",
+                     t == j.end() || t->is_null() ? "missing_required_parameter" : "invalid_type");
+    std::vector<int32_t> ids;
+    for (const json& v : *t) {
+      if (!v.is_number_integer())
+        throw ApiError(400, "'tokens' must contain integer token ids, got " + v.dump(), "invalid_request_error", "tokens",
+                       "invalid_type");
+      const int64_t id = v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX) ? -1 : v.get<int64_t>();
+      if (id < 0 || id >= model->n_vocab())
+        throw ApiError(400, "token id " + v.dump() + " is outside the vocabulary [0, " + std::to_string(model->n_vocab()) + ")",
+                       "invalid_request_error", "tokens", "invalid_value");
+      ids.push_back(int32_t(id));
+    }
+    const std::string text = model->detokenize(ids);
+    send_json(res, 200, {{"content", text}, {"prompt", text}});
+  }
+
   // ---------------------------------------------------------------- routes
 
   void routes() {
@@ -691,7 +758,8 @@ struct Server::Impl {
     http.new_task_queue = [n_http] { return new httplib::ThreadPool(n_http); };
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (opt.api_key.empty() || req.path.rfind("/v1/", 0) != 0) return httplib::Server::HandlerResponse::Unhandled;
+      const bool guarded_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize";
+      if (opt.api_key.empty() || !guarded_path) return httplib::Server::HandlerResponse::Unhandled;
       const std::string want = "Bearer " + opt.api_key;
       const std::string got = req.get_header_value("Authorization");
       bool ok = got.size() == want.size();
@@ -758,6 +826,8 @@ struct Server::Impl {
       }
       send_json(r, 200, {{"id", id}, {"object", "document"}, {"deleted", true}});
     }));
+    http.Post("/tokenize", guarded([this](const auto& q, auto& r) { tokenize(q, r); }));
+    http.Post("/detokenize", guarded([this](const auto& q, auto& r) { detokenize(q, r); }));
     http.Get("/health", guarded([this](const auto&, auto& r) {
       std::lock_guard<std::mutex> lock(qmu);
       send_json(r, 200,
