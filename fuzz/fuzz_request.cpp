@@ -22,9 +22,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const lcx::server::CompletionRequest r = lcx::server::parse_completion_request(body, chat, lim);
       // What the server relies on once a request is accepted.
       if (r.logprobs < -1 || r.logprobs > lcx::server::kMaxLogprobs) broken("logprobs out of range", body);
-      if (r.prompt_is_ids && r.prompt_ids.empty()) broken("empty token-id prompt accepted", body);
+      for (const auto& q : r.prompts)
+        if (q.is_ids && q.ids.empty()) broken("empty token-id prompt accepted", body);
+      if (!chat && (r.prompts.empty() || r.prompts.size() > lim.max_prompts)) broken("prompt count", body);
       if (chat && (r.echo || r.messages.empty())) broken("chat request without messages or with echo", body);
-      (void)lcx::server::dump(lcx::server::json{{"prompt", r.prompt}, {"n", r.n}});
+      (void)lcx::server::dump(lcx::server::json{{"prompts", r.prompts.size()}, {"n", r.n}});
     } catch (const lcx::server::ApiError& e) {
       (void)lcx::server::dump(lcx::server::error_body(e));
     }

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -667,6 +668,44 @@ TEST_F(ServerTest, TokenizeAndDetokenize) {
   EXPECT_EQ(http(port(), "POST", "/tokenize", "{").status, 400);
 }
 
+// OpenAI's batched prompts: an array of strings or of token-id arrays; prompt p's choices are
+// p * n .. p * n + n - 1, each as the same prompt alone would give.
+TEST_F(ServerTest, BatchedPrompts) {
+  const std::vector<std::string> prompts = {"Hello world", "The quick brown fox"};
+  std::vector<std::string> alone;
+  for (const auto& p : prompts) alone.push_back(post(port(), "/v1/completions", greedy({{"prompt", p}}, 6)).j()["choices"][0]["text"]);
+  auto r = post(port(), "/v1/completions", greedy({{"prompt", prompts}, {"n", 2}}, 6));
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json j = r.j();
+  ASSERT_EQ(j["choices"].size(), 4u);
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(j["choices"][i]["index"], i);
+    EXPECT_EQ(j["choices"][i]["text"], alone[size_t(i / 2)]) << i;  // greedy: both choices alike
+  }
+  EXPECT_EQ(j["usage"]["prompt_tokens"], 3 + 5);
+  EXPECT_EQ(j["usage"]["completion_tokens"], 4 * 6);
+  // Token-id arrays, with echo and logprobs (lm-evaluation-harness with batch_size > 1).
+  longctx::LoadOptions lo;
+  lo.tokenizer_path = tokenizer_path();
+  auto m = longctx::Model::load(model_dir(), lo);
+  auto ids = post(port(), "/v1/completions",
+                  greedy({{"prompt", {m->tokenize(prompts[0]), m->tokenize(prompts[1])}}, {"echo", true}, {"logprobs", 1}}, 1));
+  ASSERT_EQ(ids.status, 200) << ids.body;
+  ASSERT_EQ(ids.j()["choices"].size(), 2u);
+  EXPECT_EQ(ids.j()["choices"][1]["logprobs"]["tokens"].size(), 5u + 1u);
+  EXPECT_EQ(ids.j()["choices"][1]["text"].get<std::string>().rfind(prompts[1], 0), 0u);
+  // Streaming: every chunk names its choice; the texts add up per index.
+  auto st = post(port(), "/v1/completions", greedy({{"prompt", prompts}, {"stream", true}}, 6));
+  bool done = false;
+  std::map<int, std::string> texts;
+  for (const auto& e : sse_events(st.body, &done))
+    for (const auto& c : e["choices"]) texts[c["index"].get<int>()] += c["text"].get<std::string>();
+  EXPECT_TRUE(done);
+  ASSERT_EQ(texts.size(), 2u);
+  EXPECT_EQ(texts[0], alone[0]);
+  EXPECT_EQ(texts[1], alone[1]);
+}
+
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   const auto t0 = Clock::now();
   const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
@@ -698,8 +737,11 @@ TEST_F(ServerTest, MalformedRequestsNeverCrash) {
     bad.push_back({"/v1/completions", c.dump()});
     bad.push_back({"/v1/chat/completions", h.dump()});
   }
-  for (const json& p : {json(nullptr), json(5), json::object(), json::array(), json({"a", "b"}), json({-1}),
-                        json({1, 99999999}), json({1, "x"}), json({{1, 2}, {3}}), json({{-1}}), json({json::array()}), json(true)})
+  json too_many = json::array();
+  for (int i = 0; i < 65; ++i) too_many.push_back("a");
+  for (const json& p : {json(nullptr), json(5), json::object(), json::array(), json({"a", 5}), json({-1}),
+                        json({1, 99999999}), json({1, "x"}), json({json({1, 2}), json("x")}), json({{-1}}),
+                        json({json::array()}), json({json({1}), json::array()}), json(true), too_many})
     bad.push_back({"/v1/completions", json{{"prompt", p}}.dump()});
   // Completions take `logprobs` as a count, chat as a boolean with `top_logprobs`.
   bad.push_back({"/v1/completions", json{{"prompt", "hi"}, {"logprobs", true}}.dump()});

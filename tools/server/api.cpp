@@ -161,25 +161,34 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
   } else {
     const json* p = field(j, "prompt");
     if (!p) throw bad("prompt", "'prompt' is required", "missing_required_parameter");
+    auto id_list = [&](const json& a, const std::string& key) {
+      CompletionRequest::Prompt q;
+      q.is_ids = true;
+      for (size_t i = 0; i < a.size(); ++i)
+        q.ids.push_back(int32_t(integer(a[i], key + "[" + std::to_string(i) + "]", 0, INT32_MAX)));
+      return q;
+    };
     if (p->is_string()) {
-      r.prompt = p->get<std::string>();
+      r.prompts.push_back({p->get<std::string>(), {}, false});
     } else if (p->is_array() && !p->empty() && (*p)[0].is_number()) {
-      r.prompt_is_ids = true;
-      for (size_t i = 0; i < p->size(); ++i)
-        r.prompt_ids.push_back(int32_t(integer((*p)[i], "prompt[" + std::to_string(i) + "]", 0, INT32_MAX)));
-    } else if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) {
-      r.prompt = (*p)[0].get<std::string>();
-    } else if (p->is_array() && p->size() == 1 && (*p)[0].is_array() && !(*p)[0].empty()) {
-      // A batch of one token-id prompt (what clients send that batch pre-tokenised requests,
-      // e.g. lm-evaluation-harness with batch size 1).
-      r.prompt_is_ids = true;
-      const json& ids = (*p)[0];
-      for (size_t i = 0; i < ids.size(); ++i)
-        r.prompt_ids.push_back(int32_t(integer(ids[i], "prompt[0][" + std::to_string(i) + "]", 0, INT32_MAX)));
-    } else if (p->is_array() && p->size() > 1) {
-      throw bad("prompt", "batched prompts are not supported: send one request per prompt");
+      r.prompts.push_back(id_list(*p, "prompt"));
+    } else if (p->is_array() && !p->empty() && ((*p)[0].is_string() || (*p)[0].is_array())) {
+      // A batch: strings, or token-id arrays (what clients that pre-tokenise send, e.g.
+      // lm-evaluation-harness), all of one kind.
+      if (p->size() > lim.max_prompts)
+        throw bad("prompt", "a batch of " + std::to_string(p->size()) + " prompts is more than this server's " +
+                                std::to_string(lim.max_prompts) + ": split it over several requests");
+      const bool strings = (*p)[0].is_string();
+      for (size_t i = 0; i < p->size(); ++i) {
+        const json& e = (*p)[i];
+        const std::string k = "prompt[" + std::to_string(i) + "]";
+        if (strings && !e.is_string()) throw bad(k, "'" + k + "' must be a string like the batch's first prompt", "invalid_type");
+        if (!strings && (!e.is_array() || e.empty()))
+          throw bad(k, "'" + k + "' must be a non-empty array of token ids like the batch's first prompt", "invalid_type");
+        r.prompts.push_back(strings ? CompletionRequest::Prompt{e.get<std::string>(), {}, false} : id_list(e, k));
+      }
     } else {
-      throw bad("prompt", "'prompt' must be a string or an array of token ids", "invalid_type");
+      throw bad("prompt", "'prompt' must be a string, an array of token ids, or an array of those (a batch)", "invalid_type");
     }
     if (auto v = field(j, "echo")) r.echo = boolean(*v, "echo");
     if (auto v = field(j, "best_of"); v && integer(*v, "best_of", 1, lim.max_n) != 1)

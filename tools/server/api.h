@@ -39,9 +39,14 @@ std::string dump(const json& j);
 struct CompletionRequest {
   bool chat = false;
   std::string model;                   // "" when not given
-  std::string prompt;                  // /v1/completions text prompt
-  std::vector<int32_t> prompt_ids;     // /v1/completions token-id prompt (when given as ids)
-  bool prompt_is_ids = false;
+  // /v1/completions: one prompt, or a batch (an array of strings or of token-id arrays); the
+  // choices of prompt p are p * n .. p * n + n - 1, as OpenAI numbers them.
+  struct Prompt {
+    std::string text;                  // a text prompt
+    std::vector<int32_t> ids;          // a token-id prompt (when is_ids)
+    bool is_ids = false;
+  };
+  std::vector<Prompt> prompts;
   std::vector<ChatMessage> messages;   // /v1/chat/completions
   longctx::GenerateOptions gen;        // n_predict = max_tokens
   int n = 1;                           // choices
@@ -60,6 +65,7 @@ struct RequestLimits {
   longctx::GenerateOptions defaults;  // server-side defaults (the serve command's sampling flags)
   int32_t max_tokens_cap = 4096;      // a larger max_tokens is a 400
   int max_n = 16;
+  size_t max_prompts = 64;            // prompts in one /v1/completions batch
   size_t max_stop = 16;
   bool fixed_seed = false;            // true: a request without "seed" uses defaults.sampling.seed
 };

@@ -72,11 +72,17 @@ struct Job {
   enum class Kind { Generate, Ingest };
   Kind kind = Kind::Generate;
   CompletionRequest req;
-  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> prompt_ids;      // Ingest: the document
+  // Generate: the prompts (a completions batch has several; chat one) with, for echo and
+  // text_offset, each prompt as text and its length.
+  struct Prompt {
+    std::vector<int32_t> ids;
+    std::string echo_text;
+    int64_t text_bytes = 0;
+  };
+  std::vector<Prompt> prompts;
   std::shared_ptr<const Document> doc;  // Generate: start from a clone of it
   std::vector<int32_t> stop_ids;        // chat template end-of-turn tokens
-  std::string echo_text;                // completions with echo: the prompt as text
-  int64_t prompt_text_bytes = 0;        // completions: the prompt's length as text
   std::shared_ptr<Document> ingested;   // Ingest: the result
 
   // Results, filled by the slot, read by the HTTP thread.
@@ -254,7 +260,14 @@ struct Server::Impl {
   }
 
   void generate(Job& job, longctx::Session& slot_session) {
+    // A batch of prompts runs one after the other in this slot; prompt p's choices are
+    // p * n .. p * n + n - 1.
+    for (size_t pi = 0; pi < job.prompts.size(); ++pi) generate_one(job, slot_session, int(pi));
+  }
+
+  void generate_one(Job& job, longctx::Session& slot_session, int pi) {
     const CompletionRequest& rq = job.req;
+    const Job::Prompt& prompt = job.prompts[size_t(pi)];
     std::unique_ptr<longctx::Session> doc_clone;
     longctx::Session* base = &slot_session;
     if (job.doc) {
@@ -271,7 +284,7 @@ struct Server::Impl {
     // the tokens before it) comes first in every choice.
     std::vector<TokenInfo> prompt_lps;
     if (rq.echo && rq.logprobs >= 0) {
-      const std::vector<int32_t>& ids = job.prompt_ids;
+      const std::vector<int32_t>& ids = prompt.ids;
       const int32_t V = model->n_vocab();
       prompt_lps.resize(ids.size());
       // The first token has a log-probability only after a document (its last logits).
@@ -281,7 +294,7 @@ struct Server::Impl {
       lcx::StreamDecoder dec(model->impl().tok(), /*strip_leading_space=*/!job.doc);
       int64_t at = 0;
       for (size_t k = 0; k < ids.size(); ++k) {
-        prompt_lps[k].offset = std::min<int64_t>(at, int64_t(job.echo_text.size()));
+        prompt_lps[k].offset = std::min<int64_t>(at, int64_t(prompt.echo_text.size()));
         at += int64_t(dec.push(ids[k]).size());
       }
       base->feed_with_logits(ids, [&](int64_t first, int64_t n, const float* rows) {
@@ -290,14 +303,15 @@ struct Server::Impl {
               longctx::token_logprob(rows + k * V, V, ids[size_t(first + k + 1)], rq.logprobs);
       }, progress);
     } else {
-      base->feed(job.prompt_ids, nullptr, progress);
+      base->feed(prompt.ids, nullptr, progress);
     }
     {
       std::lock_guard<std::mutex> lock(metrics.mu);
-      metrics.prompt_tokens += job.prompt_ids.size();
+      metrics.prompt_tokens += prompt.ids.size();
       metrics.prompt_seconds += seconds_since(t0);
     }
     for (int i = 0; i < rq.n; ++i) {
+      const int index = pi * rq.n + i;
       // Several choices: each but the last generates from a clone of the fed prompt.
       std::unique_ptr<longctx::Session> copy;
       longctx::Session* s = base;
@@ -306,16 +320,16 @@ struct Server::Impl {
         s = copy.get();
       }
       longctx::GenerateOptions g = rq.gen;
-      g.sampling.seed += uint64_t(i);
+      g.sampling.seed += uint64_t(index);
       g.logprobs = rq.logprobs;
-      if (rq.echo) job.push(Event{i, job.echo_text, "", prompt_lps});
+      if (rq.echo) job.push(Event{index, prompt.echo_text, "", prompt_lps});
       // text_offset of generated tokens: where the text emitted so far ends.
-      int64_t text_len = rq.echo ? int64_t(job.echo_text.size()) : job.prompt_text_bytes;
+      int64_t text_len = rq.echo ? int64_t(prompt.echo_text.size()) : prompt.text_bytes;
       bool stop_token = false;
       const auto r = s->generate(g, [&](const longctx::Piece& p) {
         if (job.cancelled) return false;
         if (!p.text.empty() || p.logprob) {
-          Event e{i, p.text, "", {}};
+          Event e{index, p.text, "", {}};
           if (p.logprob) e.lps.push_back({*p.logprob, text_len});
           text_len += int64_t(p.text.size());
           job.push(std::move(e));
@@ -327,7 +341,7 @@ struct Server::Impl {
         return true;
       });
       if (job.cancelled) throw Cancelled{};
-      job.push(Event{i, "", stop_token ? "stop" : finish_reason(r.stop_reason), {}});
+      job.push(Event{index, "", stop_token ? "stop" : finish_reason(r.stop_reason), {}});
       {
         std::lock_guard<std::mutex> lock(job.mu);
         job.completion_tokens += int64_t(r.ids.size());
@@ -500,37 +514,49 @@ struct Server::Impl {
     const bool continues = job->doc != nullptr;  // the document already starts with BOS
     if (chat) {
       if (!tmpl) throw ApiError(400, tmpl_problem, "invalid_request_error", "messages", "chat_template_missing");
-      job->prompt_ids = tmpl->tokenize(tmpl->render(rq.messages, true));
-      if (continues && !job->prompt_ids.empty() && job->prompt_ids[0] == model->impl().tok().bos_id())
-        job->prompt_ids.erase(job->prompt_ids.begin());
+      Job::Prompt q;
+      q.ids = tmpl->tokenize(tmpl->render(rq.messages, true));
+      if (continues && !q.ids.empty() && q.ids[0] == model->impl().tok().bos_id()) q.ids.erase(q.ids.begin());
+      job->prompts.push_back(std::move(q));
       rq.gen.stop.insert(rq.gen.stop.end(), tmpl->stop_strings().begin(), tmpl->stop_strings().end());
       job->stop_ids = tmpl->stop_ids();
-    } else if (rq.prompt_is_ids) {
-      check_ids(rq.prompt_ids);
-      job->prompt_ids = rq.prompt_ids;
-      if (rq.echo || rq.logprobs >= 0) job->echo_text = model->detokenize(rq.prompt_ids);
-      job->prompt_text_bytes = int64_t(job->echo_text.size());
-      if (!rq.echo) job->echo_text.clear();
     } else {
-      job->prompt_ids = model->tokenize(rq.prompt, !continues);
-      if (rq.echo) job->echo_text = rq.prompt;
-      job->prompt_text_bytes = int64_t(rq.prompt.size());
+      for (const CompletionRequest::Prompt& in : rq.prompts) {
+        Job::Prompt q;
+        if (in.is_ids) {
+          check_ids(in.ids);
+          q.ids = in.ids;
+          if (rq.echo || rq.logprobs >= 0) q.echo_text = model->detokenize(in.ids);
+          q.text_bytes = int64_t(q.echo_text.size());
+          if (!rq.echo) q.echo_text.clear();
+        } else {
+          q.ids = model->tokenize(in.text, !continues);
+          if (rq.echo) q.echo_text = in.text;
+          q.text_bytes = int64_t(in.text.size());
+        }
+        job->prompts.push_back(std::move(q));
+      }
     }
-    if (job->prompt_ids.empty())
-      throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
-                     chat ? "messages" : "prompt", "invalid_value");
     const int64_t doc_tokens = job->doc ? job->doc->n_tokens : 0;
-    check_context(doc_tokens + int64_t(job->prompt_ids.size()), "the prompt");
+    int64_t n_prompt = 0;  // usage: every prompt's tokens, the document's with each
+    for (const Job::Prompt& q : job->prompts) {
+      if (q.ids.empty())
+        throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
+                       chat ? "messages" : "prompt", "invalid_value");
+      check_context(doc_tokens + int64_t(q.ids.size()), "the prompt");
+      n_prompt += doc_tokens + int64_t(q.ids.size());
+    }
+    const int n_choices = rq.n * int(job->prompts.size());
     queue_or_429(job);
 
     const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
     const int64_t created_at = unix_time();
-    const int64_t n_prompt = doc_tokens + int64_t(job->prompt_ids.size());
-    auto usage = [job, n_prompt, doc_tokens] {
+    const int64_t cached = doc_tokens * int64_t(job->prompts.size());
+    auto usage = [job, n_prompt, cached] {
       json u = {{"prompt_tokens", n_prompt},
                 {"completion_tokens", job->completion_tokens},
                 {"total_tokens", n_prompt + job->completion_tokens}};
-      if (doc_tokens > 0) u["prompt_tokens_details"] = {{"cached_tokens", doc_tokens}};
+      if (cached > 0) u["prompt_tokens_details"] = {{"cached_tokens", cached}};
       return u;
     };
 
@@ -538,7 +564,7 @@ struct Server::Impl {
       job->wait();
       if (job->error) throw *job->error;
       json choices = json::array();
-      for (int i = 0; i < rq.n; ++i) {
+      for (int i = 0; i < n_choices; ++i) {
         const std::string& text = size_t(i) < job->texts.size() ? job->texts[size_t(i)] : std::string();
         const std::string& fin = size_t(i) < job->finishes.size() ? job->finishes[size_t(i)] : std::string("stop");
         static const std::vector<TokenInfo> none;
@@ -569,7 +595,7 @@ struct Server::Impl {
       std::vector<bool> role_sent;
     };
     auto st = std::make_shared<StreamState>();
-    st->role_sent.assign(size_t(rq.n), false);
+    st->role_sent.assign(size_t(n_choices), false);
     const bool want_lps = rq.logprobs >= 0;
     const bool include_usage = rq.include_usage;
     const std::string model_name = opt.model_name;
