@@ -462,6 +462,18 @@ TEST_F(ServerTest, DocumentsAreProcessedOnce) {
   EXPECT_EQ(chat.status, 200) << chat.body;
   auto again = post(port(), "/v1/completions", greedy({{"prompt", " The secret code is"}, {"document", id}}, 8));
   EXPECT_EQ(again.j()["choices"][0]["text"], with_doc.j()["choices"][0]["text"]);
+  // Scoring a continuation of the document: every prompt token has a log-probability (the
+  // first against the document's last logits), the same as scoring the whole text.
+  auto scored = post(port(), "/v1/completions",
+                     greedy({{"prompt", " The secret code is"}, {"document", id}, {"echo", true}, {"logprobs", 0}}, 0));
+  ASSERT_EQ(scored.status, 200) << scored.body;
+  EXPECT_EQ(scored.j()["choices"][0]["text"], " The secret code is");
+  auto whole_scored = post(port(), "/v1/completions", greedy({{"prompt", all}, {"echo", true}, {"logprobs", 0}}, 0));
+  const json a = scored.j()["choices"][0]["logprobs"]["token_logprobs"];
+  const json b = whole_scored.j()["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(a.size(), q.size());
+  ASSERT_EQ(b.size(), all.size());
+  for (size_t i = 0; i < q.size(); ++i) EXPECT_NEAR(a[i].get<double>(), b[size_t(n_doc) + i].get<double>(), 1e-4) << i;
   auto list = http(port(), "GET", "/v1/documents");
   EXPECT_NE(list.body.find(id), std::string::npos);
   EXPECT_EQ(http(port(), "GET", "/v1/documents/" + id).status, 200);
