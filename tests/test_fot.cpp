@@ -283,4 +283,38 @@ TEST(FeedWithLogits, SameRowsAsAllLogits) {
   }
 }
 
+// Session::truncate keeps a prefix of a LLaMA session exactly: truncate + feed the rest gives
+// the logits of feeding everything fresh. LongLLaMA (and length-dependent RoPE) refuse it.
+TEST(SessionTruncate, PrefixReuseIsExactForLlama) {
+  auto m = load("llama_mha");
+  const auto ids = case_ids("llama_mha_len64");
+  longctx::SessionOptions so;
+  so.n_threads = 1;
+  longctx::Session fresh(m, so), s(m, so);
+  fresh.feed(ids);
+  std::vector<int32_t> other(ids.begin(), ids.begin() + 40);
+  for (int i = 0; i < 10; ++i) other.push_back(100 + i);
+  s.feed(other);
+  ASSERT_TRUE(s.can_truncate());
+  s.truncate(40);
+  EXPECT_EQ(s.n_past(), 40);
+  EXPECT_EQ(s.history().size(), 40u);
+  s.feed(std::vector<int32_t>(ids.begin() + 40, ids.end()));
+  EXPECT_LT(max_abs_diff(s.logits(), fresh.logits()), 1e-5);
+  EXPECT_THROW(s.truncate(65), std::runtime_error);
+  EXPECT_THROW(s.truncate(-1), std::runtime_error);
+  s.truncate(0);
+  EXPECT_EQ(s.n_past(), 0);
+
+  auto fot = load("longllama_mem");
+  longctx::Session f(fot, so);
+  f.feed(case_ids("longllama_mem_fwd300_lcl16"));
+  EXPECT_FALSE(f.can_truncate());
+  EXPECT_THROW(f.truncate(10), std::runtime_error);
+  auto dyn = load("llama_rope_dynamic");
+  longctx::Session d(dyn, so);
+  d.feed({1, 2, 3});
+  EXPECT_FALSE(d.can_truncate());
+}
+
 }  // namespace

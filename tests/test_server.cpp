@@ -824,6 +824,49 @@ TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   EXPECT_EQ(a.j()["usage"]["completion_tokens"], 12);
 }
 
+// The prompt cache (llama.cpp's cache_prompt): one slot keeps its last prompt + answer; a
+// prompt that extends it feeds only the new tokens, with the same result as feeding it whole.
+TEST(ServerPromptCache, ReusesThePrefixExactly) {
+  ServerProcess s({"--parallel", "1", "-c", "512"});
+  const std::string p1 = "Once upon a time there was a little robot who lived in a quiet town by the sea.";
+  auto r1 = post(s.port(), "/v1/completions", greedy({{"prompt", p1}}, 8));
+  ASSERT_EQ(r1.status, 200) << r1.body;
+  EXPECT_FALSE(r1.j()["usage"].contains("prompt_tokens_details"));  // nothing cached yet
+  // The next turn: the previous prompt, its answer and more.
+  const std::string p2 = p1 + r1.j()["choices"][0]["text"].get<std::string>() + " Then one day";
+  json b2 = greedy({{"prompt", p2}, {"logprobs", 1}}, 8);
+  auto r2 = post(s.port(), "/v1/completions", b2);
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  const int cached = r2.j()["usage"]["prompt_tokens_details"]["cached_tokens"];
+  EXPECT_GE(cached, 20);  // at least p1's tokens
+  EXPECT_LT(cached, r2.j()["usage"]["prompt_tokens"].get<int>());
+  b2["cache_prompt"] = false;
+  auto r3 = post(s.port(), "/v1/completions", b2);
+  ASSERT_EQ(r3.status, 200) << r3.body;
+  EXPECT_FALSE(r3.j()["usage"].contains("prompt_tokens_details"));
+  EXPECT_EQ(r3.j()["choices"][0]["text"], r2.j()["choices"][0]["text"]);
+  const json a = r2.j()["choices"][0]["logprobs"]["token_logprobs"], b = r3.j()["choices"][0]["logprobs"]["token_logprobs"];
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i].get<double>(), b[i].get<double>(), 1e-4) << i;
+  // The same prompt again: all but its last token come from the cache.
+  b2.erase("cache_prompt");
+  auto r4 = post(s.port(), "/v1/completions", b2);
+  EXPECT_EQ(r4.j()["usage"]["prompt_tokens_details"]["cached_tokens"], r4.j()["usage"]["prompt_tokens"].get<int>() - 1);
+  EXPECT_EQ(r4.j()["choices"][0]["text"], r3.j()["choices"][0]["text"]);
+  // A different prompt starts over (only BOS is shared).
+  auto r5 = post(s.port(), "/v1/completions", greedy({{"prompt", "Completely different"}}, 2));
+  EXPECT_EQ(r5.j()["usage"]["prompt_tokens_details"]["cached_tokens"], 1) << r5.body;
+  EXPECT_NE(http(s.port(), "GET", "/metrics").body.find("longctx_prompt_tokens_cached_total"), std::string::npos);
+  EXPECT_EQ(post(s.port(), "/v1/completions", greedy({{"prompt", "x"}, {"cache_prompt", "no"}}, 1)).status, 400);
+
+  ServerProcess off({"--parallel", "1", "-c", "512", "--no-cache-prompt"});
+  post(off.port(), "/v1/completions", greedy({{"prompt", p1}}, 8));
+  auto o = post(off.port(), "/v1/completions", greedy({{"prompt", p2}}, 8));
+  ASSERT_EQ(o.status, 200) << o.body;
+  EXPECT_FALSE(o.j()["usage"].contains("prompt_tokens_details"));
+  EXPECT_EQ(o.j()["choices"][0]["text"], r3.j()["choices"][0]["text"]);
+}
+
 TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   ServerProcess s({"--api-key", "sekrit"});
   const json body = greedy({{"prompt", "hi"}}, 2);

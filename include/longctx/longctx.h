@@ -159,6 +159,14 @@ class Session {
   GenerateResult generate(const GenerateOptions& opt, const StreamCallback& on_piece = {});
 
   void reset();
+  // Keeps the first n tokens of history() and their cache, dropping the rest, so a prompt
+  // that shares a prefix with what this session saw feeds only the difference (the server's
+  // prompt cache). Feed at least one token before generate(): logits() is stale after it.
+  // Only where it is exact: plain LLaMA whose RoPE does not depend on the sequence length
+  // (not Dynamic NTK or LongRoPE); LongLLaMA's result depends on how its input is split into
+  // calls. can_truncate() says; truncate() throws otherwise.
+  bool can_truncate() const;
+  void truncate(int64_t n_tokens);
   // An independent copy of this session's state (caches, memory, history): process a long
   // document once, then ask several questions, each in its own clone.
   std::unique_ptr<Session> clone() const;

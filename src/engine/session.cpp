@@ -455,6 +455,36 @@ TokenLogprob token_logprob(const float* logits, int32_t n_vocab, int32_t id, int
   return t;
 }
 
+bool Session::can_truncate() const {
+  const Impl& I = *impl_;
+  const lcx::RopeScaling t = I.m->config.rope.type;
+  return !I.fot() && t != lcx::RopeScaling::Dynamic && t != lcx::RopeScaling::LongRope && I.state.n_mem == 0 &&
+         I.state.n_local() == I.state.next_pos && int64_t(I.history.size()) == I.state.next_pos;
+}
+
+void Session::truncate(int64_t n) {
+  Impl& I = *impl_;
+  const int64_t have = int64_t(I.history.size());
+  if (n < 0 || n > have)
+    fail("truncate: " + std::to_string(n) + " tokens asked, the session holds " + std::to_string(have));
+  if (n == have) return;
+  if (!can_truncate())
+    fail("truncate: not exact for this model (LongLLaMA memory, Dynamic NTK or LongRoPE): reset() and feed again");
+  if (n == 0) return reset();
+  const lcx::ModelConfig& c = I.m->config;
+  // Local cache rows are per token: [n_local, n_head_kv, head_dim] in local_fmt (k_raw: f32).
+  const size_t row = lcx::kernels::kv_row_bytes(I.state.local_fmt, c.head_dim) * size_t(c.n_head_kv);
+  const size_t raw = size_t(c.n_head_kv * c.head_dim);
+  for (lcx::LayerCache& L : I.state.layers) {
+    L.k.resize(size_t(n) * row);
+    L.v.resize(size_t(n) * row);
+    if (!L.k_raw.empty()) L.k_raw.resize(size_t(n) * raw);
+  }
+  I.state.pos.resize(size_t(n));
+  I.state.next_pos = n;
+  I.history.resize(size_t(n));
+}
+
 void Session::reset() {
   impl_->state.clear();
   impl_->history.clear();

@@ -50,6 +50,8 @@ const char* kServeHelp =
     "  --alias NAME              model id in /v1/models and requests (default: the model's file name)\n"
     "  --max-tokens N            largest max_tokens a request may ask for (default 4096)\n"
     "  --max-documents N         documents kept by /v1/documents (default 8)\n"
+    "  --no-cache-prompt         process every prompt whole (default: a slot reuses the prefix a new\n"
+    "                            prompt shares with its previous prompt and answer; LLaMA only)\n"
     "  --quiet                   no per-request log lines on stderr\n"
     "\n"
     "model:\n%s"
@@ -92,7 +94,7 @@ int serve(int argc, char** argv) {
          join({kModelFlags, kSessionFlags, kSamplingFlags,
                {"--host", "--port", "--api-key", "--parallel", "--queue-size", "--chat-template", "--alias", "--max-tokens",
                 "--max-documents"}}),
-         {"--ignore-eos", "--quiet"}, aliases_with({{"-np", "--parallel"}}), true);
+         {"--ignore-eos", "--quiet", "--no-cache-prompt"}, aliases_with({{"-np", "--parallel"}}), true);
   lcx::server::ServerOptions so;
   so.host = a.str("--host", "127.0.0.1");
   so.port = int(a.integer("--port", 8080));
@@ -106,6 +108,7 @@ int serve(int argc, char** argv) {
   so.model_name = a.str("--alias");
   so.max_documents = int(a.integer("--max-documents", 8));
   so.log_requests = !a.has("--quiet");
+  so.cache_prompt = !a.has("--no-cache-prompt");
   so.session = session_options(a);
   so.n_threads_total = so.session.n_threads;
   so.limits.defaults = generate_options(a);

@@ -223,6 +223,7 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
       if (!s.empty()) r.gen.stop.push_back(std::move(s));
   }
   if (auto v = field(j, "ignore_eos")) r.gen.ignore_eos = boolean(*v, "ignore_eos");  // llama.cpp extension
+  if (auto v = field(j, "cache_prompt")) r.cache_prompt = boolean(*v, "cache_prompt");  // llama.cpp extension
   if (chat) {
     // Chat: "logprobs": true turns them on, "top_logprobs": N adds N alternatives per token.
     if (auto v = field(j, "logprobs"); v && boolean(*v, "logprobs")) r.logprobs = 0;

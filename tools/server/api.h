@@ -57,6 +57,7 @@ struct CompletionRequest {
   // N; chat: `logprobs: true` with `top_logprobs` N). At most kMaxLogprobs.
   int logprobs = -1;
   bool echo = false;                   // completions: the prompt (and its logprobs) come first
+  bool cache_prompt = true;            // llama.cpp's field: false feeds the whole prompt again
 };
 
 constexpr int kMaxLogprobs = 20;

@@ -95,6 +95,7 @@ struct Job {
   std::vector<std::string> finishes;
   std::vector<std::vector<TokenInfo>> lps;  // per choice
   int64_t completion_tokens = 0;
+  std::atomic<int64_t> cached_tokens{0};  // prompt tokens found in the slot's cache
   std::atomic<bool> cancelled{false};
 
   void push(Event e) {
@@ -130,7 +131,7 @@ struct Job {
 struct Metrics {
   std::mutex mu;
   std::map<std::pair<std::string, int>, uint64_t> requests;  // (endpoint, status) -> count
-  uint64_t prompt_tokens = 0, generated_tokens = 0, cancelled = 0;
+  uint64_t prompt_tokens = 0, prompt_tokens_cached = 0, generated_tokens = 0, cancelled = 0;
   double prompt_seconds = 0, generation_seconds = 0;
 };
 
@@ -270,12 +271,23 @@ struct Server::Impl {
     const Job::Prompt& prompt = job.prompts[size_t(pi)];
     std::unique_ptr<longctx::Session> doc_clone;
     longctx::Session* base = &slot_session;
+    size_t reused = 0;  // prompt tokens already in the slot's cache (prompt cache)
+    const bool scores_prompt = rq.echo && rq.logprobs >= 0;  // needs every prompt token's logits
     if (job.doc) {
       doc_clone = job.doc->session->clone();
       base = doc_clone.get();
+    } else if (opt.cache_prompt && rq.cache_prompt && !scores_prompt && slot_session.can_truncate()) {
+      // As llama.cpp's server: keep the longest common prefix of what this slot processed last
+      // (the previous prompt and its answer) and this prompt; feed only the rest (at least the
+      // last token, whose logits start generation). A chat that resends its history pays only
+      // for the new turn. Exact for LLaMA (can_truncate); LongLLaMA uses documents instead.
+      const std::vector<int32_t>& h = slot_session.history();
+      while (reused < h.size() && reused + 1 < prompt.ids.size() && h[reused] == prompt.ids[reused]) ++reused;
+      slot_session.truncate(int64_t(reused));
     } else {
       slot_session.reset();
     }
+    job.cached_tokens += int64_t(reused);
     const auto t0 = Clock::now();
     auto progress = [&](int64_t, int64_t) {
       if (job.cancelled) throw Cancelled{};
@@ -303,11 +315,12 @@ struct Server::Impl {
               longctx::token_logprob(rows + k * V, V, ids[size_t(first + k + 1)], rq.logprobs);
       }, progress);
     } else {
-      base->feed(prompt.ids, nullptr, progress);
+      base->feed(std::vector<int32_t>(prompt.ids.begin() + std::ptrdiff_t(reused), prompt.ids.end()), nullptr, progress);
     }
     {
       std::lock_guard<std::mutex> lock(metrics.mu);
-      metrics.prompt_tokens += prompt.ids.size();
+      metrics.prompt_tokens += prompt.ids.size() - reused;
+      metrics.prompt_tokens_cached += reused;
       metrics.prompt_seconds += seconds_since(t0);
     }
     for (int i = 0; i < rq.n; ++i) {
@@ -551,11 +564,12 @@ struct Server::Impl {
 
     const std::string id = random_id(chat ? "chatcmpl-" : "cmpl-");
     const int64_t created_at = unix_time();
-    const int64_t cached = doc_tokens * int64_t(job->prompts.size());
-    auto usage = [job, n_prompt, cached] {
+    const int64_t doc_cached = doc_tokens * int64_t(job->prompts.size());
+    auto usage = [job, n_prompt, doc_cached] {
       json u = {{"prompt_tokens", n_prompt},
                 {"completion_tokens", job->completion_tokens},
                 {"total_tokens", n_prompt + job->completion_tokens}};
+      const int64_t cached = doc_cached + job->cached_tokens.load();
       if (cached > 0) u["prompt_tokens_details"] = {{"cached_tokens", cached}};
       return u;
     };
@@ -911,6 +925,8 @@ struct Server::Impl {
       line("longctx_requests_total{endpoint=\"%s\",status=\"%d\"} %llu\n", k.first.c_str(), k.second, (unsigned long long)v);
     out += "# HELP longctx_prompt_tokens_total Prompt and document tokens processed.\n# TYPE longctx_prompt_tokens_total counter\n";
     line("longctx_prompt_tokens_total %llu\n", (unsigned long long)metrics.prompt_tokens);
+    out += "# HELP longctx_prompt_tokens_cached_total Prompt tokens found in a slot's cache (not processed again).\n# TYPE longctx_prompt_tokens_cached_total counter\n";
+    line("longctx_prompt_tokens_cached_total %llu\n", (unsigned long long)metrics.prompt_tokens_cached);
     out += "# HELP longctx_generated_tokens_total Tokens generated.\n# TYPE longctx_generated_tokens_total counter\n";
     line("longctx_generated_tokens_total %llu\n", (unsigned long long)metrics.generated_tokens);
     out += "# HELP longctx_prompt_seconds_total Time spent processing prompts.\n# TYPE longctx_prompt_seconds_total counter\n";

@@ -31,6 +31,9 @@ struct ServerOptions {
   int max_documents = 8;           // stored documents (POST /v1/documents)
   size_t max_body_bytes = size_t(64) << 20;
   bool log_requests = true;        // one line per request on stderr
+  // Reuse the longest common prefix of a slot's previous prompt + answer and a new prompt
+  // (LLaMA; requests may opt out with "cache_prompt": false). --no-cache-prompt turns it off.
+  bool cache_prompt = true;
 };
 
 class Server {
