@@ -25,6 +25,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (const auto& q : r.prompts)
         if (q.is_ids && q.ids.empty()) broken("empty token-id prompt accepted", body);
       if (!chat && (r.prompts.empty() || r.prompts.size() > lim.max_prompts)) broken("prompt count", body);
+      for (const auto& [id, bias] : r.gen.sampling.logit_bias)
+        if (id < 0 || !(bias >= -100 && bias <= 100)) broken("logit_bias entry out of range", body);
       if (chat && (r.echo || r.messages.empty())) broken("chat request without messages or with echo", body);
       (void)lcx::server::dump(lcx::server::json{{"prompts", r.prompts.size()}, {"n", r.n}});
     } catch (const lcx::server::ApiError& e) {

@@ -86,6 +86,20 @@ TEST(Sampler, RepetitionPenalty) {
   EXPECT_EQ(s.sample(l.data(), 3, {0, 1}), 2);  // both penalised: 0.5, 0.75 < 0.9
 }
 
+TEST(Sampler, LogitBiasShiftsLogitsBeforeEverything) {
+  lcx::SamplingParams p;
+  p.temperature = 0;
+  auto l = logits_of({1.0f, 3.0f, 2.0f});
+  p.logit_bias = {{1, -100.0f}};
+  EXPECT_EQ(lcx::Sampler(p).sample(l.data(), 3, {}), 2);  // the best token banned
+  p.logit_bias = {{0, 2.5f}, {7, 100.0f}, {-1, 100.0f}};  // ids outside the vocabulary ignored
+  EXPECT_EQ(lcx::Sampler(p).sample(l.data(), 3, {}), 0);
+  p.temperature = 1.0f;
+  p.logit_bias = {{2, 100.0f}};
+  lcx::Sampler s(p);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(s.sample(l.data(), 3, {}), 2);
+}
+
 std::shared_ptr<longctx::Model> fixture_model() {
   longctx::LoadOptions lo;
   lo.tokenizer_path = (fs::path(fixtures_dir()) / "tokenizer.model").string();

@@ -718,6 +718,33 @@ TEST_F(ServerTest, BatchedPrompts) {
   EXPECT_EQ(texts[1], alone[1]);
 }
 
+// OpenAI's logit_bias: -100 bans a token, +100 forces it; log-probabilities stay the model's.
+TEST_F(ServerTest, LogitBias) {
+  json body = greedy({{"prompt", "Hello world"}, {"logprobs", 1}}, 4);
+  auto plain = post(port(), "/v1/completions", body);
+  ASSERT_EQ(plain.status, 200) << plain.body;
+  const json lp = plain.j()["choices"][0]["logprobs"];
+  longctx::LoadOptions lo;
+  lo.tokenizer_path = tokenizer_path();
+  auto m = longctx::Model::load(model_dir(), lo);
+  // Ban the first greedy token: the first token changes.
+  const std::string first = lp["tokens"][0];
+  const auto first_ids = m->tokenize(first, false);
+  ASSERT_EQ(first_ids.size(), 1u) << first;
+  body["logit_bias"] = {{std::to_string(first_ids[0]), -100}};
+  auto banned = post(port(), "/v1/completions", body);
+  ASSERT_EQ(banned.status, 200) << banned.body;
+  EXPECT_NE(banned.j()["choices"][0]["logprobs"]["tokens"][0], first);
+  // Force a token: every step picks it, and its reported log-probability is the model's own.
+  const int32_t forced = m->tokenize(" banana", false).back();
+  body["logit_bias"] = {{std::to_string(forced), 100}};
+  auto f = post(port(), "/v1/completions", body);
+  ASSERT_EQ(f.status, 200) << f.body;
+  const json fl = f.j()["choices"][0]["logprobs"];
+  for (size_t i = 0; i < 4; ++i) EXPECT_EQ(m->tokenize(fl["tokens"][i].get<std::string>(), false).back(), forced);
+  EXPECT_LT(fl["token_logprobs"][0].get<double>(), -1.0);  // unlikely for the model itself
+}
+
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   const auto t0 = Clock::now();
   const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
@@ -740,7 +767,9 @@ TEST_F(ServerTest, MalformedRequestsNeverCrash) {
       {"stop", {1, 2}},        {"stop", {{"a", 1}}},       {"seed", "abc"},         {"seed", 0.5},
       {"frequency_penalty", 3}, {"presence_penalty", "x"}, {"repeat_penalty", 0},   {"model", 5},
       {"model", "gpt-4"},      {"stream_options", 3},      {"stream_options", {{"include_usage", "y"}}},
-      {"logprobs", "yes"},     {"logprobs", 21},           {"document", 7},            {"document", ""},        {"document", "doc-nope"},
+      {"logprobs", "yes"},     {"logprobs", 21},           {"document", 7},
+      {"logit_bias", {1, 2}},  {"logit_bias", {{"x", 1}}}, {"logit_bias", {{"5", 101}}}, {"logit_bias", {{"-3", 1}}},
+      {"logit_bias", {{"99999999", 1}}}, {"logit_bias", {{"12", "up"}}}, {"logit_bias", {{"1e3", 1}}},            {"document", ""},        {"document", "doc-nope"},
       {"ignore_eos", "no"},    {"max_completion_tokens", "9"}};
   for (const auto& [k, v] : fields) {
     json c = ok_cmpl, h = ok_chat;

@@ -85,6 +85,9 @@ struct SamplingParams {
   float repeat_penalty = 1.0f;
   int32_t repeat_last_n = 64;
   uint64_t seed = 0xC0FFEE;
+  // Added to the logits before sampling (OpenAI's logit_bias): (token id, bias); -100 all but
+  // bans a token, +100 all but forces it. Log-probabilities are reported without it.
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // Log-probability of a token under the model's distribution (log-softmax of the raw logits:

@@ -43,6 +43,8 @@ Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
 int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history) {
   cand_.resize(size_t(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) cand_[size_t(i)] = {logits[i], int32_t(i)};
+  for (const auto& [id, bias] : p_.logit_bias)
+    if (id >= 0 && id < n_vocab) cand_[size_t(id)].first += bias;
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0) {
     const size_t from = p_.repeat_last_n < 0 || size_t(p_.repeat_last_n) >= history.size()
                             ? 0 : history.size() - size_t(p_.repeat_last_n);

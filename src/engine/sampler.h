@@ -18,6 +18,7 @@ struct SamplingParams {
   float repeat_penalty = 1.0f; // 1: off (CTRL-style: divide positive logits, multiply negative)
   int32_t repeat_last_n = 64;  // how many recent tokens the penalty looks at
   uint64_t seed = 0xC0FFEE;
+  std::vector<std::pair<int32_t, float>> logit_bias;  // added to the logits first (ids outside the vocabulary ignored)
 };
 
 class Sampler {

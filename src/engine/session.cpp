@@ -376,6 +376,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
   sp.repeat_penalty = opt.sampling.repeat_penalty;
   sp.repeat_last_n = opt.sampling.repeat_last_n;
   sp.seed = opt.sampling.seed;
+  sp.logit_bias = opt.sampling.logit_bias;
   lcx::Sampler sampler(sp);
   const lcx::Tokenizer* tok = I.m->tokenizer.get();
   std::unique_ptr<lcx::StreamDecoder> dec;

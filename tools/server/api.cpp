@@ -1,7 +1,9 @@
 #include "api.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <mutex>
 #include <random>
 
@@ -113,6 +115,20 @@ void parse_sampling(const json& j, CompletionRequest& r, const RequestLimits& li
   if (auto v = field(j, "repeat_penalty")) {  // llama.cpp's name, taken as is
     s.repeat_penalty = float(number(*v, "repeat_penalty", 0, 100));
     if (s.repeat_penalty <= 0) throw bad("repeat_penalty", "'repeat_penalty' must be greater than 0");
+  }
+  if (auto v = field(j, "logit_bias")) {
+    // OpenAI: {"token id": bias in [-100, 100]}, keys are token ids as strings.
+    if (!v->is_object()) throw bad("logit_bias", "'logit_bias' must be an object {\"token id\": bias}", "invalid_type");
+    if (v->size() > 1024) throw bad("logit_bias", "'logit_bias' may name at most 1024 tokens");
+    for (const auto& [k, b] : v->items()) {
+      const std::string key = "logit_bias." + k;
+      char* end = nullptr;
+      errno = 0;
+      const long long id = k.empty() ? -1 : std::strtoll(k.c_str(), &end, 10);
+      if (k.empty() || *end != '\0' || errno != 0 || id < 0 || id > INT32_MAX)
+        throw bad("logit_bias", "'logit_bias' keys must be token ids (\"15043\"), got \"" + k + "\"");
+      s.logit_bias.push_back({int32_t(id), float(number(b, key, -100, 100))});
+    }
   }
   if (auto v = field(j, "seed")) {
     s.seed = uint64_t(integer(*v, "seed", INT64_MIN, INT64_MAX));

@@ -524,6 +524,11 @@ struct Server::Impl {
     CompletionRequest& rq = job->req;
     check_model(rq.model);
     if (!rq.document.empty()) job->doc = find_document(rq.document);
+    for (const auto& [tid, bias] : rq.gen.sampling.logit_bias)
+      if (tid >= model->n_vocab())
+        throw ApiError(400, "logit_bias names token " + std::to_string(tid) + ", outside the vocabulary [0, " +
+                                std::to_string(model->n_vocab()) + ")",
+                       "invalid_request_error", "logit_bias", "invalid_value");
     const bool continues = job->doc != nullptr;  // the document already starts with BOS
     if (chat) {
       if (!tmpl) throw ApiError(400, tmpl_problem, "invalid_request_error", "messages", "chat_template_missing");
