@@ -673,6 +673,18 @@ TEST_F(ServerTest, TokenizeAndDetokenize) {
   auto d = post(port(), "/detokenize", {{"tokens", {1, ids[0], ids[1]}}});
   ASSERT_EQ(d.status, 200) << d.body;
   EXPECT_EQ(d.j()["content"], "Hello world");
+  EXPECT_EQ(d.j()["prompt"], "Hello world");  // vLLM's key
+  // Special-token text is that token (as Hugging Face tokenizers and vLLM do), unless turned off.
+  EXPECT_EQ(post(port(), "/tokenize", {{"prompt", "</s>"}}).j()["tokens"], json({2}));
+  EXPECT_EQ(post(port(), "/tokenize", {{"content", "Hello world</s>"}}).j()["tokens"], json({ids[0], ids[1], 2}));
+  EXPECT_EQ(post(port(), "/tokenize", {{"content", "</s>"}, {"parse_special", false}}).j()["tokens"],
+            json(m->tokenize("</s>", false)));
+  // What lm-evaluation-harness's remote tokenizer asks first.
+  auto info = http(port(), "GET", "/tokenizer_info");
+  ASSERT_EQ(info.status, 200) << info.body;
+  EXPECT_EQ(info.j()["eos_token"], "</s>");
+  EXPECT_EQ(info.j()["bos_token"], "<s>");
+  EXPECT_EQ(info.j()["model_max_length"], 512);
   for (const json& bad : {json::object(), json{{"content", 5}}, json{{"content", "a"}, {"add_special", "yes"}},
                           json{{"content", "a"}, {"model", "gpt-4"}}})
     EXPECT_TRUE(is_openai_error(post(port(), "/tokenize", bad))) << bad;

@@ -138,7 +138,7 @@ struct Metrics {
 // Known endpoints for the metrics label (anything else is "other": no unbounded label set).
 std::string endpoint_label(const std::string& path) {
   static const char* known[] = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/v1/documents",
-                                "/tokenize", "/detokenize", "/health", "/metrics"};
+                                "/tokenize", "/detokenize", "/tokenizer_info", "/health", "/metrics"};
   for (const char* k : known)
     if (path == k) return k;
   if (path.rfind("/v1/documents/", 0) == 0) return "/v1/documents/{id}";
@@ -746,9 +746,65 @@ struct Server::Impl {
     return it->get<bool>();
   }
 
-  // POST /tokenize: llama.cpp's {"content", "add_special", "with_pieces"} or vLLM's {"prompt",
-  // "add_special_tokens"}; answers {"tokens", "count", "max_model_len"} (pieces as
-  // {"id", "piece"} with with_pieces). BOS is added only when asked, as both servers default.
+  // Text to ids where control-token pieces in the text ("</s>") are those tokens, as Hugging
+  // Face tokenizers (and so vLLM's /tokenize) treat them; the text between them is encoded as
+  // usual, each run on its own (SentencePiece's dummy-prefix space included).
+  std::vector<int32_t> tokenize_special(const std::string& text, bool add_bos) const {
+    const lcx::Tokenizer& tok = model->impl().tok();
+    const lcx::SpmVocab& v = tok.vocab();
+    std::vector<std::pair<std::string, int32_t>> specials;
+    for (size_t i = 0; i < v.pieces.size(); ++i)
+      if (v.types[i] == lcx::TokenType::Control && !v.pieces[i].empty()) specials.push_back({v.pieces[i], int32_t(i)});
+    std::vector<int32_t> out;
+    if (add_bos && v.bos_id >= 0) out.push_back(v.bos_id);
+    size_t at = 0;
+    auto plain = [&](size_t b, size_t e) {
+      if (e <= b) return;
+      const auto ids = tok.encode(text.substr(b, e - b), false);
+      out.insert(out.end(), ids.begin(), ids.end());
+    };
+    while (at < text.size()) {
+      size_t best = std::string::npos, len = 0;
+      int32_t id = -1;
+      for (const auto& [piece, pid] : specials) {
+        const size_t p = text.find(piece, at);
+        if (p != std::string::npos && (p < best || (p == best && piece.size() > len))) {
+          best = p;
+          len = piece.size();
+          id = pid;
+        }
+      }
+      if (best == std::string::npos) break;
+      plain(at, best);
+      out.push_back(id);
+      at = best + len;
+    }
+    plain(at, text.size());
+    return out;
+  }
+
+  // GET /tokenizer_info (vLLM's): the special tokens, so clients such as lm-evaluation-harness
+  // can tokenize through /tokenize and /detokenize instead of loading a tokenizer themselves.
+  json tokenizer_info() const {
+    const lcx::SpmVocab& v = model->impl().tok().vocab();
+    auto piece = [&](int32_t id) {
+      return id >= 0 && size_t(id) < v.pieces.size() ? json(v.pieces[size_t(id)]) : json(nullptr);
+    };
+    return {{"tokenizer_class", "LlamaTokenizer"},
+            {"bos_token", piece(v.bos_id)},
+            {"eos_token", piece(v.eos_id)},
+            {"unk_token", piece(v.unk_id)},
+            {"pad_token", piece(v.pad_id)},
+            {"add_bos_token", v.add_bos},
+            {"model_max_length", ctx_limit > 0 ? json(ctx_limit) : json(nullptr)},
+            {"vocab_size", model->n_vocab()},
+            {"chat_template", nullptr}};
+  }
+
+  // POST /tokenize: llama.cpp's {"content", "add_special", "with_pieces", "parse_special"} or
+  // vLLM's {"prompt", "add_special_tokens"}; answers {"tokens", "count", "max_model_len"}
+  // (pieces as {"id", "piece"} with with_pieces). BOS is added only when asked, as both servers
+  // default; special-token text ("</s>") is that token unless "parse_special": false.
   void tokenize(const httplib::Request& req, httplib::Response& res) {
     const json j = parse_object(req.body, "{\"content\": TEXT}");
     const char* key = j.contains("content") ? "content" : "prompt";
@@ -763,7 +819,8 @@ struct Server::Impl {
     }
     const bool bos = flag(j, "add_special", flag(j, "add_special_tokens", false));
     const bool pieces = flag(j, "with_pieces", false);
-    const std::vector<int32_t> ids = model->tokenize(t->get<std::string>(), bos);
+    const std::vector<int32_t> ids = flag(j, "parse_special", true) ? tokenize_special(t->get<std::string>(), bos)
+                                                                     : model->tokenize(t->get<std::string>(), bos);
     json tokens = json::array();
     for (int32_t id : ids) {
       if (pieces) tokens.push_back({{"id", id}, {"piece", token_text(id)}});
@@ -803,7 +860,8 @@ struct Server::Impl {
     http.new_task_queue = [n_http] { return new httplib::ThreadPool(n_http); };
 
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      const bool guarded_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize";
+      const bool guarded_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize" ||
+                                req.path == "/tokenizer_info";
       if (opt.api_key.empty() || !guarded_path) return httplib::Server::HandlerResponse::Unhandled;
       const std::string want = "Bearer " + opt.api_key;
       const std::string got = req.get_header_value("Authorization");
@@ -873,6 +931,7 @@ struct Server::Impl {
     }));
     http.Post("/tokenize", guarded([this](const auto& q, auto& r) { tokenize(q, r); }));
     http.Post("/detokenize", guarded([this](const auto& q, auto& r) { detokenize(q, r); }));
+    http.Get("/tokenizer_info", guarded([this](const auto&, auto& r) { send_json(r, 200, tokenizer_info()); }));
     http.Get("/health", guarded([this](const auto&, auto& r) {
       std::lock_guard<std::mutex> lock(qmu);
       send_json(r, 200,
