@@ -107,6 +107,7 @@ int main(int argc, char** argv) {
         R"({"prompt":[[1,450,4996]],"max_tokens":1,"echo":true,"logprobs":1,"temperature":0})",
         R"({"messages":[{"role":"user","content":"Hi"}],"logprobs":true,"top_logprobs":5,"stream":true})",
         R"({"prompt":["a","b"],"logit_bias":{"450":-100,"13":2.5},"cache_prompt":false,"n":2})",
+        R"({"messages":[{"role":"user","content":"JSON"}],"response_format":{"type":"json_object"}})",
     };
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; ++i) put(out / "request", "body" + std::to_string(i) + ".json", bodies[i]);
 

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <map>
 
+#include <nlohmann/json.hpp>
+
+#include "engine/json_constraint.h"
 #include "engine/sampler.h"
 #include "longctx/longctx.h"
 #include "testutil.h"
@@ -235,6 +238,80 @@ TEST(Generate, LogprobsMatchTheForward) {
   s2.feed(prompt);
   g.logprobs = -1;
   EXPECT_TRUE(s2.generate(g).logprobs.empty());
+}
+
+bool json_prefix_ok(const std::string& s, bool* complete = nullptr) {
+  lcx::JsonPrefix p;
+  const bool ok = p.feed(s);
+  if (complete) *complete = ok && p.complete();
+  return ok;
+}
+
+// The JSON-mode automaton: every prefix of a valid object is accepted and the object is
+// complete exactly at its end; anything that can no longer become one object is refused.
+TEST(JsonMode, AutomatonAcceptsObjectPrefixesOnly) {
+  const std::vector<std::string> good = {
+      "{}", " {\"a\": 1}", "{\"a\":[1,2.5,-3e+4,0,-0.25E-2,{}],\"b\":{\"c\":null}}",
+      "{\"s\": \"caf\xc3\xa9 \\\" \\\\ \\/ \\b\\f\\n\\r\\t \\u00e9\"}", "{\"t\":true,\"f\":false,\"n\":null,\"e\":[]}",
+      "{\n  \"k\" : [ \"v\" , 1 ]\n}"};
+  for (const auto& g : good) {
+    EXPECT_TRUE(nlohmann::json::accept(g)) << g;  // the test's own inputs are valid JSON
+    for (size_t n = 0; n < g.size(); ++n) {
+      bool complete = true;
+      EXPECT_TRUE(json_prefix_ok(g.substr(0, n), &complete)) << g.substr(0, n);
+      EXPECT_FALSE(complete) << g.substr(0, n);
+    }
+    bool complete = false;
+    EXPECT_TRUE(json_prefix_ok(g, &complete)) << g;
+    EXPECT_TRUE(complete) << g;
+  }
+  for (const char* b : {"[1]", "\"a\"", "1", "{\"a\":01}", "{\"a\" 1}", "{,}", "{\"a\":1,}", "{\"a\":[1,]}",
+                               "{\"a\":trux}", "{\"a\":-}", "{\"a\":1.}", "{\"a\":1e}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12g4\"}",
+                               "{\"a\":\"line\nbreak\"}", "{\"a\":1]", "{\"a\":[1}", "{} ", "{}{}", "{'a':1}", "{a:1}"})
+    EXPECT_FALSE(json_prefix_ok(b)) << b;
+  // Bounded: whitespace runs and nesting depth.
+  EXPECT_TRUE(json_prefix_ok("{" + std::string(lcx::JsonPrefix::kMaxWhitespace, ' ')));
+  EXPECT_FALSE(json_prefix_ok("{" + std::string(lcx::JsonPrefix::kMaxWhitespace + 1, ' ')));
+  EXPECT_TRUE(json_prefix_ok(std::string(lcx::JsonPrefix::kMaxLeading, '\n') + "{"));
+  EXPECT_FALSE(json_prefix_ok(std::string(lcx::JsonPrefix::kMaxLeading + 1, '\n') + "{"));
+  std::string deep = "{\"a\":";
+  for (int i = 1; i < lcx::JsonPrefix::kMaxDepth; ++i) deep += "[";
+  EXPECT_TRUE(json_prefix_ok(deep));
+  EXPECT_FALSE(json_prefix_ok(deep + "["));
+}
+
+// JSON mode in generation: whatever the model, the text is a prefix of one JSON object, and a
+// finished ("stop") choice is exactly one object. A bias towards '}' makes the object close.
+TEST(JsonMode, GenerationStaysJson) {
+  auto m = fixture_model();
+  for (float temp : {0.0f, 1.0f}) {
+    for (bool close_early : {false, true}) {
+      longctx::Session s(m);
+      s.feed_text("Answer in JSON:");
+      longctx::GenerateOptions g;
+      g.n_predict = 40;
+      g.sampling.temperature = temp;
+      g.sampling.seed = 7;
+      g.json_object = true;
+      if (close_early)
+        for (int32_t id : {m->tokenize("}", false).back(), m->tokenize("{", false).back()})
+          g.sampling.logit_bias.push_back({id, 30.0f});
+      auto r = s.generate(g);
+      bool complete = false;
+      EXPECT_TRUE(json_prefix_ok(r.text, &complete)) << r.text;
+      if (r.stop_reason == "stop") {
+        EXPECT_TRUE(complete) << r.text;
+        nlohmann::json j;
+        ASSERT_NO_THROW(j = nlohmann::json::parse(r.text)) << r.text;
+        EXPECT_TRUE(j.is_object());
+      } else {
+        EXPECT_EQ(r.stop_reason, "length") << r.text;
+      }
+      if (close_early) {
+        EXPECT_EQ(r.stop_reason, "stop") << r.text;
+      }
+    }
+  }
 }
 
 }  // namespace

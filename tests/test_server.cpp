@@ -762,6 +762,31 @@ TEST_F(ServerTest, LogitBias) {
   EXPECT_LT(fl["token_logprobs"][0].get<double>(), -1.0);  // unlikely for the model itself
 }
 
+// JSON mode: the text is always a prefix of one JSON object; "stop" means it is one.
+TEST_F(ServerTest, JsonMode) {
+  for (const char* path : {"/v1/completions", "/v1/chat/completions"}) {
+    json body = greedy({{"response_format", {{"type", "json_object"}}}}, 30);
+    if (std::string(path) == "/v1/completions") body["prompt"] = "A JSON object:";
+    else body["messages"] = {{{"role", "user"}, {"content", "Reply in JSON."}}};
+    body["temperature"] = 0.9;
+    body["seed"] = 3;
+    auto r = post(port(), path, body);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json c = r.j()["choices"][0];
+    const std::string text = c.contains("message") ? c["message"]["content"].get<std::string>() : c["text"].get<std::string>();
+    // Close it with the parser's help: a prefix of an object plus the right closers parses.
+    if (c["finish_reason"] == "stop") {
+      EXPECT_TRUE(json::accept(text)) << text;
+      EXPECT_TRUE(json::parse(text).is_object()) << text;
+    } else {
+      EXPECT_EQ(c["finish_reason"], "length");
+      EXPECT_FALSE(json::accept(text)) << text;  // unfinished
+      EXPECT_EQ(text.find_first_not_of(" \n\t\r"), text.find('{')) << text;  // it starts as an object
+    }
+  }
+  EXPECT_EQ(post(port(), "/v1/completions", greedy({{"prompt", "x"}, {"response_format", {{"type", "text"}}}}, 2)).status, 200);
+}
+
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   const auto t0 = Clock::now();
   const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
@@ -785,7 +810,8 @@ TEST_F(ServerTest, MalformedRequestsNeverCrash) {
       {"frequency_penalty", 3}, {"presence_penalty", "x"}, {"repeat_penalty", 0},   {"model", 5},
       {"model", "gpt-4"},      {"stream_options", 3},      {"stream_options", {{"include_usage", "y"}}},
       {"logprobs", "yes"},     {"logprobs", 21},           {"document", 7},
-      {"logit_bias", {1, 2}},  {"logit_bias", {{"x", 1}}}, {"logit_bias", {{"5", 101}}}, {"logit_bias", {{"-3", 1}}},
+      {"response_format", "json"}, {"response_format", {{"type", "json_schema"}}}, {"response_format", {{"type", "xml"}}},
+      {"response_format", json::object()}, {"logit_bias", {1, 2}},  {"logit_bias", {{"x", 1}}}, {"logit_bias", {{"5", 101}}}, {"logit_bias", {{"-3", 1}}},
       {"logit_bias", {{"99999999", 1}}}, {"logit_bias", {{"12", "up"}}}, {"logit_bias", {{"1e3", 1}}},            {"document", ""},        {"document", "doc-nope"},
       {"ignore_eos", "no"},    {"max_completion_tokens", "9"}};
   for (const auto& [k, v] : fields) {

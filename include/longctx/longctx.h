@@ -109,6 +109,9 @@ struct GenerateOptions {
   // >= 0: report each generated token's log-probability and this many alternatives
   // (Piece::logprob, GenerateResult::logprobs); -1: off (no extra work per token).
   int logprobs = -1;
+  // JSON mode (OpenAI's response_format json_object): only tokens that keep the output a prefix
+  // of one JSON object are sampled, and generation ends ("stop") when the object closes.
+  bool json_object = false;
 };
 
 // One streamed piece of output: the token and the complete UTF-8 text it made available.

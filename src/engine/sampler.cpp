@@ -40,11 +40,27 @@ void token_logprob(const float* logits, int64_t n_vocab, int32_t id, int n_top, 
 
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
 
-int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history) {
+int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
+                        const uint8_t* allowed) {
+  const int32_t id = sample_unmasked(logits, n_vocab, history, allowed);
+  if (allowed == nullptr || allowed[id]) return id;
+  // Float rounding in the draw can fall through to a zero-probability (masked) candidate:
+  // take the best allowed token instead.
+  int32_t best = -1;
+  for (int64_t i = 0; i < n_vocab; ++i)
+    if (allowed[i] && (best < 0 || logits[i] > logits[best])) best = int32_t(i);
+  return best < 0 ? id : best;
+}
+
+int32_t Sampler::sample_unmasked(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
+                                 const uint8_t* allowed) {
   cand_.resize(size_t(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) cand_[size_t(i)] = {logits[i], int32_t(i)};
   for (const auto& [id, bias] : p_.logit_bias)
     if (id >= 0 && id < n_vocab) cand_[size_t(id)].first += bias;
+  if (allowed)
+    for (int64_t i = 0; i < n_vocab; ++i)
+      if (!allowed[i]) cand_[size_t(i)].first = -INFINITY;
   if (p_.repeat_penalty != 1.0f && p_.repeat_last_n != 0) {
     const size_t from = p_.repeat_last_n < 0 || size_t(p_.repeat_last_n) >= history.size()
                             ? 0 : history.size() - size_t(p_.repeat_last_n);

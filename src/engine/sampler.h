@@ -25,9 +25,14 @@ class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);
   // logits: [n_vocab]; history: tokens so far (prompt + generated), for the penalty.
-  int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history);
+  // allowed: when given, [n_vocab] flags; only tokens with a non-zero flag are drawn (the
+  // caller makes sure at least one is set).
+  int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
+                 const uint8_t* allowed = nullptr);
 
  private:
+  int32_t sample_unmasked(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
+                          const uint8_t* allowed);
   SamplingParams p_;
   std::mt19937_64 rng_;
   std::vector<std::pair<float, int32_t>> cand_;  // reused: no allocation per token once warm

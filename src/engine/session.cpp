@@ -11,6 +11,7 @@
 #include <sstream>
 #include <thread>
 
+#include "engine/json_constraint.h"
 #include "engine/sampler.h"
 #include "longctx/longctx.h"
 #include "model/llama.h"
@@ -192,6 +193,18 @@ struct Session::Impl {
   lcx::Scratch scratch;
   std::vector<float> last_logits;
   std::vector<int32_t> history;
+  std::vector<std::string> token_bytes;  // JSON mode: each token's bytes (built on first use)
+  std::vector<uint8_t> allowed;          // JSON mode: this step's token mask
+
+  const std::vector<std::string>& vocab_bytes() {
+    if (token_bytes.empty()) {
+      const lcx::Tokenizer& tok = m->tok();
+      token_bytes.resize(size_t(m->config.n_vocab));
+      for (int32_t id = 0; id < int32_t(token_bytes.size()) && id < tok.n_vocab(); ++id)
+        token_bytes[size_t(id)] = tok.token_bytes(id);
+    }
+    return token_bytes;
+  }
 
   Impl(std::shared_ptr<const Model> mdl, const SessionOptions& o)
       : model(std::move(mdl)), m(&model->impl()), opt(o),
@@ -390,8 +403,19 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
     r.text += text;
     return on_piece ? on_piece(Piece{id, text, lp}) : true;
   };
+  lcx::JsonPrefix json;
+  if (opt.json_object && !I.m->tokenizer) fail("JSON mode needs the model's tokenizer (pass --tokenizer FILE)");
   for (int32_t i = 0; i < opt.n_predict; ++i) {
-    const int32_t id = sampler.sample(I.last_logits.data(), I.m->config.n_vocab, I.history);
+    const uint8_t* allowed = nullptr;
+    if (opt.json_object) {
+      lcx::json_allowed_tokens(json, I.vocab_bytes(), I.m->config.eos_id, I.allowed);
+      if (std::find(I.allowed.begin(), I.allowed.end(), uint8_t(1)) == I.allowed.end()) {
+        r.stop_reason = "stop";  // no token continues the object (cannot happen with a full vocabulary)
+        break;
+      }
+      allowed = I.allowed.data();
+    }
+    const int32_t id = sampler.sample(I.last_logits.data(), I.m->config.n_vocab, I.history, allowed);
     if (id == I.m->config.eos_id && !opt.ignore_eos) {
       r.stop_reason = "eos";
       break;
@@ -434,6 +458,10 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
       r.stop_reason = "stop";
       break;
     }
+    if (opt.json_object && json.feed(I.vocab_bytes()[size_t(id)]) && json.complete()) {
+      r.stop_reason = "json";  // the object is closed: nothing may follow it ("stop" below)
+      break;
+    }
     if (i + 1 == opt.n_predict) break;  // no need to compute logits nobody reads
     if (!I.fot() && I.opt.n_ctx > 0 && I.state.next_pos + 1 > I.opt.n_ctx) {
       r.stop_reason = "context";
@@ -445,6 +473,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
     std::string tail = held + (dec ? dec->flush() : std::string());
     if (!tail.empty()) emit(r.ids.empty() ? -1 : r.ids.back(), tail);
   }
+  if (r.stop_reason == "json") r.stop_reason = "stop";
   r.gen_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -239,6 +239,19 @@ CompletionRequest parse_completion_request(const std::string& body, bool chat, c
       if (!s.empty()) r.gen.stop.push_back(std::move(s));
   }
   if (auto v = field(j, "ignore_eos")) r.gen.ignore_eos = boolean(*v, "ignore_eos");  // llama.cpp extension
+  if (auto v = field(j, "response_format")) {
+    // OpenAI: {"type": "text" | "json_object" | "json_schema", ...}.
+    if (!v->is_object()) throw bad("response_format", "'response_format' must be an object {\"type\": ...}", "invalid_type");
+    const json* t = field(*v, "type");
+    if (!t) throw bad("response_format.type", "'response_format.type' is required", "missing_required_parameter");
+    const std::string type = string(*t, "response_format.type");
+    if (type == "json_object") r.gen.json_object = true;
+    else if (type == "json_schema")
+      throw bad("response_format.type", "'json_schema' is not supported: use {\"type\": \"json_object\"} (any JSON object) "
+                                        "and describe the schema in the prompt");
+    else if (type != "text")
+      throw bad("response_format.type", "response_format type '" + type + "' is unknown: use text or json_object");
+  }
   if (auto v = field(j, "cache_prompt")) r.cache_prompt = boolean(*v, "cache_prompt");  // llama.cpp extension
   if (chat) {
     // Chat: "logprobs": true turns them on, "top_logprobs": N adds N alternatives per token.
