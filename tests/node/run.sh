@@ -23,7 +23,7 @@ fi
 work="$(mktemp -d)"
 key="node-test-key"
 "$bin/longctx" serve -m "$fixtures/models/llama_mha" --tokenizer "$fixtures/tokenizer.model" \
-  --chat-template chatml -c 512 --port 0 --parallel 2 -t 2 --api-key "$key" --quiet \
+  --chat-template chatml -c 512 --port 0 --parallel 2 -t 2 --api-key "$key" --quiet --no-cache-prompt \
   >"$work/out" 2>"$work/err" &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
