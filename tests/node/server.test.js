@@ -57,6 +57,30 @@ test('chat.completions.create, plain and streaming agree', async () => {
   assert.deepEqual(usage, plain.usage);
 });
 
+test('logprobs, echo, JSON mode and the tokenizer endpoints through the SDK', async () => {
+  const r = await client.completions.create({
+    model, prompt: 'Hello world', max_tokens: 2, temperature: 0, echo: true, logprobs: 2,
+  });
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.length, 3 + 2);
+  assert.equal(lp.token_logprobs[0], null);
+  for (const v of lp.token_logprobs.slice(1)) assert.ok(v <= 0);
+  assert.equal(Object.keys(lp.top_logprobs[1]).length, 2);
+  assert.ok(r.choices[0].text.startsWith('Hello world'));
+  const c = await client.chat.completions.create({ model, messages, max_tokens: 3, temperature: 0, logprobs: true, top_logprobs: 2 });
+  assert.equal(c.choices[0].logprobs.content.length, 3);
+  assert.equal(c.choices[0].logprobs.content[0].top_logprobs.length, 2);
+  const j = await client.chat.completions.create({
+    model, messages, max_tokens: 12, temperature: 0, response_format: { type: 'json_object' },
+  });
+  assert.match(j.choices[0].message.content, /^\s*\{/);
+  const base = baseURL.replace(/\/v1\/?$/, '');
+  const t = await fetch(`${base}/tokenize`, {
+    method: 'POST', headers: { Authorization: `Bearer ${apiKey}` }, body: JSON.stringify({ prompt: 'Hello world' }),
+  }).then((x) => x.json());
+  assert.equal(t.tokens.length, 2);
+});
+
 test('completions streaming with n = 2 and a stop list', async () => {
   const stream = await client.completions.create({
     model, prompt: 'Once upon a time', max_tokens: 6, temperature: 0, n: 2, stop: ['\u0001never'], stream: true,
