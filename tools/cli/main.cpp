@@ -46,19 +46,20 @@ const char* kUsage =
 
 int cmd_run(int argc, char** argv) {
   if (wants_help(argc, argv)) {
-    std::printf("usage: longctx run -m MODEL (-p TEXT | -f FILE) [options]\n\nGenerates text; streams it to stdout, progress and speed on stderr.\n\n%s  -p, --prompt TEXT         prompt text\n  -f, --file FILE           read the prompt from a file (long documents: LongLLaMA streams it into memory)\n  --memory FILE             start from a state saved by `longctx ingest --save` (the prompt continues it)\n  --no-bos                  do not add the BOS token\n%s%s\nRoPE and memory overrides:\n%s",
+    std::printf("usage: longctx run -m MODEL (-p TEXT | -f FILE) [options]\n\nGenerates text; streams it to stdout, progress and speed on stderr.\n\n%s  -p, --prompt TEXT         prompt text\n  -f, --file FILE           read the prompt from a file (long documents: LongLLaMA streams it into memory)\n  --memory FILE             start from a state saved by `longctx ingest --save` (the prompt continues it)\n  --no-bos                  do not add the BOS token\n  --json-object             JSON mode: the output is one JSON object (generation ends when it closes)\n%s%s\nRoPE and memory overrides:\n%s",
                 kModelHelp, kSessionHelp, kSamplingHelp, longctx::override_flags_help().c_str());
     return 0;
   }
   Args a("run", argc, argv,
          join({kModelFlags, kSessionFlags, kSamplingFlags, {"--prompt", "--file", "--memory"}}),
-         {"--ignore-eos", "--no-bos"}, kAliases, true);
+         {"--ignore-eos", "--no-bos", "--json-object"}, kAliases, true);
   std::string prompt;
   if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx run` needs exactly one of -p TEXT or -f FILE");
   prompt = a.has("--prompt") ? a.str("--prompt") : lcx::read_text_file(a.str("--file"));
   auto model = load(a);
   longctx::Session s(model, session_options(a));
-  const auto gopt = generate_options(a);
+  auto gopt = generate_options(a);
+  gopt.json_object = a.has("--json-object");
   // With a saved document (`longctx ingest --save`), the prompt continues it: no second BOS.
   if (a.has("--memory")) s.load_state(a.str("--memory"));
   const auto ids = model->tokenize(prompt, !a.has("--no-bos") && !a.has("--memory"));
