@@ -76,7 +76,7 @@ TEST(Cli, TokenizeRunInfo) {
   // JSON mode: stdout is (a prefix of) one JSON object.
   ASSERT_EQ(run_cmd(cli() + " run -m " + model() + " --tokenizer " + tok() + " -p 'JSON:' -n 12 --temp 0 --json-object 2>/dev/null",
                     &out), 0) << out;
-  EXPECT_EQ(out.find_first_not_of(" \n"), out.find('{')) << out;
+  EXPECT_EQ(out.find_first_not_of(" \n\r\t"), out.find('{')) << out;
   ASSERT_EQ(run("info -m " + model(), &out), 0);
   EXPECT_NE(out.find("architecture: llama"), std::string::npos);
   EXPECT_NE(out.find("MiB memory-mapped"), std::string::npos) << out;  // small: auto maps it
