@@ -297,6 +297,24 @@ TEST(RopeValidate, ClearErrors) {
   c.beta_fast = 1.0f;
   c.beta_slow = 32.0f;
   EXPECT_THROW(rope_frequencies(c, 1), Error);
+  // YaRN's correction range divides by ln(rope_theta): theta 1 made it infinite and its
+  // integer conversion undefined (libFuzzer + UBSan, fuzz_overrides): refused.
+  {
+    RopeConfig y = base_cfg(16, 1.0f, 32);
+    y.type = RopeScaling::Yarn;
+    y.factor = 3.0f;
+    y.beta_fast = 16.0f;
+    y.beta_slow = 2.0f;
+    try {
+      rope_frequencies(y, 1);
+      FAIL() << "expected an error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("rope_theta"), std::string::npos) << e.what();
+    }
+    y.theta = 1.5f;  // just above 1: a valid, finite table
+    const RopeFreqs f = rope_frequencies(y, 1);
+    for (float x : f.inv_freq) EXPECT_TRUE(std::isfinite(x));
+  }
   // An attention factor multiplies every score by its square: huge ones overflowed to NaN
   // logits (found by fuzz_overrides), so they are refused.
   c.beta_fast = 32.0f;
@@ -358,6 +376,9 @@ TEST(RopeOverridesTest, ValuesOutsideFloatRangeThrow) {
   EXPECT_THROW(parse_rope_flag("--rope-scale", "1e39", ov), Error);      // inf as float32
   EXPECT_THROW(parse_rope_flag("--yarn-attn-factor", "1e-50", ov), Error);  // 0 as float32
   EXPECT_TRUE(parse_rope_flag("--rope-scale", "3e38", ov));
+  // Through the C++ API a value may hold a NUL: "3\0 4" is not 3.
+  EXPECT_THROW(parse_rope_flag("--rope-scale", std::string("3\0\0" "4", 4), ov), Error);
+  EXPECT_THROW(parse_rope_flag("--rope-orig-ctx", std::string("16\0", 3), ov), Error);
 }
 
 TEST(RopeOverridesTest, BadValuesThrow) {

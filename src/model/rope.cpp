@@ -14,6 +14,7 @@
 // from libm by one ulp in some entries.
 #include "model/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 #include <sstream>
@@ -110,8 +111,10 @@ RopeFreqs yarn_freqs(const RopeConfig& c) {
   auto correction_dim = [&](double n_rot) {
     return (double(d) * std::log(orig / (n_rot * 2 * kPi))) / (2 * std::log(base));
   };
-  const int64_t low = std::max<int64_t>(int64_t(std::floor(correction_dim(c.beta_fast))), 0);
-  const int64_t high = std::min<int64_t>(int64_t(std::ceil(correction_dim(c.beta_slow))), d - 1);
+  // Clamped to [-d, 2d] before the integer conversion (validated configs stay far inside).
+  auto to_int = [&](double x) { return std::isnan(x) ? int64_t(0) : int64_t(std::clamp(x, -double(d), 2.0 * double(d))); };
+  const int64_t low = std::max<int64_t>(to_int(std::floor(correction_dim(c.beta_fast))), 0);
+  const int64_t high = std::min<int64_t>(to_int(std::ceil(correction_dim(c.beta_slow))), d - 1);
   // linear_ramp_factor(low, high, d // 2): (arange(d//2).float() - low) / (high - low), clamped.
   const double span = (low == high) ? double(high) + 0.001 - double(low) : double(high - low);
 
@@ -220,6 +223,10 @@ void rope_validate(const RopeConfig& c) {
       break;
     case RopeScaling::Yarn:
       if (c.factor < 1.0f) fail(m + "YaRN factor must be >= 1 (it stretches the context), got " + std::to_string(c.factor));
+      // find_correction_dim divides by ln(rope_theta): 1 gives inf, below 1 a reversed range
+      // (found by fuzz_overrides: --rope-freq-base 1 with yarn).
+      if (!(c.theta > 1.0f))
+        fail(m + "YaRN needs rope_theta (--rope-freq-base) > 1, got " + std::to_string(c.theta));
       if (!finite_pos(c.beta_fast) || !finite_pos(c.beta_slow) || c.beta_fast < c.beta_slow)
         fail(m + "YaRN needs beta_fast >= beta_slow > 0, got beta_fast=" + std::to_string(c.beta_fast) +
              " beta_slow=" + std::to_string(c.beta_slow));

@@ -19,7 +19,8 @@ double parse_number(const std::string& flag, const std::string& value) {
   char* end = nullptr;
   errno = 0;
   const double v = std::strtod(s, &end);
-  if (value.empty() || end == s || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+  // (end must reach the string's real end: "3\0garbage" through the C++ API is not "3")
+  if (value.empty() || end != s + value.size() || errno == ERANGE || !std::isfinite(v))
     fail(flag + " expects a number, got '" + value + "'");
   return v;
 }
@@ -43,7 +44,7 @@ int64_t parse_positive_int(const std::string& flag, const std::string& value) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(s, &end, 10);
-  if (value.empty() || end == s || *end != '\0' || errno == ERANGE || v <= 0)
+  if (value.empty() || end != s + value.size() || errno == ERANGE || v <= 0)
     fail(flag + " expects a positive whole number of tokens, got '" + value + "'");
   return int64_t(v);
 }
