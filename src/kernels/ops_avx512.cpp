@@ -326,6 +326,72 @@ void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
+// One token, R rows per pass (F16/BF16 decode): each activation vector is loaded once for R
+// rows, dividing the L1 load traffic per weight byte by R; the rows are adjacent in memory, so
+// the DRAM stream stays one stream. Same per-row summation order as gemv_f<T, 1>, so the
+// results are bit-identical to it.
+template <DType T, int R>
+void gemv_f_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  static_assert(16 % R == 0, "row groups tile the 16-row reduction");
+  const int64_t K = job.w.cols;
+  const size_t rb = dtype_row_bytes(T, K);
+  const float* x = job.x + t0 * K;
+  const int64_t pd = pf_dist();
+  __m512 part[16];
+  for (int64_t rb0 = r0; rb0 < r1; rb0 += 16) {
+    const int nr = int(imin(16, r1 - rb0));
+    for (int i = 0; i < nr; i += R) {
+      const uint8_t* row[R];
+      for (int j = 0; j < R; ++j)  // rows past nr repeat the last one (computed, not stored)
+        row[j] = static_cast<const uint8_t*>(job.w.data) + size_t(rb0 + imin(i + j, nr - 1)) * rb;
+      __m512 acc[R][4];
+      for (int j = 0; j < R; ++j)
+        for (int k = 0; k < 4; ++k) acc[j][k] = _mm512_setzero_ps();
+      int64_t c = 0;
+      for (; c + 64 <= K; c += 64) {
+        if (pd > 0) {
+          for (int j = 0; j < R; ++j) {
+            const char* p = reinterpret_cast<const char*>(row[j]) + c * 2 + pd;
+            _mm_prefetch(p, _MM_HINT_T1);
+            _mm_prefetch(p + 64, _MM_HINT_T1);
+          }
+        }
+        for (int k = 0; k < 4; ++k) {
+          const __m512 xv = _mm512_loadu_ps(x + c + 16 * k);
+          for (int j = 0; j < R; ++j) acc[j][k] = _mm512_fmadd_ps(load16<T>(row[j], c + 16 * k, 0xffff), xv, acc[j][k]);
+        }
+      }
+      // Tail as gemv_f<T, 1>: a 32-column step into accumulators 0 and 1, then 16 at a time into 3.
+      if (c + 32 <= K) {
+        for (int k = 0; k < 2; ++k) {
+          const __m512 xv = _mm512_loadu_ps(x + c + 16 * k);
+          for (int j = 0; j < R; ++j) acc[j][k] = _mm512_fmadd_ps(load16<T>(row[j], c + 16 * k, 0xffff), xv, acc[j][k]);
+        }
+        c += 32;
+      }
+      for (; c < K; c += 16) {
+        const __mmask16 m = tail_mask(K - c);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + c);
+        for (int j = 0; j < R; ++j) acc[j][3] = _mm512_fmadd_ps(load16<T>(row[j], c, m), xv, acc[j][3]);
+      }
+      for (int j = 0; j < R && i + j < nr; ++j)
+        part[i + j] = _mm512_add_ps(_mm512_add_ps(acc[j][0], acc[j][1]), _mm512_add_ps(acc[j][2], acc[j][3]));
+    }
+    for (int i = nr; i < 16; ++i) part[i] = _mm512_setzero_ps();
+    _mm512_mask_storeu_ps(job.y + t0 * job.w.rows + rb0, tail_mask(nr), reduce16(part));
+  }
+}
+
+// LONGCTX_F16_ROWS=1|2|4: rows per pass of the F16/BF16 decode GEMV (A/B measurements).
+inline int f16_rows() {
+  static const int n = [] {
+    const char* e = std::getenv("LONGCTX_F16_ROWS");
+    const int v = e ? std::atoi(e) : 2;
+    return v == 1 || v == 4 ? v : 2;
+  }();
+  return n;
+}
+
 // Integer dot of one block per 32-bit lane group: sum_j w_j * y_j with w, y int8 and |y| <= 127.
 // vpdpbusd multiplies unsigned by signed bytes, so use |w| and move w's sign onto y.
 struct Q8Weights {
@@ -1020,6 +1086,10 @@ void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int6
       }
     }
     if (t1 - t0 <= kGemvMaxTokens) {
+      if constexpr (T == DType::F16 || T == DType::BF16) {
+        if (t1 - t0 == 1 && f16_rows() == 2) return gemv_f_rows<T, 2>(job, r0, r1, t0);
+        if (t1 - t0 == 1 && f16_rows() == 4) return gemv_f_rows<T, 4>(job, r0, r1, t0);
+      }
       switch (t1 - t0) {
         case 1: gemv_f<T, 1>(job, r0, r1, t0); return;
         case 2: gemv_f<T, 2>(job, r0, r1, t0); return;
