@@ -329,7 +329,9 @@ void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 // One token, R rows per pass (F16/BF16 decode): each activation vector is loaded once for R
 // rows, dividing the L1 load traffic per weight byte by R; the rows are adjacent in memory, so
 // the DRAM stream stays one stream. Same per-row summation order as gemv_f<T, 1>, so the
-// results are bit-identical to it.
+// results are bit-identical to it. TinyLlama F16 decode, alternated A/B: 2 threads, R=2 against
+// R=1 faster in 7 of 8 pairs (mean ratio 1.10); 1 thread, R=4 against R=1 faster in 6 of 6
+// (median 9.73 -> 10.49 t/s); R=2 and R=4 indistinguishable.
 template <DType T, int R>
 void gemv_f_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   static_assert(16 % R == 0, "row groups tile the 16-row reduction");
