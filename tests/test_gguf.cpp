@@ -642,7 +642,8 @@ TEST(GgufErrors, TensorOffsetPastEndAndUnknownType) {
     write_bytes(p, b);
     EXPECT_THROW(load_gguf(p), Error);
   }
-  for (uint32_t type : {12u, 3u, 99u}) {  // Q4_K, Q4_1, nonsense
+  // Q4_K on rows that are not a multiple of 256 values, IQ4_XS and IQ2_XXS (not read), nonsense
+  for (uint32_t type : {12u, 23u, 16u, 99u}) {
     std::string b = bytes;
     std::memcpy(b.data() + type_pos, &type, 4);
     write_bytes(p, b);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -131,8 +132,25 @@ std::string Model::describe() const {
      << "tied head:    " << (c.tie_embeddings ? "yes" : "no") << "\n"
      << "dtypes:       embed " << lcx::dtype_name(w.tok_embd.dtype) << ", attn_q "
      << lcx::dtype_name(w.layers[0].wq.dtype) << ", ffn_down " << lcx::dtype_name(w.layers[0].w_down.dtype)
-     << ", output " << lcx::dtype_name(w.output.dtype) << "\n"
-     << "rope:         " << lcx::rope_describe(c.rope) << "\n";
+     << ", output " << lcx::dtype_name(w.output.dtype) << "\n";
+  {
+    // Per dtype, how many matrices (mixed files such as llama-quantize's Q4_K_M: Q4_K + Q6_K).
+    std::map<std::string, int> counts;
+    const auto count = [&](const lcx::TensorView& t) {
+      if (t.data != nullptr) ++counts[t.dtype == lcx::DType::Q4_0_R16 ? "Q4_0" : lcx::dtype_name(t.dtype)];
+    };
+    for (const lcx::LayerWeights& l : w.layers)
+      for (const lcx::TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) count(*t);
+    if (!c.tie_embeddings) count(w.output);
+    os << "matrices:     ";
+    bool first = true;
+    for (const auto& [name, n] : counts) {
+      os << (first ? "" : ", ") << n << " " << name;
+      first = false;
+    }
+    os << "\n";
+  }
+  os << "rope:         " << lcx::rope_describe(c.rope) << "\n";
   {
     size_t copied = 0, mapped = 0;
     for (const auto& f : w.files) (f->copied() ? copied : mapped) += f->size();

@@ -153,6 +153,14 @@ bool dtype_from_ggml(uint32_t id, DType* out) {
     case kGgmlQ4_0: *out = DType::Q4_0; return true;
     case kGgmlQ8_0: *out = DType::Q8_0; return true;
     case kGgmlBF16: *out = DType::BF16; return true;
+    case 3: *out = DType::Q4_1; return true;  // ggml_type ids (ggml.h)
+    case 6: *out = DType::Q5_0; return true;
+    case 7: *out = DType::Q5_1; return true;
+    case 10: *out = DType::Q2_K; return true;
+    case 11: *out = DType::Q3_K; return true;
+    case 12: *out = DType::Q4_K; return true;
+    case 13: *out = DType::Q5_K; return true;
+    case 14: *out = DType::Q6_K; return true;
     default: return false;
   }
 }
@@ -187,6 +195,14 @@ uint32_t ggml_type_of(DType t) {
     case DType::BF16: return kGgmlBF16;
     case DType::Q8_0: return kGgmlQ8_0;
     case DType::Q4_0: return kGgmlQ4_0;
+    case DType::Q4_1: return 3;
+    case DType::Q5_0: return 6;
+    case DType::Q5_1: return 7;
+    case DType::Q2_K: return 10;
+    case DType::Q3_K: return 11;
+    case DType::Q4_K: return 12;
+    case DType::Q5_K: return 13;
+    case DType::Q6_K: return 14;
     default: fail("dtype has no GGUF type");
   }
 }
@@ -295,11 +311,12 @@ GgufFile GgufFile::open(const std::string& path, FileLoad how) {
     ti.offset = c.read<uint64_t>(tn + " offset");
     if (!dtype_from_ggml(ti.ggml_type, &ti.dtype))
       fail("'" + path + "': tensor '" + ti.name + "' has type " + ggml_type_name(ti.ggml_type) +
-           ", which longctx cannot read (supported: F32, F16, BF16, Q8_0, Q4_0): re-quantize the "
-           "model to one of these, e.g. llama-quantize MODEL OUT q8_0");
-    if (dtype_is_quantized(ti.dtype) && ne[0] % kQBlock != 0)
-      c.corrupt(tn + ": " + ggml_type_name(ti.ggml_type) + " rows must be a multiple of 32 values, got " +
-                std::to_string(ne[0]));
+           ", which longctx cannot read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, "
+           "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K): re-quantize the model to one of these, e.g. "
+           "llama-quantize --allow-requantize MODEL OUT Q4_K_M");
+    if (ne[0] % dtype_block_values(ti.dtype) != 0)
+      c.corrupt(tn + ": " + ggml_type_name(ti.ggml_type) + " rows must be a multiple of " +
+                std::to_string(dtype_block_values(ti.dtype)) + " values, got " + std::to_string(ne[0]));
     const size_t row = dtype_row_bytes(ti.dtype, ne[0]);
     const int64_t n_rows = numel / ne[0];
     if (n_rows > 0 && row > std::numeric_limits<size_t>::max() / size_t(n_rows)) c.corrupt(tn + " is too large");
@@ -528,8 +545,9 @@ void GgufWriter::add_tensor(const std::string& name, DType dtype, std::vector<in
     if (d <= 0) fail("GGUF tensor '" + name + "' has shape " + shape_str(shape));
     numel *= d;
   }
-  if (dtype_is_quantized(dtype) && shape.back() % kQBlock != 0)
-    fail("GGUF tensor '" + name + "': " + dtype_name(dtype) + " rows must be a multiple of 32 values");
+  if (shape.back() % dtype_block_values(dtype) != 0)
+    fail("GGUF tensor '" + name + "': " + dtype_name(dtype) + " rows must be a multiple of " +
+         std::to_string(dtype_block_values(dtype)) + " values");
   for (const auto& t : tensors_)
     if (t.name == name) fail("GGUF writer: duplicate tensor '" + name + "'");
   const size_t nbytes = dtype_row_bytes(dtype, shape.back()) * size_t(numel / shape.back());

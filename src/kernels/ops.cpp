@@ -122,7 +122,7 @@ struct QuantActsBuf {
 };
 
 bool use_int8_gemv(const KernelTable& k, const MatRef& w, int64_t n_tokens) {
-  return k.isa != KernelIsa::Scalar && dtype_is_quantized(w.dtype) && n_tokens <= kGemvMaxTokens;
+  return has_int8_gemv(k, w.dtype) && n_tokens <= kGemvMaxTokens;
 }
 
 void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) {
@@ -136,6 +136,38 @@ void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) 
 }
 
 }  // namespace
+
+bool has_int8_gemv(const KernelTable& k, DType t) {
+  if (k.isa == KernelIsa::Scalar || !dtype_is_quantized(t)) return false;
+  // AVX-512 has GEMVs for every block type; AVX2 for Q8_0 / Q4_0 (Q4_0_R16 through the twin).
+  return k.isa == KernelIsa::Avx512 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16;
+}
+
+void matmul_rows_via_f32(const KernelTable& k, const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const int64_t cols = job.w.cols, nt = t1 - t0;
+  // 16 rows for a GEMV (the f32 rows stay in L1/L2 for the dot products), 64 for a GEMM (each
+  // call packs the activations once for all its rows).
+  const int64_t block = nt <= kGemvMaxTokens ? 16 : 64;
+  thread_local std::vector<float> wbuf, ybuf;
+  if (wbuf.size() < size_t(block * cols)) wbuf.resize(size_t(block * cols));
+  if (ybuf.size() < size_t(block * job.n_tokens)) ybuf.resize(size_t(block * job.n_tokens));
+  const size_t rb = dtype_row_bytes(job.w.dtype, cols);
+  for (int64_t rb0 = r0; rb0 < r1; rb0 += block) {
+    const int64_t nr = std::min(block, r1 - rb0);
+    for (int64_t i = 0; i < nr; ++i) {
+      k.dequantize_row(job.w.dtype, static_cast<const uint8_t*>(job.w.data) + size_t(rb0 + i) * rb,
+                       wbuf.data() + i * cols, cols);
+    }
+    MatmulJob sub;
+    sub.w = MatRef{DType::F32, nr, cols, wbuf.data()};  // [nr, cols]
+    sub.x = job.x;
+    sub.n_tokens = job.n_tokens;
+    sub.y = ybuf.data();  // [n_tokens, nr]; rows t0..t1 written
+    k.matmul_rows(sub, 0, nr, t0, t1);
+    for (int64_t t = t0; t < t1; ++t)
+      for (int64_t i = 0; i < nr; ++i) job.y[t * job.w.rows + rb0 + i] = ybuf[size_t(t * nr + i)];
+  }
+}
 
 // LONGCTX_FAST_BF16: "1" both, "matmul" the F16/BF16 weight GEMMs only, "attention" the BF16
 // memory attention only.

@@ -326,7 +326,10 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
         scalar::matmul_rows_job(job, r0, r1, t0, t1);
       }
       return;
-    default: scalar::matmul_rows_job(job, r0, r1, t0, t1); return;
+    default:
+      // Q4_1 ... Q6_K: no AVX2 kernels of their own; dequantized blocks of rows, F32 kernels.
+      matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+      return;
   }
 }
 

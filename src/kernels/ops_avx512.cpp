@@ -17,6 +17,7 @@
 
 #include "kernels/ops_internal.h"
 #include "kernels/isa_region.h"
+#include "kernels/quants.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
@@ -1061,6 +1062,196 @@ void gemm_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t
 LCX_ISA_END
 LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
+// ---- GGML block types (Q4_1 ... Q6_K) ----------------------------------------------------------
+//
+// Decode GEMV with int8 activations (QuantActs), through the unpacked form of quants.h: per
+// 64-column chunk, q as 64 unsigned bytes, one vpdpbusd against the activations gives 16 int32
+// lanes of 4 products each, lane l inside sub-block l / 4 of the chunk and activation block l / 8.
+// A second vpdpbusd against ones gives each lane's activation sum xs. Then
+//   zero-point types (Q5_0, Q3_K, Q6_K: z a power of two): lane = S dx (isum - (xs << log2 z)),
+//   min types (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K):              lane = S dx isum - M dx xs,
+// exact integers up to the float scaling, the same terms as scalar::matmul_rows_q8acts.
+// Q4_K / Q5_K / Q6_K unpack with vector code (the layouts in quants.cpp); the other types unpack
+// with the scalar unpack_qgroup (correct, slower: Q2_K / Q3_K / Q4_1 / Q5_0 / Q5_1 are rarer).
+
+struct Chunks256 {
+  __m512i q[4];  // [4 chunks of 64 columns] unsigned
+  __m512 S, M;   // [16 sub-blocks]
+};
+
+// Q4_K / Q5_K sub-scales and mins: 8 pairs of 6 bits in 12 bytes (quants.cpp, scale_min_k4),
+// decoded four at a time in 32-bit words, each expanded to the two sub-blocks of 16 it covers.
+inline void k4_scales(const uint8_t* s, float d, float dmin, __m512& S, __m512& M) {
+  uint32_t u0, u1, u2;
+  std::memcpy(&u0, s, 4);
+  std::memcpy(&u1, s + 4, 4);
+  std::memcpy(&u2, s + 8, 4);
+  const uint32_t sc_lo = u0 & 0x3f3f3f3fu, mn_lo = u1 & 0x3f3f3f3fu;
+  const uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);
+  const uint32_t mn_hi = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4);
+  const __m128i sc = _mm_set_epi32(0, 0, int(sc_hi), int(sc_lo)), mn = _mm_set_epi32(0, 0, int(mn_hi), int(mn_lo));
+  S = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(sc, sc))));
+  M = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(mn, mn))));
+}
+
+template <DType T>
+inline void unpack256(const uint8_t* b, Chunks256& g) {
+  const __m512i lo4 = _mm512_set1_epi8(0x0f);
+  if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+    k4_scales(b + 4, _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b)), _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 2)),
+              g.S, g.M);
+    const uint8_t* qs = T == DType::Q5_K ? b + 48 : b + 16;
+    __m512i qh2 = _mm512_setzero_si512();
+    if constexpr (T == DType::Q5_K) {
+      const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+      qh2 = _mm512_inserti64x4(_mm512_castsi256_si512(qh), qh, 1);
+    }
+    for (int c = 0; c < 4; ++c) {
+      // Columns 64c + l: low nibble of qs[32c + l]; 64c + 32 + l: its high nibble.
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+      q = _mm512_and_si512(q, lo4);
+      if constexpr (T == DType::Q5_K) {  // bit 4: bit 2c (low half) / 2c + 1 (high half) of qh[l]
+        const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(char(1 << (2 * c))),
+                                               _mm256_set1_epi8(char(1 << (2 * c + 1))), 1);
+        q = _mm512_or_si512(q, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, bit), _mm512_set1_epi8(16)));
+      }
+      g.q[c] = q;
+    }
+  } else if constexpr (T == DType::Q6_K) {
+    const float d = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 208));
+    const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+    g.S = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc)));
+    g.M = _mm512_setzero_ps();
+    const __m512i m30 = _mm512_set1_epi8(0x30);
+    for (int h = 0; h < 2; ++h) {
+      // ql[64h .. 64h + 63] = [a | c]; qh[32h + l] = e. Chunk 2h: [a & 15 | (e & 3) << 4,
+      // c & 15 | ((e >> 2) & 3) << 4]; chunk 2h + 1: the high nibbles with e's bits 4-5 and 6-7.
+      const __m512i ac = _mm512_loadu_si512(b + 64 * h);
+      const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+      const __m512i e_lo = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi16(e, 4)), _mm256_slli_epi16(e, 2), 1);
+      const __m512i e_hi = _mm512_inserti64x4(_mm512_castsi256_si512(e), _mm256_srli_epi16(e, 2), 1);
+      g.q[2 * h] = _mm512_or_si512(_mm512_and_si512(ac, lo4), _mm512_and_si512(e_lo, m30));
+      g.q[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ac, 4), lo4), _mm512_and_si512(e_hi, m30));
+    }
+  } else {  // Q2_K, Q3_K: the scalar unpacking
+    QGroup u;
+    unpack_qgroup(T, b, u);
+    for (int c = 0; c < 4; ++c) g.q[c] = _mm512_loadu_si512(u.q + 64 * c);
+    g.S = _mm512_loadu_ps(u.S);
+    g.M = _mm512_loadu_ps(u.M);
+  }
+}
+
+// log2 of the zero point z of a block type (-1: none, the type has a min M instead).
+constexpr int zero_shift(DType t) {
+  return t == DType::Q6_K ? 5 : t == DType::Q5_0 ? 4 : t == DType::Q3_K ? 2 : -1;
+}
+
+// One 64-column chunk of one token: lanes of S dx (isum - z xs) - M dx xs into acc.
+template <int ZSH>
+inline __m512 chunk_dot(__m512i q, const int8_t* xq, __m512 s_lane, __m512 m_lane, __m512 dx_lane, __m512 acc,
+                        __mmask64 cm) {
+  const __m512i y = _mm512_maskz_loadu_epi8(cm, xq);
+  __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+  const __m512i xs = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(1), y);
+  if constexpr (ZSH >= 0) {
+    is = _mm512_sub_epi32(is, _mm512_slli_epi32(xs, ZSH));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(s_lane, dx_lane), acc);
+  } else {
+    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(s_lane, dx_lane), acc);
+    return _mm512_fnmadd_ps(_mm512_cvtepi32_ps(xs), _mm512_mul_ps(m_lane, dx_lane), acc);
+  }
+}
+
+// dx of activation blocks b, b + 1 as lanes 0-7 / 8-15.
+inline __m512 dx_pair(const float* xd, int64_t b) {
+  return _mm512_insertf32x8(_mm512_set1_ps(xd[b]), _mm256_set1_ps(xd[b + 1]), 1);
+}
+
+template <DType T, int NT>
+void gemv_k(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  constexpr int zsh = zero_shift(T);
+  const int64_t K = job.w.cols, ng = K / 256, nb = K / kQBlock;
+  const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t ig = 0; ig < ng; ++ig) {
+      const uint8_t* blk = row + size_t(ig) * gb;
+      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * gb, _MM_HINT_T0);
+      Chunks256 g;
+      unpack256<T>(blk, g);
+      for (int c = 0; c < 4; ++c) {
+        // lane l belongs to sub-block 4c + l / 4
+        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(4 * c),
+                                             _mm512_srli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2));
+        const __m512 s_lane = _mm512_permutexvar_ps(idx, g.S);
+        const __m512 m_lane = zsh >= 0 ? s_lane : _mm512_permutexvar_ps(idx, g.M);
+        const int64_t col = ig * 256 + 64 * c;
+        for (int t = 0; t < NT; ++t) {
+          acc[t] = chunk_dot<zsh>(g.q[c], xq + t * K + col, s_lane, m_lane, dx_pair(xd + t * nb, col / kQBlock), acc[t],
+                                  ~__mmask64(0));
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(acc[t]);
+  }
+}
+
+// Q4_1 / Q5_0 / Q5_1 (blocks of 32): two blocks per 64-column chunk, a lone last block masked.
+template <DType T, int NT>
+void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  constexpr int zsh = zero_shift(T);
+  const int64_t K = job.w.cols, nb = K / kQBlock;
+  const size_t bb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  const int8_t* xq = job.xq.qs + t0 * K;
+  const float* xd = job.xq.d + t0 * nb;
+  QGroup u0, u1;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
+    __m512 acc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    for (int64_t ib = 0; ib < nb; ib += 2) {
+      const bool pair = ib + 1 < nb;
+      unpack_qgroup(T, row + size_t(ib) * bb, u0);
+      if (pair) unpack_qgroup(T, row + size_t(ib + 1) * bb, u1);
+      const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u0.q));
+      const __m256i q1 = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u1.q)) : _mm256_setzero_si256();
+      const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+      const __m512 s_lane = _mm512_insertf32x8(_mm512_set1_ps(u0.S[0]), _mm256_set1_ps(pair ? u1.S[0] : 0.0f), 1);
+      const __m512 m_lane = _mm512_insertf32x8(_mm512_set1_ps(u0.M[0]), _mm256_set1_ps(pair ? u1.M[0] : 0.0f), 1);
+      const __mmask64 cm = pair ? ~__mmask64(0) : __mmask64(0xffffffffu);
+      for (int t = 0; t < NT; ++t) {
+        const float* d = xd + t * nb;
+        const __m512 dxl = _mm512_insertf32x8(_mm512_set1_ps(d[ib]), _mm256_set1_ps(pair ? d[ib + 1] : 0.0f), 1);
+        acc[t] = chunk_dot<zsh>(q, xq + t * K + ib * kQBlock, s_lane, m_lane, dxl, acc[t], cm);
+      }
+    }
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(acc[t]);
+  }
+}
+
+template <DType T>
+void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (job.xq.qs == nullptr) {  // prompt: dequantized row blocks, the F32 GEMM
+    matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+    return;
+  }
+  constexpr bool k256 = T == DType::Q2_K || T == DType::Q3_K || T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K;
+  for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+    switch (imin(kGemvMaxTokens, t1 - t)) {
+      case 1: k256 ? gemv_k<T, 1>(job, r0, r1, t) : gemv_q32<T, 1>(job, r0, r1, t); break;
+      case 2: k256 ? gemv_k<T, 2>(job, r0, r1, t) : gemv_q32<T, 2>(job, r0, r1, t); break;
+      case 3: k256 ? gemv_k<T, 3>(job, r0, r1, t) : gemv_q32<T, 3>(job, r0, r1, t); break;
+      default: k256 ? gemv_k<T, 4>(job, r0, r1, t) : gemv_q32<T, 4>(job, r0, r1, t); break;
+    }
+  }
+}
+
 template <DType T>
 void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   constexpr bool quant = T == DType::Q8_0 || T == DType::Q4_0;
@@ -1112,6 +1303,14 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
     case DType::Q8_0: matmul_typed<DType::Q8_0>(job, r0, r1, t0, t1); return;
     case DType::Q4_0: matmul_typed<DType::Q4_0>(job, r0, r1, t0, t1); return;
     case DType::Q4_0_R16: matmul_r16(job, r0, r1, t0, t1); return;
+    case DType::Q4_1: matmul_blocks<DType::Q4_1>(job, r0, r1, t0, t1); return;
+    case DType::Q5_0: matmul_blocks<DType::Q5_0>(job, r0, r1, t0, t1); return;
+    case DType::Q5_1: matmul_blocks<DType::Q5_1>(job, r0, r1, t0, t1); return;
+    case DType::Q2_K: matmul_blocks<DType::Q2_K>(job, r0, r1, t0, t1); return;
+    case DType::Q3_K: matmul_blocks<DType::Q3_K>(job, r0, r1, t0, t1); return;
+    case DType::Q4_K: matmul_blocks<DType::Q4_K>(job, r0, r1, t0, t1); return;
+    case DType::Q5_K: matmul_blocks<DType::Q5_K>(job, r0, r1, t0, t1); return;
+    case DType::Q6_K: matmul_blocks<DType::Q6_K>(job, r0, r1, t0, t1); return;
     default: scalar::matmul_rows_job(job, r0, r1, t0, t1); return;
   }
 }

@@ -95,6 +95,14 @@ GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf
 void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const float* x, int64_t n_tokens, float* y,
                  ThreadPool& pool);
 
+// Rows [r0, r1) for tokens [t0, t1) of a job whose weight dtype has no kernel of its own in table
+// k (the GEMM of the GGML block types Q4_1 ... Q6_K, and their GEMV without AVX-512): blocks of
+// rows dequantized to float32 (k.dequantize_row, bit-identical to the reference dequantizers)
+// and multiplied by k's F32 kernels. Same result as the scalar twin up to float summation order.
+void matmul_rows_via_f32(const KernelTable& k, const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+// Whether table k has an int8-activation GEMV for weights of dtype t (QuantActs are then made).
+bool has_int8_gemv(const KernelTable& k, DType t);
+
 // The table of one instruction set, or nullptr when it is not compiled in or the CPU lacks it.
 const KernelTable* kernel_table(KernelIsa isa);
 // The table chosen for this process (see active_kernel_isa()).

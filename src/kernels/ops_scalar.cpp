@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/ops_internal.h"
+#include "kernels/quants.h"
 
 namespace lcx::kernels::scalar {
 
@@ -39,7 +40,21 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
       }
       return;
     }
-    default: return;
+    default: {
+      if (!qgroup_supported(t)) return;
+      // value = S (q - z) - M in the reference dequantizers' float order (quants.h).
+      const int64_t gv = qgroup_values(t);
+      const size_t gb = dtype_block_bytes(t);
+      QGroup g;
+      for (int64_t ib = 0; ib < n / gv; ++ib) {
+        unpack_qgroup(t, static_cast<const uint8_t*>(src) + size_t(ib) * gb, g);
+        for (int64_t i = 0; i < gv; ++i) {
+          const int j = int(i / kQSub);
+          dst[ib * gv + i] = g.S[j] * float(int(g.q[i]) - g.z[j]) - g.M[j];
+        }
+      }
+      return;
+    }
   }
 }
 
@@ -174,6 +189,36 @@ void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0
   const MatRef& w = job.w;
   const int64_t nb = w.cols / kQBlock;
   const size_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+  if (w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0 && w.dtype != DType::Q4_0_R16) {
+    // Other block types through their unpacked form (quants.h): per sub-block of 16,
+    // S dx (isum - z xsum) - M dx xsum, with isum = sum q xq and xsum = sum xq.
+    const int64_t gv = qgroup_values(w.dtype);
+    const size_t gb = dtype_block_bytes(w.dtype);
+    QGroup g;
+    for (int64_t r = r0; r < r1; ++r) {
+      const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int8_t* q = job.xq.qs + t * w.cols;
+        const float* d = job.xq.d + t * nb;
+        float sum = 0.0f;
+        for (int64_t ig = 0; ig < w.cols / gv; ++ig) {
+          unpack_qgroup(w.dtype, row + size_t(ig) * gb, g);
+          for (int j = 0; j < int(gv / kQSub); ++j) {
+            const int64_t c0 = ig * gv + j * kQSub;
+            int32_t isum = 0, xsum = 0;
+            for (int i = 0; i < kQSub; ++i) {
+              isum += int32_t(g.q[j * kQSub + i]) * q[c0 + i];
+              xsum += q[c0 + i];
+            }
+            const float dx = d[c0 / kQBlock];
+            sum += g.S[j] * dx * float(isum - g.z[j] * xsum) - g.M[j] * dx * float(xsum);
+          }
+        }
+        job.y[t * w.rows + r] = sum;
+      }
+    }
+    return;
+  }
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
     for (int64_t t = t0; t < t1; ++t) {

@@ -372,7 +372,7 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     // 32 values; like convert_hf_to_gguf (QuantError -> "falling back to F16") we store such
     // tensors as F16.
     DType dt = slot.is_norm || slot.shape.size() == 1 ? DType::F32 : dtype;
-    if (dtype_is_quantized(dt) && slot.shape.back() % kQBlock != 0) dt = DType::F16;
+    if (dtype_is_quantized(dt) && slot.shape.back() % dtype_block_values(dt) != 0) dt = DType::F16;
     const int64_t n_head_perm = slot.permute == QkPermute::Q ? c.n_head : slot.permute == QkPermute::K ? c.n_head_kv : 0;
     w.add_tensor(slot.gguf_name, dt, slot.shape, [src0 = src, dt, n_head_perm](const GgufWriter::Sink& sink) {
       // Weights repacked for the kernels are written in the file layout they came from.

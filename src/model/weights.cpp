@@ -139,8 +139,9 @@ void bind_weights(const ModelConfig& c, const std::map<std::string, TensorView>&
     if (v.shape != slot.shape)
       fail("tensor '" + name + "' has shape " + shape_str(v.shape) + " but the config implies " +
            shape_str(slot.shape) + ": the weights do not belong to this config");
-    if (dtype_is_quantized(v.dtype) && v.cols() % kQBlock != 0)
-      fail("tensor '" + name + "': quantized rows must be a multiple of 32 values");
+    if (dtype_is_quantized(v.dtype) && v.cols() % dtype_block_values(v.dtype) != 0)
+      fail("tensor '" + name + "': " + dtype_name(v.dtype) + " rows must be a multiple of " +
+           std::to_string(dtype_block_values(v.dtype)) + " values");
     if (slot.is_norm && v.dtype != DType::F32) {
       std::vector<uint8_t> f(size_t(v.numel()) * 4);
       kernels::dequantize_row(v.dtype, v.data, reinterpret_cast<float*>(f.data()), v.numel());

@@ -16,6 +16,14 @@ const char* dtype_name(DType t) {
     case DType::Q8_0: return "Q8_0";
     case DType::Q4_0: return "Q4_0";
     case DType::Q4_0_R16: return "Q4_0_R16";
+    case DType::Q4_1: return "Q4_1";
+    case DType::Q5_0: return "Q5_0";
+    case DType::Q5_1: return "Q5_1";
+    case DType::Q2_K: return "Q2_K";
+    case DType::Q3_K: return "Q3_K";
+    case DType::Q4_K: return "Q4_K";
+    case DType::Q5_K: return "Q5_K";
+    case DType::Q6_K: return "Q6_K";
     default: return "?";
   }
 }
@@ -31,19 +39,50 @@ DType dtype_from_name(const std::string& name) {
   fail("unknown dtype '" + name + "': choose one of f32, f16, bf16, q8_0, q4_0");
 }
 
-bool dtype_is_quantized(DType t) { return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16; }
+bool dtype_is_quantized(DType t) { return dtype_block_values(t) > 1; }
 
-size_t dtype_row_bytes(DType t, int64_t n) {
+int64_t dtype_block_values(DType t) {
   switch (t) {
-    case DType::F32: return size_t(n) * 4;
+    case DType::F32:
     case DType::F16:
-    case DType::BF16: return size_t(n) * 2;
-    case DType::Q8_0: return size_t(n / kQBlock) * sizeof(BlockQ8_0);
+    case DType::BF16: return 1;
+    case DType::Q8_0:
     case DType::Q4_0:
-    case DType::Q4_0_R16: return size_t(n / kQBlock) * sizeof(BlockQ4_0);
+    case DType::Q4_0_R16:
+    case DType::Q4_1:
+    case DType::Q5_0:
+    case DType::Q5_1: return kQBlock;
+    case DType::Q2_K:
+    case DType::Q3_K:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K: return 256;
+    default: return 1;
+  }
+}
+
+size_t dtype_block_bytes(DType t) {
+  // ggml-common.h's block sizes (static_asserts there): fp16 scales, nibbles, high bits, sub-scales.
+  switch (t) {
+    case DType::F32: return 4;
+    case DType::F16:
+    case DType::BF16: return 2;
+    case DType::Q8_0: return sizeof(BlockQ8_0);  // 34
+    case DType::Q4_0:
+    case DType::Q4_0_R16: return sizeof(BlockQ4_0);  // 18
+    case DType::Q4_1: return 2 + 2 + 16;             // d, m, qs
+    case DType::Q5_0: return 2 + 4 + 16;             // d, qh, qs
+    case DType::Q5_1: return 2 + 2 + 4 + 16;         // d, m, qh, qs
+    case DType::Q2_K: return 16 + 64 + 2 + 2;        // scales, qs, d, dmin
+    case DType::Q3_K: return 32 + 64 + 12 + 2;       // hmask, qs, scales, d
+    case DType::Q4_K: return 2 + 2 + 12 + 128;       // d, dmin, scales, qs
+    case DType::Q5_K: return 2 + 2 + 12 + 32 + 128;  // d, dmin, scales, qh, qs
+    case DType::Q6_K: return 128 + 64 + 16 + 2;      // ql, qh, scales, d
     default: return 0;
   }
 }
+
+size_t dtype_row_bytes(DType t, int64_t n) { return size_t(n / dtype_block_values(t)) * dtype_block_bytes(t); }
 
 void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t cols) {
   const int64_t nb = cols / kQBlock;

@@ -20,7 +20,17 @@ namespace lcx {
 // once and each row's sum stays in its own lane (no horizontal reduction, no byte shuffles).
 // Needs rows % 16 == 0. llama.cpp repacks Q4_0 the same way for its CPU kernels (Q4_0x8 for
 // AVX2); this is our own layout.
-enum class DType : uint8_t { F32, F16, BF16, Q8_0, Q4_0, Q4_0_R16, kCount };
+//
+// The other GGUF block types llama.cpp writes (ggml-common.h), read from files as they are:
+//   Q4_1 / Q5_0 / Q5_1: blocks of 32 with an fp16 scale (and fp16 min for _1; 5th bits in qh);
+//   Q2_K / Q3_K / Q4_K / Q5_K / Q6_K ("k-quants"): super-blocks of 256 values with an fp16 scale
+//   (and min) and 6- or 4-bit sub-scales per 16 or 32 values. What the bits mean is in
+//   kernels/quants.h, which unpacks every one of them into one form the kernels share.
+enum class DType : uint8_t {
+  F32, F16, BF16, Q8_0, Q4_0, Q4_0_R16,
+  Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+  kCount
+};
 
 constexpr int kQBlock = 32;  // values per Q8_0 / Q4_0 block
 
@@ -58,7 +68,11 @@ const char* dtype_name(DType t);
 // Parses "f32", "F16", "bf16", "q8_0", "Q4_0"...; throws lcx::Error naming the choices.
 DType dtype_from_name(const std::string& name);
 bool dtype_is_quantized(DType t);
-// Bytes of one row of n values (n must be a multiple of 32 for quantized types).
+// Values per block: 1 for float types, 32 for Q8_0 / Q4_0 / Q4_1 / Q5_0 / Q5_1, 256 for k-quants.
+int64_t dtype_block_values(DType t);
+// Bytes per block (for float types: per value).
+size_t dtype_block_bytes(DType t);
+// Bytes of one row of n values (n must be a multiple of dtype_block_values(t)).
 size_t dtype_row_bytes(DType t, int64_t n);
 
 inline float fp32_from_bits(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
