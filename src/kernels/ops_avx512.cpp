@@ -1101,6 +1101,7 @@ inline void unpack256(const uint8_t* b, Chunks256& g) {
     k4_scales(b + 4, _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b)), _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 2)),
               g.S, g.M);
     const uint8_t* qs = T == DType::Q5_K ? b + 48 : b + 16;
+    const __m512i shift4 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
     __m512i qh2 = _mm512_setzero_si512();
     if constexpr (T == DType::Q5_K) {
       const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
@@ -1108,9 +1109,8 @@ inline void unpack256(const uint8_t* b, Chunks256& g) {
     }
     for (int c = 0; c < 4; ++c) {
       // Columns 64c + l: low nibble of qs[32c + l]; 64c + 32 + l: its high nibble.
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
-      __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
-      q = _mm512_and_si512(q, lo4);
+      const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c)));
+      __m512i q = _mm512_and_si512(_mm512_srlv_epi16(v, shift4), lo4);  // [low nibbles | high nibbles]
       if constexpr (T == DType::Q5_K) {  // bit 4: bit 2c (low half) / 2c + 1 (high half) of qh[l]
         const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8(char(1 << (2 * c))),
                                                _mm256_set1_epi8(char(1 << (2 * c + 1))), 1);
@@ -1169,36 +1169,75 @@ inline __m512 dx_pair(const float* xd, int64_t b) {
   return _mm512_insertf32x8(_mm512_set1_ps(xd[b]), _mm256_set1_ps(xd[b + 1]), 1);
 }
 
+// Activation terms of gemv_k shared by all rows of one call, per token: dx of each 4-column lane
+// ([K / 4]) and dx * (sum of xq) of each 16-column sub-block ([K / 16]). With them a row costs
+// per 64 columns one vpdpbusd, a permute, a convert, a multiply and an FMA, and per 256 columns
+// one FMA for the zero-point and min terms: sum_j (S_j z_j + M_j) dx_j xsum_j.
+constexpr int64_t kMaxGemvCols = 32768;  // wider rows (none in LLaMA models) take the dequantizing path
+
+// LONGCTX_KQ_PF=bytes: software prefetch distance of the block-type GEMVs (0: off).
+inline int64_t kq_pf_dist() {
+  static const int64_t d = [] {
+    const char* e = std::getenv("LONGCTX_KQ_PF");
+    return e ? int64_t(std::atoll(e)) : int64_t(3072);
+  }();
+  return d;
+}
+
+template <int NT>
+void prep_k_acts(const int8_t* xq, const float* xd, int64_t K, float* dxl, float* xsd) {
+  for (int t = 0; t < NT; ++t) {
+    const int8_t* y = xq + t * K;
+    const float* d = xd + t * (K / kQBlock);
+    for (int64_t c = 0; c < K; c += 64) {
+      _mm512_storeu_ps(dxl + t * (K / 4) + c / 4, dx_pair(d, c / kQBlock));
+      for (int k = 0; k < 4; ++k) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(y + c + 16 * k));
+        const __m512i w = _mm512_cvtepi8_epi32(v);
+        xsd[t * (K / 16) + c / 16 + k] = d[(c + 16 * k) / kQBlock] * float(_mm512_reduce_add_epi32(w));
+      }
+    }
+  }
+}
+
 template <DType T, int NT>
 void gemv_k(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   constexpr int zsh = zero_shift(T);
-  const int64_t K = job.w.cols, ng = K / 256, nb = K / kQBlock;
+  const int64_t K = job.w.cols, ng = K / 256;
   const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
-  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  alignas(64) static thread_local float dxl[4 * kMaxGemvCols / 4], xsd[4 * kMaxGemvCols / 16];
+  prep_k_acts<NT>(xq, job.xq.d + t0 * (K / kQBlock), K, dxl, xsd);
+  const __m512 zf = _mm512_set1_ps(zsh >= 0 ? float(1 << zsh) : 0.0f);
+  const int64_t pf = kq_pf_dist();
+  const __m512i lane_sub = _mm512_srli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2);
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
-    __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    __m512 acc[NT], corr[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = corr[t] = _mm512_setzero_ps();
     for (int64_t ig = 0; ig < ng; ++ig) {
       const uint8_t* blk = row + size_t(ig) * gb;
-      _mm_prefetch(reinterpret_cast<const char*>(blk) + 4 * gb, _MM_HINT_T0);
+      if (pf > 0) {  // as the Q4_0 GEMV: a few KiB ahead into L1 (rows are contiguous)
+        const char* p = reinterpret_cast<const char*>(blk) + pf;
+        for (size_t o = 0; o < gb; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+      }
       Chunks256 g;
       unpack256<T>(blk, g);
+      const __m512 zm = zsh >= 0 ? _mm512_mul_ps(g.S, zf) : g.M;  // S z + M (one of them is 0)
+      for (int t = 0; t < NT; ++t) corr[t] = _mm512_fmadd_ps(zm, _mm512_loadu_ps(xsd + t * (K / 16) + ig * 16), corr[t]);
       for (int c = 0; c < 4; ++c) {
         // lane l belongs to sub-block 4c + l / 4
-        const __m512i idx = _mm512_add_epi32(_mm512_set1_epi32(4 * c),
-                                             _mm512_srli_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 2));
-        const __m512 s_lane = _mm512_permutexvar_ps(idx, g.S);
-        const __m512 m_lane = zsh >= 0 ? s_lane : _mm512_permutexvar_ps(idx, g.M);
+        const __m512 s_lane = _mm512_permutexvar_ps(_mm512_add_epi32(_mm512_set1_epi32(4 * c), lane_sub), g.S);
         const int64_t col = ig * 256 + 64 * c;
         for (int t = 0; t < NT; ++t) {
-          acc[t] = chunk_dot<zsh>(g.q[c], xq + t * K + col, s_lane, m_lane, dx_pair(xd + t * nb, col / kQBlock), acc[t],
-                                  ~__mmask64(0));
+          const __m512i y = _mm512_loadu_si512(xq + t * K + col);
+          const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), g.q[c], y);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(s_lane, _mm512_loadu_ps(dxl + t * (K / 4) + col / 4)),
+                                   acc[t]);
         }
       }
     }
-    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[t], corr[t]));
   }
 }
 
@@ -1235,13 +1274,151 @@ void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
+// Prompt GEMM of the block types: gemm_int8's scheme (packed int8 activations, weights broadcast
+// 4 bytes at a time, vpdpbusd into int32 per token lane) with 16-column sub-blocks, each with its
+// own float scale. Weights are unpacked once per panel into signed bytes w = q - z (|w| <= 63),
+// so sum_c w x = sum (x + 128) w - 128 sum w exactly (corr), then
+//   y += S_j dx (sum over sub-block j)  and, for the types with a min,  y -= M_j dx xsum_j,
+// the terms of scalar::matmul_rows_q8acts. xsum_j dx (per token lane) is computed once per call
+// from the packed activations.
+template <DType T>
+void prepare_kq_panel(const MatmulJob& job, int64_t rp, int64_t nr, int8_t* wq, float* S, float* M, int32_t* corr) {
+  const int64_t K = job.w.cols, gv = qgroup_values(T), ns = K / kQSub;
+  const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  QGroup u;
+  for (int64_t i = 0; i < nr; ++i) {
+    const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(rp + i) * rb;
+    for (int64_t ig = 0; ig < K / gv; ++ig) {
+      unpack_qgroup(T, row + size_t(ig) * gb, u);
+      for (int64_t j = 0; j < gv / kQSub; ++j) {
+        const int64_t sj = ig * (gv / kQSub) + j;
+        int32_t sum = 0;
+        for (int l = 0; l < kQSub; ++l) {
+          const int w = int(u.q[j * kQSub + l]) - u.z[j];
+          wq[i * K + sj * kQSub + l] = int8_t(w);
+          sum += w;
+        }
+        S[i * ns + sj] = u.S[j];
+        M[i * ns + sj] = u.M[j];
+        corr[i * ns + sj] = -128 * sum;
+      }
+    }
+  }
+}
+
+// dx * (sum of the 16 activations) per token lane, for every sub-block of token groups [ga, gb):
+// xsd[(g - ga) * ns + j] is 16 floats.
+void kq_xsd(const uint8_t* xp, int64_t K, int64_t ga, int64_t gb, float* xsd) {
+  const int64_t nb = K / kQBlock, ns = K / kQSub, gstride = nb * kInt8GroupBlockBytes;
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t g = ga; g < gb; ++g) {
+    for (int64_t j = 0; j < ns; ++j) {
+      const uint8_t* xb = xp + g * gstride + (j / 2) * kInt8GroupBlockBytes;
+      __m512i s = _mm512_set1_epi32(-kQSub * 128);  // the packed bytes are x + 128
+      for (int k = 0; k < 4; ++k) s = _mm512_dpbusd_epi32(s, _mm512_load_si512(xb + (4 * (j % 2) + k) * 64), ones);
+      const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb + 8 * 64));
+      _mm512_storeu_ps(xsd + ((g - ga) * ns + j) * 16, _mm512_mul_ps(dx, _mm512_cvtepi32_ps(s)));
+    }
+  }
+}
+
+template <int NV, int MR, bool MIN>
+void kq_tile(const int8_t* const* w, const float* S, const float* M, const int32_t* corr, int64_t ns, const uint8_t* xg,
+             int64_t gstride, const float* xsd, float* out) {
+  __m512 facc[NV][MR];
+  for (int v = 0; v < NV; ++v)
+    for (int m = 0; m < MR; ++m) facc[v][m] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < ns; ++j) {
+    const uint8_t* xb = xg + (j / 2) * kInt8GroupBlockBytes;
+    const int slot0 = 4 * int(j % 2);
+    __m512i acc[NV][MR];
+    for (int m = 0; m < MR; ++m) {
+      const __m512i c = _mm512_set1_epi32(corr[m * ns + j]);
+      for (int v = 0; v < NV; ++v) acc[v][m] = c;
+    }
+    for (int k = 0; k < 4; ++k) {
+      __m512i xv[NV];
+      for (int v = 0; v < NV; ++v) xv[v] = _mm512_load_si512(xb + v * gstride + (slot0 + k) * 64);
+      for (int m = 0; m < MR; ++m) {
+        const __m512i wb = _mm512_set1_epi32(int(load_u32(reinterpret_cast<const uint8_t*>(w[m]) + j * kQSub + 4 * k)));
+        for (int v = 0; v < NV; ++v) acc[v][m] = _mm512_dpbusd_epi32(acc[v][m], xv[v], wb);
+      }
+    }
+    for (int v = 0; v < NV; ++v) {
+      const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb + v * gstride + 8 * 64));
+      for (int m = 0; m < MR; ++m) {
+        facc[v][m] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[v][m]), _mm512_mul_ps(dx, _mm512_set1_ps(S[m * ns + j])), facc[v][m]);
+        if constexpr (MIN) {
+          facc[v][m] = _mm512_fnmadd_ps(_mm512_set1_ps(M[m * ns + j]), _mm512_loadu_ps(xsd + (v * ns + j) * 16), facc[v][m]);
+        }
+      }
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v) _mm512_storeu_ps(out + m * (kI8Groups * 16) + v * 16, facc[v][m]);
+}
+
+using KqTileFn = void (*)(const int8_t* const*, const float*, const float*, const int32_t*, int64_t, const uint8_t*,
+                          int64_t, const float*, float*);
+template <bool MIN>
+constexpr KqTileFn kKqTiles[kI8Groups][kI8Rows] = {
+    {kq_tile<1, 1, MIN>, kq_tile<1, 2, MIN>, kq_tile<1, 3, MIN>, kq_tile<1, 4, MIN>},
+    {kq_tile<2, 1, MIN>, kq_tile<2, 2, MIN>, kq_tile<2, 3, MIN>, kq_tile<2, 4, MIN>},
+    {kq_tile<3, 1, MIN>, kq_tile<3, 2, MIN>, kq_tile<3, 3, MIN>, kq_tile<3, 4, MIN>}};
+
+template <DType T>
+void gemm_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  constexpr bool has_min = zero_shift(T) < 0;
+  const int64_t K = job.w.cols, nb = K / kQBlock, ns = K / kQSub, ldy = job.w.rows;
+  const int64_t gstride = nb * kInt8GroupBlockBytes;
+  const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
+  // Scratch (malloc: no STL in this file): panel bytes, scales, mins, corrections, xsum terms.
+  auto* wq = static_cast<int8_t*>(std::malloc(size_t(kPanelRows * K)));
+  auto* S = static_cast<float*>(std::malloc(size_t(kPanelRows * ns) * sizeof(float)));
+  auto* M = static_cast<float*>(std::malloc(size_t(kPanelRows * ns) * sizeof(float)));
+  auto* corr = static_cast<int32_t*>(std::malloc(size_t(kPanelRows * ns) * sizeof(int32_t)));
+  auto* xsd = static_cast<float*>(has_min ? std::aligned_alloc(64, size_t((gb - ga) * ns * 16) * sizeof(float)) : nullptr);
+  if (!wq || !S || !M || !corr || (has_min && !xsd)) std::abort();  // hot path: no exceptions
+  if (has_min) kq_xsd(job.xp, K, ga, gb, xsd);
+  alignas(64) float out[kI8Rows * kI8Groups * 16];
+  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
+    const int64_t nr = imin(kPanelRows, r1 - rp);
+    prepare_kq_panel<T>(job, rp, nr, wq, S, M, corr);
+    for (int64_t g = ga; g < gb; g += kI8Groups) {
+      const int nv = int(imin(kI8Groups, gb - g));
+      const uint8_t* xg = job.xp + g * gstride;
+      for (int64_t m0 = 0; m0 < nr; m0 += kI8Rows) {
+        const int mr = int(imin(kI8Rows, nr - m0));
+        const int8_t* w[kI8Rows];
+        for (int m = 0; m < mr; ++m) w[m] = wq + (m0 + m) * K;
+        kKqTiles<has_min>[nv - 1][mr - 1](w, S + m0 * ns, M + m0 * ns, corr + m0 * ns, ns, xg, gstride,
+                                          has_min ? xsd + (g - ga) * ns * 16 : nullptr, out);
+        store_tile(out, nv, mr, g, t0, t1, job.y, ldy, rp + m0);
+      }
+    }
+  }
+  std::free(xsd);
+  std::free(corr);
+  std::free(M);
+  std::free(S);
+  std::free(wq);
+}
+
 template <DType T>
 void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (job.xq.qs == nullptr) {  // prompt: dequantized row blocks, the F32 GEMM
+  if (job.mode == GemmMode::Int8) {
+    gemm_kq<T>(job, r0, r1, t0, t1);
+    return;
+  }
+  if (job.xq.qs == nullptr) {  // no int8 activations (callers of matmul_rows): the F32 kernels
     matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
     return;
   }
   constexpr bool k256 = T == DType::Q2_K || T == DType::Q3_K || T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K;
+  if (k256 && job.w.cols > kMaxGemvCols) {
+    matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+    return;
+  }
   for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
     switch (imin(kGemvMaxTokens, t1 - t)) {
       case 1: k256 ? gemv_k<T, 1>(job, r0, r1, t) : gemv_q32<T, 1>(job, r0, r1, t); break;
