@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -41,7 +42,26 @@ const Shape kShapes[] = {
     {"L2_256x2048", 256, 2048}, {"L2_128x2048", 128, 2048},
 };
 // Q4_0_R16: Q4_0 in the 16-row panels the model repacks it into for the AVX-512 kernels.
-const DType kTypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_0_R16};
+// Q5_0 / Q4_K / Q5_K / Q6_K: GGUF block types (random blocks; llama-quantize's Q4_K_M mixes Q4_K and Q6_K).
+const DType kTypes[] = {DType::F32,  DType::F16,  DType::BF16, DType::Q8_0, DType::Q4_0,
+                        DType::Q4_0_R16, DType::Q5_0, DType::Q4_K, DType::Q4_K_R16, DType::Q5_K, DType::Q6_K};
+
+// Random blocks of a GGML block type: random bytes with the fp16 scale fields (offsets from
+// ggml-common.h) set to small finite values.
+void random_blocks(DType t, uint8_t* w, size_t bytes) {
+  std::mt19937 rng(3);
+  for (size_t i = 0; i < bytes; ++i) w[i] = uint8_t(rng());
+  std::vector<size_t> offs;
+  if (t == DType::Q5_0) offs = {0};
+  if (t == DType::Q4_K || t == DType::Q5_K) offs = {0, 2};
+  if (t == DType::Q6_K) offs = {208};
+  const size_t bb = lcx::dtype_block_bytes(t);
+  for (size_t b = 0; b + bb <= bytes; b += bb)
+    for (size_t o : offs) {
+      const uint16_t h = lcx::f32_to_f16(0.001f + 0.01f * float(rng() % 100) / 100.0f);
+      std::memcpy(w + b + o, &h, 2);
+    }
+}
 
 void BM_Matmul(benchmark::State& state, Shape shape, DType dtype, int64_t n_tokens, int n_threads) {
   const int64_t rows = shape.rows, cols = shape.cols;
@@ -55,7 +75,13 @@ void BM_Matmul(benchmark::State& state, Shape shape, DType dtype, int64_t n_toke
     std::normal_distribution<float> dist(0.0f, 0.5f);
     std::vector<float> row(static_cast<size_t>(cols));
     const DType qt = dtype == DType::Q4_0_R16 ? DType::Q4_0 : dtype;
-    for (int64_t r = 0; r < rows; ++r) {
+    const bool block_type = lcx::dtype_block_values(dtype) == 256 || dtype == DType::Q5_0;
+    if (block_type) random_blocks(lcx::dtype_r16_source(dtype), w[0].data(), bytes);
+    if (dtype == DType::Q4_K_R16) {
+      std::vector<uint8_t> rowmajor = w[0];
+      lcx::repack_r16(dtype, rowmajor.data(), w[0].data(), rows, cols);
+    }
+    for (int64_t r = 0; r < rows && !block_type; ++r) {
       for (auto& v : row) v = dist(rng);
       lcx::kernels::quantize_row(qt, row.data(), w[0].data() + size_t(r) * lcx::dtype_row_bytes(qt, cols), cols);
     }

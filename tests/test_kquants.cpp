@@ -333,3 +333,57 @@ TEST(KQuants, UnsupportedTypeNamed) {
 
 }  // namespace
 }  // namespace lcx
+
+namespace lcx {
+namespace {
+
+// Q4_K repacked into 16-row panels (Q4_K_R16, the AVX-512 decode layout): the same blocks, the
+// file's bytes back, and every kernel path gives what the row-major Q4_K gives.
+TEST(KQuants, Q4KR16MatchesQ4K) {
+  ThreadPool pool(2);
+  const int64_t rows = 48, cols = 768;
+  const std::vector<uint8_t> wq = random_blocks(DType::Q4_K, rows, cols, 5);
+  std::vector<uint8_t> wr(wq.size());
+  repack_r16(DType::Q4_K_R16, wq.data(), wr.data(), rows, cols);
+  std::vector<uint8_t> back(wq.size());
+  r16_rowmajor_bytes(DType::Q4_K_R16, wr.data(), cols, 0, wr.size(), back.data());
+  ASSERT_EQ(back, wq);
+  std::vector<uint8_t> part(100);
+  r16_rowmajor_bytes(DType::Q4_K_R16, wr.data(), cols, 1000, part.size(), part.data());
+  ASSERT_TRUE(std::equal(part.begin(), part.end(), wq.begin() + 1000));
+
+  const MatRef a{DType::Q4_K, rows, cols, wq.data()}, b{DType::Q4_K_R16, rows, cols, wr.data()};
+  std::vector<float> ra(static_cast<size_t>(cols)), rb(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    kernels::scalar::weight_row(a, r, ra.data());
+    kernels::scalar::weight_row(b, r, rb.data());
+    ASSERT_EQ(ra, rb) << "row " << r;
+  }
+  for (const KernelTable* k : all_tables()) {
+    for (int64_t nt : {1, 2, 3, 4, 20}) {
+      const std::vector<float> x = random_vec(nt * cols, uint32_t(nt + 1));
+      std::vector<int8_t> qs(static_cast<size_t>(nt * cols));
+      std::vector<float> d(static_cast<size_t>(nt * cols / kQBlock));
+      for (int64_t i = 0; i < nt; ++i)
+        kernels::scalar::quantize_acts(x.data() + i * cols, cols, qs.data() + i * cols, d.data() + i * (cols / kQBlock));
+      std::vector<float> want(static_cast<size_t>(nt * rows)), got(static_cast<size_t>(nt * rows), NAN);
+      if (nt <= kernels::kGemvMaxTokens && kernels::has_int8_gemv(*k, b.dtype)) {
+        // twin on the row-major blocks; the kernel on the panels, rows split mid-panel as threads may
+        kernels::scalar::matmul_rows_q8acts({a, x.data(), nt, want.data(), {qs.data(), d.data()}}, 0, rows, 0, nt);
+        k->matmul_rows({b, x.data(), nt, got.data(), {qs.data(), d.data()}}, 0, 24, 0, nt);
+        k->matmul_rows({b, x.data(), nt, got.data(), {qs.data(), d.data()}}, 24, rows, 0, nt);
+      } else if (kernels::gemm_mode(*k, b.dtype, nt, false) == kernels::GemmMode::Int8) {
+        kernels::scalar::matmul_rows_q8acts({a, x.data(), nt, want.data(), {qs.data(), d.data()}}, 0, rows, 0, nt);
+        kernels::matmul_with(*k, false, b, x.data(), nt, got.data(), pool);
+      } else {
+        kernels::scalar::matmul_rows_job({a, x.data(), nt, want.data(), {}}, 0, rows, 0, nt);
+        k->matmul_rows({b, x.data(), nt, got.data(), {}}, 0, rows, 0, nt);
+      }
+      for (size_t i = 0; i < want.size(); ++i)
+        ASSERT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::fabs(want[i]))) << kernels::kernel_isa_name(k->isa) << " nt=" << nt;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace lcx

@@ -137,7 +137,7 @@ std::string Model::describe() const {
     // Per dtype, how many matrices (mixed files such as llama-quantize's Q4_K_M: Q4_K + Q6_K).
     std::map<std::string, int> counts;
     const auto count = [&](const lcx::TensorView& t) {
-      if (t.data != nullptr) ++counts[t.dtype == lcx::DType::Q4_0_R16 ? "Q4_0" : lcx::dtype_name(t.dtype)];
+      if (t.data != nullptr) ++counts[lcx::dtype_name(lcx::dtype_r16_source(t.dtype))];
     };
     for (const lcx::LayerWeights& l : w.layers)
       for (const lcx::TensorView* t : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) count(*t);
@@ -157,7 +157,7 @@ std::string Model::describe() const {
     os << "weights:      ";
     if (copied) os << copied / (1 << 20) << " MiB in 2 MiB huge pages" << (mapped ? ", " : "");
     if (mapped) os << mapped / (1 << 20) << " MiB memory-mapped";
-    if (m_->n_repacked) os << "; " << m_->n_repacked << " Q4_0 matrices repacked for the AVX-512 kernels (Q4_0_R16)";
+    if (m_->n_repacked) os << "; " << m_->n_repacked << " Q4_0/Q4_K matrices repacked in 16-row panels for the AVX-512 kernels";
     os << "\n";
   }
   if (c.arch == lcx::Arch::LongLlama) {
@@ -613,10 +613,10 @@ uint64_t model_fingerprint(const lcx::Model& m) {
     const lcx::TensorView& t = *slot.dst;
     if (!t.data) continue;
     const size_t n = std::min<size_t>(256, t.nbytes);
-    if (t.dtype == lcx::DType::Q4_0_R16) {  // the file's bytes, not the kernels' layout
+    if (lcx::dtype_is_r16(t.dtype)) {  // the file's bytes, not the kernels' layout
       uint8_t head[256], tail[256];
-      lcx::q4_0_r16_rowmajor_bytes(t.data, t.cols(), 0, n, head);
-      lcx::q4_0_r16_rowmajor_bytes(t.data, t.cols(), t.nbytes - n, n, tail);
+      lcx::r16_rowmajor_bytes(t.dtype, t.data, t.cols(), 0, n, head);
+      lcx::r16_rowmajor_bytes(t.dtype, t.data, t.cols(), t.nbytes - n, n, tail);
       f.add(head, n);
       f.add(tail, n);
       continue;

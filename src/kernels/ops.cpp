@@ -102,6 +102,13 @@ const KernelTable& active_kernels() {
 
 KernelIsa active_kernel_isa() { return active_kernels().isa; }
 bool q4_0_r16_preferred() { return active_kernel_isa() == KernelIsa::Avx512; }
+bool q4_k_r16_preferred() {
+  static const bool off = [] {
+    const char* e = std::getenv("LONGCTX_Q4K_R16");
+    return e != nullptr && std::strcmp(e, "0") == 0;
+  }();
+  return !off && active_kernel_isa() == KernelIsa::Avx512;
+}
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) { active_kernels().dequantize_row(t, src, dst, n); }
 void quantize_row(DType t, const float* src, void* dst, int64_t n) { active_kernels().quantize_row(t, src, dst, n); }
@@ -155,8 +162,12 @@ void matmul_rows_via_f32(const KernelTable& k, const MatmulJob& job, int64_t r0,
   for (int64_t rb0 = r0; rb0 < r1; rb0 += block) {
     const int64_t nr = std::min(block, r1 - rb0);
     for (int64_t i = 0; i < nr; ++i) {
-      k.dequantize_row(job.w.dtype, static_cast<const uint8_t*>(job.w.data) + size_t(rb0 + i) * rb,
-                       wbuf.data() + i * cols, cols);
+      if (dtype_is_r16(job.w.dtype)) {
+        scalar::weight_row(job.w, rb0 + i, wbuf.data() + i * cols);  // gathered from the panels
+      } else {
+        k.dequantize_row(job.w.dtype, static_cast<const uint8_t*>(job.w.data) + size_t(rb0 + i) * rb,
+                         wbuf.data() + i * cols, cols);
+      }
     }
     MatmulJob sub;
     sub.w = MatRef{DType::F32, nr, cols, wbuf.data()};  // [nr, cols]

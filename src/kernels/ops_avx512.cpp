@@ -1241,6 +1241,24 @@ void gemv_k(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
+// One Q4_1 / Q5_0 / Q5_1 block as 32 unsigned bytes (value order), its scale and min (quants.cpp):
+// byte j's nibbles are values j and j + 16, bit i of qh is bit 4 of value i.
+template <DType T>
+inline __m256i unpack32(const uint8_t* b, float* s, float* m) {
+  *s = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b));
+  *m = T == DType::Q5_0 ? 0.0f : -_cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 2));
+  const uint8_t* qs = T == DType::Q4_1 ? b + 4 : T == DType::Q5_0 ? b + 6 : b + 8;
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  __m256i q = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1),
+                               _mm256_set1_epi8(0x0f));
+  if constexpr (T != DType::Q4_1) {
+    uint32_t qh;
+    std::memcpy(&qh, T == DType::Q5_0 ? b + 2 : b + 4, 4);
+    q = _mm256_mask_or_epi32(q, 0xff, q, _mm256_maskz_mov_epi8(__mmask32(qh), _mm256_set1_epi8(16)));
+  }
+  return q;
+}
+
 // Q4_1 / Q5_0 / Q5_1 (blocks of 32): two blocks per 64-column chunk, a lone last block masked.
 template <DType T, int NT>
 void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
@@ -1249,20 +1267,18 @@ void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const size_t bb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
   const int8_t* xq = job.xq.qs + t0 * K;
   const float* xd = job.xq.d + t0 * nb;
-  QGroup u0, u1;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
     __m512 acc[NT];
     for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t ib = 0; ib < nb; ib += 2) {
       const bool pair = ib + 1 < nb;
-      unpack_qgroup(T, row + size_t(ib) * bb, u0);
-      if (pair) unpack_qgroup(T, row + size_t(ib + 1) * bb, u1);
-      const __m256i q0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u0.q));
-      const __m256i q1 = pair ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u1.q)) : _mm256_setzero_si256();
+      float s0, m0, s1 = 0.0f, m1 = 0.0f;
+      const __m256i q0 = unpack32<T>(row + size_t(ib) * bb, &s0, &m0);
+      const __m256i q1 = pair ? unpack32<T>(row + size_t(ib + 1) * bb, &s1, &m1) : _mm256_setzero_si256();
       const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
-      const __m512 s_lane = _mm512_insertf32x8(_mm512_set1_ps(u0.S[0]), _mm256_set1_ps(pair ? u1.S[0] : 0.0f), 1);
-      const __m512 m_lane = _mm512_insertf32x8(_mm512_set1_ps(u0.M[0]), _mm256_set1_ps(pair ? u1.M[0] : 0.0f), 1);
+      const __m512 s_lane = _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1);
+      const __m512 m_lane = _mm512_insertf32x8(_mm512_set1_ps(m0), _mm256_set1_ps(m1), 1);
       const __mmask64 cm = pair ? ~__mmask64(0) : __mmask64(0xffffffffu);
       for (int t = 0; t < NT; ++t) {
         const float* d = xd + t * nb;
@@ -1283,13 +1299,20 @@ void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 // from the packed activations.
 template <DType T>
 void prepare_kq_panel(const MatmulJob& job, int64_t rp, int64_t nr, int8_t* wq, float* S, float* M, int32_t* corr) {
-  const int64_t K = job.w.cols, gv = qgroup_values(T), ns = K / kQSub;
-  const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  constexpr DType src = T == DType::Q4_K_R16 ? DType::Q4_K : T;
+  const int64_t K = job.w.cols, gv = qgroup_values(src), ns = K / kQSub;
+  const size_t gb = dtype_block_bytes(src), rb = dtype_row_bytes(src, K);
   QGroup u;
+  uint8_t gathered[kQ4KBlockBytes];
   for (int64_t i = 0; i < nr; ++i) {
     const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(rp + i) * rb;
     for (int64_t ig = 0; ig < K / gv; ++ig) {
-      unpack_qgroup(T, row + size_t(ig) * gb, u);
+      const uint8_t* blk = row + size_t(ig) * gb;
+      if constexpr (src != T) {
+        r16_block(T, job.w.data, K, rp + i, ig, gathered);
+        blk = gathered;
+      }
+      unpack_qgroup(src, blk, u);
       for (int64_t j = 0; j < gv / kQSub; ++j) {
         const int64_t sj = ig * (gv / kQSub) + j;
         int32_t sum = 0;
@@ -1404,6 +1427,108 @@ void gemm_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t
   std::free(wq);
 }
 
+// ---- Q4_K_R16 decode GEMV (layout in runtime/dtype.h): rows in lanes ---------------------------
+//
+// As gemv_r16 for Q4_0: per panel of 16 rows and 64-column chunk, 8 64-byte loads hold the 16
+// rows' nibbles of two 32-value sub-blocks (low nibbles: sub-block 2c, high: 2c + 1), and 16
+// vpdpbusd against 4 broadcast activation bytes give each row's exact int32 sums in its own lane.
+// The 6-bit scales and mins of the 16 rows decode in parallel (one lane per row). Per lane
+//   y += d sc_j dx_j isum_j - dmin m_j dx_j xsum_j,
+// the terms of scalar::matmul_rows_q8acts. No permutes and no horizontal sums: ~11 values per
+// instruction against ~3 for the row-major gemv_k.
+template <int NT>
+void gemv_q4k_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  const int64_t K = job.w.cols, ng = K / 256, nb = K / kQBlock, ldy = job.w.rows;
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  alignas(64) static thread_local float xsd[4 * kMaxGemvCols / kQBlock];  // [NT, nb]: dx * sum(xq)
+  for (int t = 0; t < NT; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + b * kQBlock));
+      const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
+      const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      const __m128i q = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+      xsd[t * nb + b] = xd[t * nb + b] * float(_mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xb1))));
+    }
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi32(0x3f3f3f3f), m0f = _mm512_set1_epi32(0x0f0f0f0f);
+  const __m512i m03 = _mm512_set1_epi32(0x03030303), mff = _mm512_set1_epi32(0xff);
+  const int64_t pf = kq_pf_dist();
+  const auto* base = static_cast<const uint8_t*>(job.w.data);
+  for (int64_t p = r0 / kR16Rows; p * kR16Rows < r1; ++p) {
+    const uint8_t* panel = base + size_t(p * ng) * kQ4KR16GroupBytes;
+    __m512 acc[NT], macc[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = macc[t] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      const uint8_t* gp = panel + size_t(g) * kQ4KR16GroupBytes;
+      const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp)));
+      const __m512 mv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(gp + 32)));
+      const __m512i u0 = _mm512_loadu_si512(gp + 64), u1 = _mm512_loadu_si512(gp + 128), u2 = _mm512_loadu_si512(gp + 192);
+      // the 8 (scale, min) pairs of each row (quants.cpp, scale_min_k4), bytes 0-3 and 4-7
+      const __m512i sc_lo = _mm512_and_si512(u0, m3f), mn_lo = _mm512_and_si512(u1, m3f);
+      const __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(u2, m0f),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u0, 6), m03), 4));
+      const __m512i mn_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(u2, 4), m0f),
+                                            _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(u1, 6), m03), 4));
+      for (int c = 0; c < 4; ++c) {
+        const char* pq = reinterpret_cast<const char*>(gp) + 256 + 512 * c;
+        if (pf > 0)
+          for (int l = 0; l < 8; ++l) _mm_prefetch(pq + pf + 64 * l, _MM_HINT_T0);
+        const __m512i scw = c < 2 ? sc_lo : sc_hi, mnw = c < 2 ? mn_lo : mn_hi;
+        const int sh = (c % 2) * 16;
+        const __m512 S0 = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(scw, sh), mff)));
+        const __m512 S1 = _mm512_mul_ps(dv, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(scw, sh + 8), mff)));
+        const __m512 M0 = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(mnw, sh), mff)));
+        const __m512 M1 = _mm512_mul_ps(mv, _mm512_cvtepi32_ps(_mm512_and_si512(_mm512_srli_epi32(mnw, sh + 8), mff)));
+        __m512i lo[8], hi[8];
+        for (int k = 0; k < 8; ++k) {
+          const __m512i a = _mm512_loadu_si512(pq + 64 * k);
+          lo[k] = _mm512_and_si512(a, low4);
+          hi[k] = _mm512_and_si512(_mm512_srli_epi16(a, 4), low4);
+        }
+        const int64_t b0 = (g * 256 + 64 * c) / kQBlock;
+        for (int t = 0; t < NT; ++t) {
+          const uint8_t* y = reinterpret_cast<const uint8_t*>(xq + t * K + g * 256 + 64 * c);
+          __m512i s0 = _mm512_setzero_si512(), s1 = s0, s2 = s0, s3 = s0;  // four chains: latency
+          for (int k = 0; k < 8; k += 2) {
+            s0 = _mm512_dpbusd_epi32(s0, lo[k], _mm512_set1_epi32(int(load_u32(y + 4 * k))));
+            s1 = _mm512_dpbusd_epi32(s1, lo[k + 1], _mm512_set1_epi32(int(load_u32(y + 4 * k + 4))));
+            s2 = _mm512_dpbusd_epi32(s2, hi[k], _mm512_set1_epi32(int(load_u32(y + 32 + 4 * k))));
+            s3 = _mm512_dpbusd_epi32(s3, hi[k + 1], _mm512_set1_epi32(int(load_u32(y + 32 + 4 * k + 4))));
+          }
+          const float* d = xd + t * nb;
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(S0, _mm512_set1_ps(d[b0])), acc[t]);
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s2, s3)), _mm512_mul_ps(S1, _mm512_set1_ps(d[b0 + 1])), acc[t]);
+          macc[t] = _mm512_fmadd_ps(M0, _mm512_set1_ps(xsd[t * nb + b0]), macc[t]);
+          macc[t] = _mm512_fmadd_ps(M1, _mm512_set1_ps(xsd[t * nb + b0 + 1]), macc[t]);
+        }
+      }
+    }
+    const int64_t lo_r = imax(r0, p * kR16Rows), hi_r = imin(r1, (p + 1) * kR16Rows);
+    const __mmask16 m = __mmask16(tail_mask(hi_r - p * kR16Rows) & ~tail_mask(lo_r - p * kR16Rows));
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(job.y + (t0 + t) * ldy + p * kR16Rows, m, _mm512_sub_ps(acc[t], macc[t]));
+  }
+}
+
+void matmul_q4k_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (job.mode == GemmMode::Int8) {
+    gemm_kq<DType::Q4_K_R16>(job, r0, r1, t0, t1);
+    return;
+  }
+  if (job.xq.qs == nullptr || job.w.cols > kMaxGemvCols) {
+    matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+    return;
+  }
+  for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+    switch (imin(kGemvMaxTokens, t1 - t)) {
+      case 1: gemv_q4k_r16<1>(job, r0, r1, t); break;
+      case 2: gemv_q4k_r16<2>(job, r0, r1, t); break;
+      case 3: gemv_q4k_r16<3>(job, r0, r1, t); break;
+      default: gemv_q4k_r16<4>(job, r0, r1, t); break;
+    }
+  }
+}
+
 template <DType T>
 void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   if (job.mode == GemmMode::Int8) {
@@ -1488,6 +1613,7 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
     case DType::Q4_K: matmul_blocks<DType::Q4_K>(job, r0, r1, t0, t1); return;
     case DType::Q5_K: matmul_blocks<DType::Q5_K>(job, r0, r1, t0, t1); return;
     case DType::Q6_K: matmul_blocks<DType::Q6_K>(job, r0, r1, t0, t1); return;
+    case DType::Q4_K_R16: matmul_q4k_r16(job, r0, r1, t0, t1); return;
     default: scalar::matmul_rows_job(job, r0, r1, t0, t1); return;
   }
 }

@@ -144,10 +144,13 @@ float dot_f32(const float* a, const float* b, int64_t n) {
 }
 
 void weight_row(const MatRef& w, int64_t r, float* dst) {
-  if (w.dtype == DType::Q4_0_R16) {  // not contiguous: gather each block (see dtype.h)
-    for (int64_t b = 0; b < w.cols / kQBlock; ++b) {
-      const BlockQ4_0 blk = q4_0_r16_block(w.data, w.cols, r, b);
-      dequantize_row(DType::Q4_0, &blk, dst + b * kQBlock, kQBlock);
+  if (dtype_is_r16(w.dtype)) {  // not contiguous: gather each block (see dtype.h)
+    const DType src = dtype_r16_source(w.dtype);
+    const int64_t bv = dtype_block_values(src);
+    uint8_t blk[kQ4KBlockBytes];
+    for (int64_t b = 0; b < w.cols / bv; ++b) {
+      r16_block(w.dtype, w.data, w.cols, r, b, blk);
+      dequantize_row(src, blk, dst + b * bv, bv);
     }
     return;
   }
@@ -192,9 +195,11 @@ void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0
   if (w.dtype != DType::Q8_0 && w.dtype != DType::Q4_0 && w.dtype != DType::Q4_0_R16) {
     // Other block types through their unpacked form (quants.h): per sub-block of 16,
     // S dx (isum - z xsum) - M dx xsum, with isum = sum q xq and xsum = sum xq.
-    const int64_t gv = qgroup_values(w.dtype);
-    const size_t gb = dtype_block_bytes(w.dtype);
+    const DType src = dtype_r16_source(w.dtype);
+    const int64_t gv = qgroup_values(src);
+    const size_t gb = dtype_block_bytes(src);
     QGroup g;
+    uint8_t gathered[kQ4KBlockBytes];
     for (int64_t r = r0; r < r1; ++r) {
       const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
       for (int64_t t = t0; t < t1; ++t) {
@@ -202,7 +207,12 @@ void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0
         const float* d = job.xq.d + t * nb;
         float sum = 0.0f;
         for (int64_t ig = 0; ig < w.cols / gv; ++ig) {
-          unpack_qgroup(w.dtype, row + size_t(ig) * gb, g);
+          const uint8_t* blk = row + size_t(ig) * gb;
+          if (src != w.dtype) {
+            r16_block(w.dtype, w.data, w.cols, r, ig, gathered);
+            blk = gathered;
+          }
+          unpack_qgroup(src, blk, g);
           for (int j = 0; j < int(gv / kQSub); ++j) {
             const int64_t c0 = ig * gv + j * kQSub;
             int32_t isum = 0, xsum = 0;

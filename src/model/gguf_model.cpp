@@ -378,10 +378,10 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
       // Weights repacked for the kernels are written in the file layout they came from.
       TensorView src = src0;
       std::vector<uint8_t> rowmajor;
-      if (src.dtype == DType::Q4_0_R16) {
+      if (dtype_is_r16(src.dtype)) {
         rowmajor.resize(src.nbytes);
-        q4_0_r16_rowmajor_bytes(src.data, src.cols(), 0, src.nbytes, rowmajor.data());
-        src.dtype = DType::Q4_0;
+        r16_rowmajor_bytes(src.dtype, src.data, src.cols(), 0, src.nbytes, rowmajor.data());
+        src.dtype = dtype_r16_source(src.dtype);
         src.data = rowmajor.data();
       }
       // q/k rows go to llama.cpp's interleaved-pair order (convert_hf_to_gguf's permute).

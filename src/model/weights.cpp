@@ -36,7 +36,8 @@ std::vector<TensorSlot> tensor_slots(const ModelConfig& c, ModelWeights& w) {
 int repack_weights_for_kernels(ModelWeights& w) {
   std::vector<TensorView*> todo;
   const auto consider = [&](TensorView& t) {
-    if (t.dtype == DType::Q4_0 && t.shape.size() == 2 && t.rows() % kR16Rows == 0 && t.cols() % kQBlock == 0 &&
+    const bool r16_type = t.dtype == DType::Q4_0 || (t.dtype == DType::Q4_K && kernels::q4_k_r16_preferred());
+    if (r16_type && t.shape.size() == 2 && t.rows() % kR16Rows == 0 && t.cols() % dtype_block_values(t.dtype) == 0 &&
         t.data != nullptr && t.data != w.tok_embd.data)
       todo.push_back(&t);
   };
@@ -86,14 +87,15 @@ int repack_weights_for_kernels(ModelWeights& w) {
       if (f != nullptr && !f->copied() && !repack_mapped) continue;
       // One panel of 16 rows occupies the same bytes in both layouts: repack panel by panel.
       const int64_t cols = t->cols();
-      const size_t panel_bytes = dtype_row_bytes(DType::Q4_0, cols) * size_t(kR16Rows);
+      const DType r16 = dtype_r16_of(t->dtype);
+      const size_t panel_bytes = dtype_row_bytes(t->dtype, cols) * size_t(kR16Rows);
       panel.resize(panel_bytes);
       auto* data = static_cast<uint8_t*>(const_cast<void*>(t->data));
       for (int64_t p = 0; p < t->rows() / kR16Rows; ++p) {
         std::memcpy(panel.data(), data + size_t(p) * panel_bytes, panel_bytes);
-        repack_q4_0_r16(panel.data(), data + size_t(p) * panel_bytes, kR16Rows, cols);
+        repack_r16(r16, panel.data(), data + size_t(p) * panel_bytes, kR16Rows, cols);
       }
-      t->dtype = DType::Q4_0_R16;
+      t->dtype = r16;
       ++n;
     }
   } catch (...) {

@@ -24,6 +24,7 @@ const char* dtype_name(DType t) {
     case DType::Q4_K: return "Q4_K";
     case DType::Q5_K: return "Q5_K";
     case DType::Q6_K: return "Q6_K";
+    case DType::Q4_K_R16: return "Q4_K_R16";
     default: return "?";
   }
 }
@@ -56,7 +57,8 @@ int64_t dtype_block_values(DType t) {
     case DType::Q3_K:
     case DType::Q4_K:
     case DType::Q5_K:
-    case DType::Q6_K: return 256;
+    case DType::Q6_K:
+    case DType::Q4_K_R16: return 256;
     default: return 1;
   }
 }
@@ -75,7 +77,8 @@ size_t dtype_block_bytes(DType t) {
     case DType::Q5_1: return 2 + 2 + 4 + 16;         // d, m, qh, qs
     case DType::Q2_K: return 16 + 64 + 2 + 2;        // scales, qs, d, dmin
     case DType::Q3_K: return 32 + 64 + 12 + 2;       // hmask, qs, scales, d
-    case DType::Q4_K: return 2 + 2 + 12 + 128;       // d, dmin, scales, qs
+    case DType::Q4_K:
+    case DType::Q4_K_R16: return 2 + 2 + 12 + 128;   // d, dmin, scales, qs
     case DType::Q5_K: return 2 + 2 + 12 + 32 + 128;  // d, dmin, scales, qh, qs
     case DType::Q6_K: return 128 + 64 + 16 + 2;      // ql, qh, scales, d
     default: return 0;
@@ -107,6 +110,58 @@ void q4_0_r16_rowmajor_bytes(const void* data, int64_t cols, size_t offset, size
     const BlockQ4_0 blk = q4_0_r16_block(data, cols, int64_t(i) / nb, int64_t(i) % nb);
     const size_t take = std::min(n - j, sizeof(BlockQ4_0) - within);
     std::memcpy(out + j, reinterpret_cast<const uint8_t*>(&blk) + within, take);
+    j += take;
+  }
+}
+
+void r16_block(DType t, const void* data, int64_t cols, int64_t r, int64_t b, uint8_t* out) {
+  if (t == DType::Q4_0_R16) {
+    const BlockQ4_0 blk = q4_0_r16_block(data, cols, r, b);
+    std::memcpy(out, &blk, sizeof(blk));
+    return;
+  }
+  // Q4_K_R16 (layout in dtype.h)
+  const int64_t ng = cols / 256, lane = r % kR16Rows;
+  const auto* g = static_cast<const uint8_t*>(data) + size_t((r / kR16Rows) * ng + b) * kQ4KR16GroupBytes;
+  std::memcpy(out, g + 2 * lane, 2);
+  std::memcpy(out + 2, g + 32 + 2 * lane, 2);
+  for (int w = 0; w < 3; ++w) std::memcpy(out + 4 + 4 * w, g + 64 + 64 * w + 4 * lane, 4);
+  for (int c = 0; c < 4; ++c)
+    for (int k = 0; k < 8; ++k) std::memcpy(out + 16 + 32 * c + 4 * k, g + 256 + 512 * c + 64 * k + 4 * lane, 4);
+}
+
+void repack_r16(DType t, const void* src, void* dst, int64_t rows, int64_t cols) {
+  if (t == DType::Q4_0_R16) {
+    repack_q4_0_r16(src, dst, rows, cols);
+    return;
+  }
+  const int64_t ng = cols / 256;
+  const auto* in = static_cast<const uint8_t*>(src);  // [rows, ng] blocks of 144 bytes
+  auto* out = static_cast<uint8_t*>(dst);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t lane = r % kR16Rows;
+    for (int64_t b = 0; b < ng; ++b) {
+      const uint8_t* blk = in + size_t(r * ng + b) * kQ4KBlockBytes;
+      uint8_t* g = out + size_t((r / kR16Rows) * ng + b) * kQ4KR16GroupBytes;
+      std::memcpy(g + 2 * lane, blk, 2);
+      std::memcpy(g + 32 + 2 * lane, blk + 2, 2);
+      for (int w = 0; w < 3; ++w) std::memcpy(g + 64 + 64 * w + 4 * lane, blk + 4 + 4 * w, 4);
+      for (int c = 0; c < 4; ++c)
+        for (int k = 0; k < 8; ++k) std::memcpy(g + 256 + 512 * c + 64 * k + 4 * lane, blk + 16 + 32 * c + 4 * k, 4);
+    }
+  }
+}
+
+void r16_rowmajor_bytes(DType t, const void* data, int64_t cols, size_t offset, size_t n, uint8_t* out) {
+  const size_t bb = dtype_block_bytes(t);
+  const int64_t nb = cols / dtype_block_values(t);
+  uint8_t blk[kQ4KBlockBytes];
+  size_t j = 0;
+  while (j < n) {
+    const size_t at = offset + j, i = at / bb, within = at % bb;
+    r16_block(t, data, cols, int64_t(i) / nb, int64_t(i) % nb, blk);
+    const size_t take = std::min(n - j, bb - within);
+    std::memcpy(out + j, blk + within, take);
     j += take;
   }
 }

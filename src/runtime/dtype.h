@@ -29,6 +29,7 @@ namespace lcx {
 enum class DType : uint8_t {
   F32, F16, BF16, Q8_0, Q4_0, Q4_0_R16,
   Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+  Q4_K_R16,
   kCount
 };
 
@@ -63,6 +64,30 @@ void repack_q4_0_r16(const void* src, void* dst, int64_t rows, int64_t cols);
 // Bytes [offset, offset + n) of the row-major Q4_0 tensor a Q4_0_R16 tensor came from (state
 // fingerprints and GGUF export see the file's bytes, whatever layout the kernels use).
 void q4_0_r16_rowmajor_bytes(const void* data, int64_t cols, size_t offset, size_t n, uint8_t* out);
+
+// Q4_K_R16 is to Q4_K what Q4_0_R16 is to Q4_0: the same super-blocks, 16 rows per panel, each
+// panel and super-block g a group of 16 x 144 bytes: the 16 rows' fp16 d (32 bytes, row order),
+// their fp16 dmin (32), their 12 scale bytes as 3 x [16 rows x 4 bytes] (bytes 0-3, 4-7, 8-11),
+// then for each 32-byte chunk c of the quants 8 x [16 rows x 4 bytes] (bytes 4k..4k+3 of the
+// chunk). A 64-byte load is then 16 rows x 8 values of one sub-block (low nibbles) and 16 x 8 of
+// the next (high nibbles), and the 6-bit scales of 16 rows decode in parallel.
+constexpr size_t kQ4KBlockBytes = 144;
+constexpr size_t kQ4KR16GroupBytes = kR16Rows * kQ4KBlockBytes;  // 2304
+
+// The repacked ("R16") types and the file types they come from.
+inline bool dtype_is_r16(DType t) { return t == DType::Q4_0_R16 || t == DType::Q4_K_R16; }
+inline DType dtype_r16_source(DType t) {
+  return t == DType::Q4_0_R16 ? DType::Q4_0 : t == DType::Q4_K_R16 ? DType::Q4_K : t;
+}
+inline DType dtype_r16_of(DType t) {
+  return t == DType::Q4_0 ? DType::Q4_0_R16 : t == DType::Q4_K ? DType::Q4_K_R16 : t;
+}
+// Block b (dtype_block_bytes bytes of the source type) of row r of an R16 matrix, as in the file.
+void r16_block(DType t, const void* data, int64_t cols, int64_t r, int64_t b, uint8_t* out);
+// Source-type [rows, cols] (rows % 16 == 0) -> R16 type t in dst (same size; no aliasing).
+void repack_r16(DType t, const void* src, void* dst, int64_t rows, int64_t cols);
+// Bytes [offset, offset + n) of the row-major tensor an R16 tensor came from.
+void r16_rowmajor_bytes(DType t, const void* data, int64_t cols, size_t offset, size_t n, uint8_t* out);
 
 const char* dtype_name(DType t);
 // Parses "f32", "F16", "bf16", "q8_0", "Q4_0"...; throws lcx::Error naming the choices.
