@@ -1312,6 +1312,37 @@ void prepare_kq_panel(const MatmulJob& job, int64_t rp, int64_t nr, int8_t* wq, 
         r16_block(T, job.w.data, K, rp + i, ig, gathered);
         blk = gathered;
       }
+      if constexpr (src == DType::Q4_K || src == DType::Q5_K || src == DType::Q6_K) {
+        // vector unpacking (as the GEMV): w = q - z, per-16 sums of w from sad of w + 128
+        Chunks256 g;
+        unpack256<src>(blk, g);
+        const __m512i z = _mm512_set1_epi8(char(src == DType::Q6_K ? 32 : 0));
+        alignas(64) uint64_t sad[8];
+        for (int c = 0; c < 4; ++c) {
+          const __m512i w = _mm512_sub_epi8(g.q[c], z);
+          _mm512_storeu_si512(wq + i * K + ig * 256 + 64 * c, w);
+          _mm512_store_si512(sad, _mm512_sad_epu8(_mm512_xor_si512(w, _mm512_set1_epi8(char(0x80))), _mm512_setzero_si512()));
+          for (int k = 0; k < 4; ++k)
+            corr[i * ns + ig * 16 + 4 * c + k] = -128 * (int32_t(sad[2 * k] + sad[2 * k + 1]) - kQSub * 128);
+        }
+        _mm512_storeu_ps(S + i * ns + ig * 16, g.S);
+        _mm512_storeu_ps(M + i * ns + ig * 16, g.M);
+        continue;
+      }
+      if constexpr (src == DType::Q4_1 || src == DType::Q5_0 || src == DType::Q5_1) {
+        float sc, mn;
+        const __m256i w = _mm256_sub_epi8(unpack32<src>(blk, &sc, &mn), _mm256_set1_epi8(char(src == DType::Q5_0 ? 16 : 0)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(wq + i * K + ig * 32), w);
+        alignas(32) uint64_t sad[4];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sad),
+                           _mm256_sad_epu8(_mm256_xor_si256(w, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256()));
+        for (int k = 0; k < 2; ++k) {
+          corr[i * ns + ig * 2 + k] = -128 * (int32_t(sad[2 * k] + sad[2 * k + 1]) - kQSub * 128);
+          S[i * ns + ig * 2 + k] = sc;
+          M[i * ns + ig * 2 + k] = mn;
+        }
+        continue;
+      }
       unpack_qgroup(src, blk, u);
       for (int64_t j = 0; j < gv / kQSub; ++j) {
         const int64_t sj = ig * (gv / kQSub) + j;
@@ -1329,41 +1360,44 @@ void prepare_kq_panel(const MatmulJob& job, int64_t rp, int64_t nr, int8_t* wq, 
   }
 }
 
-// dx * (sum of the 16 activations) per token lane, for every sub-block of token groups [ga, gb):
+// dx * (sum of the SUB activations) per token lane, for every sub-block of token groups [ga, gb):
 // xsd[(g - ga) * ns + j] is 16 floats.
+template <int SUB>
 void kq_xsd(const uint8_t* xp, int64_t K, int64_t ga, int64_t gb, float* xsd) {
-  const int64_t nb = K / kQBlock, ns = K / kQSub, gstride = nb * kInt8GroupBlockBytes;
+  const int64_t nb = K / kQBlock, ns = K / SUB, gstride = nb * kInt8GroupBlockBytes;
   const __m512i ones = _mm512_set1_epi8(1);
   for (int64_t g = ga; g < gb; ++g) {
     for (int64_t j = 0; j < ns; ++j) {
-      const uint8_t* xb = xp + g * gstride + (j / 2) * kInt8GroupBlockBytes;
-      __m512i s = _mm512_set1_epi32(-kQSub * 128);  // the packed bytes are x + 128
-      for (int k = 0; k < 4; ++k) s = _mm512_dpbusd_epi32(s, _mm512_load_si512(xb + (4 * (j % 2) + k) * 64), ones);
+      const uint8_t* xb = xp + g * gstride + (j * SUB / kQBlock) * kInt8GroupBlockBytes;
+      const int slot0 = SUB == kQSub ? 4 * int(j % 2) : 0;
+      __m512i s = _mm512_set1_epi32(-SUB * 128);  // the packed bytes are x + 128
+      for (int k = 0; k < SUB / 4; ++k) s = _mm512_dpbusd_epi32(s, _mm512_load_si512(xb + (slot0 + k) * 64), ones);
       const __m512 dx = _mm512_load_ps(reinterpret_cast<const float*>(xb + 8 * 64));
       _mm512_storeu_ps(xsd + ((g - ga) * ns + j) * 16, _mm512_mul_ps(dx, _mm512_cvtepi32_ps(s)));
     }
   }
 }
 
-template <int NV, int MR, bool MIN>
+// SUB: columns per scale, 16 (Q2_K, Q3_K, Q6_K) or 32 (the others: half the float work).
+template <int NV, int MR, bool MIN, int SUB>
 void kq_tile(const int8_t* const* w, const float* S, const float* M, const int32_t* corr, int64_t ns, const uint8_t* xg,
              int64_t gstride, const float* xsd, float* out) {
   __m512 facc[NV][MR];
   for (int v = 0; v < NV; ++v)
     for (int m = 0; m < MR; ++m) facc[v][m] = _mm512_setzero_ps();
   for (int64_t j = 0; j < ns; ++j) {
-    const uint8_t* xb = xg + (j / 2) * kInt8GroupBlockBytes;
-    const int slot0 = 4 * int(j % 2);
+    const uint8_t* xb = xg + (j * SUB / kQBlock) * kInt8GroupBlockBytes;
+    const int slot0 = SUB == kQSub ? 4 * int(j % 2) : 0;
     __m512i acc[NV][MR];
     for (int m = 0; m < MR; ++m) {
       const __m512i c = _mm512_set1_epi32(corr[m * ns + j]);
       for (int v = 0; v < NV; ++v) acc[v][m] = c;
     }
-    for (int k = 0; k < 4; ++k) {
+    for (int k = 0; k < SUB / 4; ++k) {
       __m512i xv[NV];
       for (int v = 0; v < NV; ++v) xv[v] = _mm512_load_si512(xb + v * gstride + (slot0 + k) * 64);
       for (int m = 0; m < MR; ++m) {
-        const __m512i wb = _mm512_set1_epi32(int(load_u32(reinterpret_cast<const uint8_t*>(w[m]) + j * kQSub + 4 * k)));
+        const __m512i wb = _mm512_set1_epi32(int(load_u32(reinterpret_cast<const uint8_t*>(w[m]) + j * SUB + 4 * k)));
         for (int v = 0; v < NV; ++v) acc[v][m] = _mm512_dpbusd_epi32(acc[v][m], xv[v], wb);
       }
     }
@@ -1383,30 +1417,39 @@ void kq_tile(const int8_t* const* w, const float* S, const float* M, const int32
 
 using KqTileFn = void (*)(const int8_t* const*, const float*, const float*, const int32_t*, int64_t, const uint8_t*,
                           int64_t, const float*, float*);
-template <bool MIN>
+template <bool MIN, int SUB>
 constexpr KqTileFn kKqTiles[kI8Groups][kI8Rows] = {
-    {kq_tile<1, 1, MIN>, kq_tile<1, 2, MIN>, kq_tile<1, 3, MIN>, kq_tile<1, 4, MIN>},
-    {kq_tile<2, 1, MIN>, kq_tile<2, 2, MIN>, kq_tile<2, 3, MIN>, kq_tile<2, 4, MIN>},
-    {kq_tile<3, 1, MIN>, kq_tile<3, 2, MIN>, kq_tile<3, 3, MIN>, kq_tile<3, 4, MIN>}};
+    {kq_tile<1, 1, MIN, SUB>, kq_tile<1, 2, MIN, SUB>, kq_tile<1, 3, MIN, SUB>, kq_tile<1, 4, MIN, SUB>},
+    {kq_tile<2, 1, MIN, SUB>, kq_tile<2, 2, MIN, SUB>, kq_tile<2, 3, MIN, SUB>, kq_tile<2, 4, MIN, SUB>},
+    {kq_tile<3, 1, MIN, SUB>, kq_tile<3, 2, MIN, SUB>, kq_tile<3, 3, MIN, SUB>, kq_tile<3, 4, MIN, SUB>}};
 
 template <DType T>
 void gemm_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   constexpr bool has_min = zero_shift(T) < 0;
-  const int64_t K = job.w.cols, nb = K / kQBlock, ns = K / kQSub, ldy = job.w.rows;
+  // One scale per 32 columns except for the 16-column sub-blocks of Q2_K, Q3_K, Q6_K.
+  constexpr int SUB = T == DType::Q2_K || T == DType::Q3_K || T == DType::Q6_K ? kQSub : 2 * kQSub;
+  const int64_t K = job.w.cols, nb = K / kQBlock, ns16 = K / kQSub, ns = K / SUB, ldy = job.w.rows;
   const int64_t gstride = nb * kInt8GroupBlockBytes;
   const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
   // Scratch (malloc: no STL in this file): panel bytes, scales, mins, corrections, xsum terms.
   auto* wq = static_cast<int8_t*>(std::malloc(size_t(kPanelRows * K)));
-  auto* S = static_cast<float*>(std::malloc(size_t(kPanelRows * ns) * sizeof(float)));
-  auto* M = static_cast<float*>(std::malloc(size_t(kPanelRows * ns) * sizeof(float)));
-  auto* corr = static_cast<int32_t*>(std::malloc(size_t(kPanelRows * ns) * sizeof(int32_t)));
+  auto* S = static_cast<float*>(std::malloc(size_t(kPanelRows * ns16) * sizeof(float)));
+  auto* M = static_cast<float*>(std::malloc(size_t(kPanelRows * ns16) * sizeof(float)));
+  auto* corr = static_cast<int32_t*>(std::malloc(size_t(kPanelRows * ns16) * sizeof(int32_t)));
   auto* xsd = static_cast<float*>(has_min ? std::aligned_alloc(64, size_t((gb - ga) * ns * 16) * sizeof(float)) : nullptr);
   if (!wq || !S || !M || !corr || (has_min && !xsd)) std::abort();  // hot path: no exceptions
-  if (has_min) kq_xsd(job.xp, K, ga, gb, xsd);
+  if (has_min) kq_xsd<SUB>(job.xp, K, ga, gb, xsd);
   alignas(64) float out[kI8Rows * kI8Groups * 16];
   for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
     const int64_t nr = imin(kPanelRows, r1 - rp);
-    prepare_kq_panel<T>(job, rp, nr, wq, S, M, corr);
+    prepare_kq_panel<T>(job, rp, nr, wq, S, M, corr);  // per 16 columns
+    if constexpr (SUB == 2 * kQSub) {  // both halves share S and M: merge in place
+      for (int64_t i = 0; i < nr * ns; ++i) {
+        S[i] = S[2 * i];
+        M[i] = M[2 * i];
+        corr[i] = corr[2 * i] + corr[2 * i + 1];
+      }
+    }
     for (int64_t g = ga; g < gb; g += kI8Groups) {
       const int nv = int(imin(kI8Groups, gb - g));
       const uint8_t* xg = job.xp + g * gstride;
@@ -1414,8 +1457,8 @@ void gemm_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t
         const int mr = int(imin(kI8Rows, nr - m0));
         const int8_t* w[kI8Rows];
         for (int m = 0; m < mr; ++m) w[m] = wq + (m0 + m) * K;
-        kKqTiles<has_min>[nv - 1][mr - 1](w, S + m0 * ns, M + m0 * ns, corr + m0 * ns, ns, xg, gstride,
-                                          has_min ? xsd + (g - ga) * ns * 16 : nullptr, out);
+        kKqTiles<has_min, SUB>[nv - 1][mr - 1](w, S + m0 * ns, M + m0 * ns, corr + m0 * ns, ns, xg, gstride,
+                                               has_min ? xsd + (g - ga) * ns * 16 : nullptr, out);
         store_tile(out, nv, mr, g, t0, t1, job.y, ldy, rp + m0);
       }
     }

@@ -13,8 +13,9 @@ const char* kModelHelp =
     "  --tokenizer FILE          tokenizer.model to use when the model has none\n"
     "  --mmap, --no-mmap         weights: map the file, or read it into 2 MiB huge pages (default: huge\n"
     "                            pages when the kernel offers them and the file fits in 60 % of free RAM)\n"
-    "  --no-repack               keep Q4_0 matrices in the file's layout (default: 16-row panels for the\n"
-    "                            AVX-512 decode kernel; same results up to float summation order)\n";
+    "  --no-repack               keep Q4_0/Q4_K matrices in the file's layout (default: 16-row\n"
+    "                            panels for the AVX-512 decode kernels; same results up to float\n"
+    "                            summation order)\n";
 
 const char* kSessionHelp =
     "  -t, --threads N           threads (default: all cores)\n"
