@@ -443,11 +443,51 @@ TEST(GgufModel, Llama3WritesLlamaCppRopeFreqs) {
   const float* v = static_cast<const float*>(f.data);
   EXPECT_EQ(v[0], 1.0f);                               // highest frequency: unscaled
   EXPECT_EQ(v[f.shape[0] - 1], hf->config.rope.factor);  // lowest: divided by factor
-  // A llama.cpp file with rope_freqs but without our keys is refused, not silently wrong.
+  // A llama.cpp file has rope_freqs but not our keys: the divisors are applied as llama.cpp
+  // applies them, and the model reproduces the reference logits of the Llama 3 fixture.
   const std::string plain = tmp_dir() + "/llama3_plain.gguf";
   RemoveOnExit cleanup_plain{plain};
-  rewrite(out, plain, [](GgufWriter& w) { w.erase("longctx.rope.scaling.type"); });
-  EXPECT_THROW(load_gguf(plain), Error);
+  rewrite(out, plain, [](GgufWriter& w) {
+    for (const char* k : {"longctx.rope.scaling.type", "longctx.rope.scaling.factor", "longctx.rope.low_freq_factor",
+                          "longctx.rope.high_freq_factor", "llama.rope.scaling.original_context_length"})
+      w.erase(k);
+  });
+  auto m = std::make_unique<Model>();
+  load_gguf_model(plain, *m);
+  EXPECT_EQ(m->config.rope.type, RopeScaling::None);
+  ASSERT_EQ(m->config.rope.freq_factors.size(), size_t(hf->config.head_dim / 2));
+  const RopeFreqs a = rope_frequencies(hf->config.rope, 64), b = rope_frequencies(m->config.rope, 64);
+  for (size_t i = 0; i < a.inv_freq.size(); ++i) EXPECT_NEAR(b.inv_freq[i], a.inv_freq[i], 1e-6f * a.inv_freq[i]) << i;
+  EXPECT_NE(rope_describe(m->config.rope).find("freq_factors"), std::string::npos);
+  // Written back out (convert), the divisors travel as rope_freqs.weight again.
+  const std::string again = tmp_dir() + "/llama3_again.gguf";
+  RemoveOnExit cleanup_again{again};
+  convert_to_gguf(*m, again, DType::F32);
+  Model m2;
+  load_gguf_model(again, m2);
+  EXPECT_EQ(m2.config.rope.freq_factors, m->config.rope.freq_factors);
+  // A tensor of the wrong length is an error naming it.
+  const std::string bad = tmp_dir() + "/llama3_bad.gguf";
+  RemoveOnExit cleanup_bad{bad};
+  {
+    const GgufFile g = GgufFile::open(plain);
+    GgufWriter w;
+    for (const auto& [k, v] : g.metadata()) w.set(k, v);
+    for (const GgufTensorInfo& ti : g.tensor_infos()) {
+      if (ti.name == "rope_freqs.weight") {
+        w.add_tensor(ti.name, DType::F32, {3}, [](const GgufWriter::Sink& s) { float x[3] = {1, 1, 1}; s(x, 12); });
+      } else {
+        w.add_tensor(ti.name, g.tensors().at(ti.name));
+      }
+    }
+    w.write(bad);
+  }
+  try {
+    load_gguf(bad);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rope_freqs.weight"), std::string::npos) << e.what();
+  }
 }
 
 TEST(GgufModel, SyntheticModelAllKeysAndVocab) {

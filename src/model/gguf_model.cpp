@@ -245,10 +245,22 @@ void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
   m.config = gguf_read_config(g);
   std::map<std::string, TensorView> tensors = g.tensors();
   // llama.cpp's converter stores Llama 3.1 RoPE as per-dimension divisors in rope_freqs.weight.
-  // We compute them from longctx.rope.* instead; without those keys we cannot honour it.
-  if (tensors.erase("rope_freqs.weight") && m.config.rope.type != RopeScaling::Llama3)
-    fail("'" + path + "' has a rope_freqs.weight tensor (per-dimension RoPE factors, e.g. Llama 3.1) that longctx "
-         "does not apply: convert the Hugging Face checkpoint with `longctx convert` instead");
+  // Our own files also carry longctx.rope.* (llama3), from which rope.cpp computes the same
+  // divisors exactly as transformers does; files from llama.cpp have only the tensor, which is
+  // then applied as llama.cpp applies it (RopeConfig::freq_factors).
+  if (auto it = tensors.find("rope_freqs.weight"); it != tensors.end()) {
+    const TensorView t = it->second;
+    tensors.erase(it);
+    if (m.config.rope.type != RopeScaling::Llama3) {
+      if (t.shape.size() != 1 || t.shape[0] != m.config.head_dim / 2)
+        fail("'" + path + "': rope_freqs.weight has shape " + shape_str(t.shape) + ", expected [" +
+             std::to_string(m.config.head_dim / 2) + "] (head_dim/2)");
+      std::vector<float> f(size_t(t.shape[0]));
+      kernels::dequantize_row(t.dtype, t.data, f.data(), t.shape[0]);
+      m.config.rope.freq_factors = std::move(f);
+      rope_validate(m.config.rope);
+    }
+  }
   m.weights.files.push_back(g.file());
   bind_weights(m.config, tensors, NameKind::GGUF, m.weights);
   m.format = "gguf";
@@ -355,8 +367,10 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     w.set_bool("tokenizer.ggml.remove_extra_whitespaces", v.remove_extra_whitespaces);
   }
 
-  if (r.type == RopeScaling::Llama3 && r.orig_ctx > 0) {
-    auto factors = std::make_shared<std::vector<float>>(llama3_rope_freq_factors(r));
+  if ((r.type == RopeScaling::Llama3 && r.orig_ctx > 0) || !r.freq_factors.empty()) {
+    // ours from the Llama 3 parameters, or the divisors a llama.cpp file came with
+    auto factors = std::make_shared<std::vector<float>>(r.type == RopeScaling::Llama3 ? llama3_rope_freq_factors(r)
+                                                                                      : r.freq_factors);
     w.add_tensor("rope_freqs.weight", DType::F32, {int64_t(factors->size())},
                  [factors](const GgufWriter::Sink& sink) { sink(factors->data(), factors->size() * 4); });
   }

@@ -212,6 +212,13 @@ void rope_validate(const RopeConfig& c) {
   if (!finite_pos(c.theta)) fail(m + "rope_theta / freq_base must be a positive number, got " + std::to_string(c.theta));
   if (c.max_pos <= 0) fail(m + "max_position_embeddings must be positive, got " + std::to_string(c.max_pos));
   if (c.orig_ctx < 0) fail(m + "original context must be positive, got " + std::to_string(c.orig_ctx));
+  if (!c.freq_factors.empty()) {
+    if (int64_t(c.freq_factors.size()) != c.head_dim / 2)
+      fail(m + "rope_freqs.weight has " + std::to_string(c.freq_factors.size()) + " factors, head_dim/2 = " +
+           std::to_string(c.head_dim / 2) + " needed");
+    for (float v : c.freq_factors)
+      if (!finite_pos(v)) fail(m + "rope_freqs.weight factors must be positive numbers, got " + std::to_string(v));
+  }
   if (c.type == RopeScaling::None) return;
   // Up to 10^6: a million times the trained context is already far past any memory; larger
   // factors only overflow the context arithmetic (found by fuzz_overrides).
@@ -279,6 +286,8 @@ RopeFreqs rope_frequencies(const RopeConfig& cfg, int64_t seq_len) {
       f = longrope_freqs(cfg, seq_len);
       break;
   }
+  // llama.cpp: theta_i = pos * base^(-2i/d) / freq_factors[i] (float32 division).
+  for (size_t i = 0; i < cfg.freq_factors.size() && i < f.inv_freq.size(); ++i) f.inv_freq[i] /= cfg.freq_factors[i];
   return f;
 }
 
@@ -321,6 +330,9 @@ std::string rope_describe(const RopeConfig& cfg) {
     case RopeScaling::LongRope: os << " switch=" << (cfg.longrope_switch ? "on" : "off"); break;
   }
   if (cfg.type != RopeScaling::None && cfg.type != RopeScaling::Dynamic) os << " orig_ctx=" << rope_original_ctx(cfg);
+  if (!cfg.freq_factors.empty())
+    os << " freq_factors=" << cfg.freq_factors.size() << " (rope_freqs.weight, " << cfg.freq_factors.front() << ".."
+       << cfg.freq_factors.back() << ")";
   return os.str();
 }
 

@@ -49,6 +49,10 @@ struct RopeConfig {
   std::vector<float> short_factor;
   std::vector<float> long_factor;
   bool longrope_switch = false;       // use long_factor past orig_ctx (newer transformers)
+  // Per-dimension divisors of the inverse frequencies [head_dim/2] (empty: none), as llama.cpp
+  // applies a GGUF's rope_freqs.weight tensor (ggml_rope_ext freq_factors): how llama.cpp's
+  // converter stores Llama 3.1 scaling. Applied after the method's own frequencies.
+  std::vector<float> freq_factors;
   DynamicCacheMode dynamic_mode = DynamicCacheMode::Consistent;
 };
 
