@@ -10,6 +10,7 @@ PKGS=(
   libbenchmark-dev            # kernel microbenchmarks
   libcpp-httplib-dev          # longctx serve (HTTP server; Debian ships it as a library)
   libhnswlib-dev              # --mem-index hnsw: approximate kNN over FoT memory (header-only)
+  libpcre2-dev                # byte-level BPE pre-tokenizer regexes (GPT-2 / Llama 3 vocabularies)
   python3 python3-numpy python3-sentencepiece  # tools/ scripts that write test models
   python3-matplotlib          # longctx passkey/synth --plot heat maps (tools/plot_passkey.py)
   python3-torch               # tools/train/ (training longctx-fot-tiny; its CI smoke test)

@@ -194,10 +194,20 @@ ModelConfig gguf_read_config(const GgufFile& g) {
 SpmVocab gguf_read_vocab(const GgufFile& g) {
   const std::string& path = g.path();
   const std::string model = g.get_str("tokenizer.ggml.model", "llama");
-  if (model != "llama")
+  if (model != "llama" && model != "gpt2")
     fail("'" + path + "': tokenizer.ggml.model '" + model +
-         "' is not supported (longctx reads SentencePiece 'llama' vocabularies): pass --tokenizer tokenizer.model");
+         "' is not supported (longctx reads SentencePiece 'llama' and byte-level BPE 'gpt2' vocabularies): pass "
+         "--tokenizer tokenizer.model");
+  const bool bpe = model == "gpt2";
   SpmVocab v;
+  if (bpe) {
+    // Byte-level BPE (Llama 3 and other GPT-2-style vocabularies): the merges and the
+    // pre-tokenizer name carry the rules; there are no scores and no unknown token.
+    v.byte_level = true;
+    v.merges = g.get_str_array("tokenizer.ggml.merges");
+    if (v.merges.empty()) fail("'" + path + "': tokenizer.ggml.merges is missing or empty (needed by 'gpt2' vocabularies)");
+    v.pre = g.get_str("tokenizer.ggml.pre", "default");
+  }
   v.pieces = g.get_str_array("tokenizer.ggml.tokens");
   const size_t n = v.pieces.size();
   if (n == 0) fail("'" + path + "': tokenizer.ggml.tokens is empty");
@@ -228,11 +238,11 @@ SpmVocab gguf_read_vocab(const GgufFile& g) {
       fail("'" + path + "': " + key + " = " + std::to_string(x) + " is outside the vocabulary of " + std::to_string(n));
     return int32_t(x);
   };
-  v.bos_id = id("tokenizer.ggml.bos_token_id", 1);
-  v.eos_id = id("tokenizer.ggml.eos_token_id", 2);
-  v.unk_id = id("tokenizer.ggml.unknown_token_id", 0);
+  v.bos_id = id("tokenizer.ggml.bos_token_id", bpe ? -1 : 1);
+  v.eos_id = id("tokenizer.ggml.eos_token_id", bpe ? -1 : 2);
+  v.unk_id = id("tokenizer.ggml.unknown_token_id", bpe ? -1 : 0);
   v.pad_id = id("tokenizer.ggml.padding_token_id", -1);
-  v.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", true);
+  v.add_bos = g.get_bool("tokenizer.ggml.add_bos_token", !bpe);
   v.add_dummy_prefix = g.get_bool("tokenizer.ggml.add_space_prefix", true);
   // SentencePiece's normalizer collapses runs of spaces for LLaMA/OpenLLaMA tokenizers; llama.cpp
   // writes this key for SPM models and we default to the LLaMA behaviour when it is absent.
@@ -264,11 +274,17 @@ void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
   m.weights.files.push_back(g.file());
   bind_weights(m.config, tensors, NameKind::GGUF, m.weights);
   m.format = "gguf";
-  if (g.has("tokenizer.ggml.tokens") && g.get_str("tokenizer.ggml.model", "llama") == "llama") {
+  const std::string tok_model = g.get_str("tokenizer.ggml.model", "llama");
+  if (g.has("tokenizer.ggml.tokens") && tok_model == "llama") {
     m.tokenizer = make_vocab_tokenizer(gguf_read_vocab(g));
     m.tokenizer_source = path + " (GGUF vocabulary)";
+  } else if (g.has("tokenizer.ggml.tokens") && tok_model == "gpt2") {
+    SpmVocab v = gguf_read_vocab(g);
+    const std::string pre = v.pre;
+    m.tokenizer = make_bpe_tokenizer(std::move(v));
+    m.tokenizer_source = path + " (GGUF byte-level BPE vocabulary, pre-tokenizer " + pre + ")";
   }
-  // Other vocabulary kinds (e.g. "gpt2" BPE) leave the tokenizer empty: --tokenizer supplies one.
+  // Other vocabulary kinds leave the tokenizer empty: --tokenizer supplies one.
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,15 +363,19 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
   }
 
   // Tokenizer (SentencePiece, as convert_hf_to_gguf's _set_vocab_sentencepiece writes it).
-  w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
-  w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_id));
+  if (c.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
+  if (c.eos_id >= 0) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_id));
   if (m.tokenizer) {
     const SpmVocab& v = m.tokenizer->vocab();
-    w.set_str("tokenizer.ggml.model", "llama");
-    w.set_str("tokenizer.ggml.pre", "default");
+    w.set_str("tokenizer.ggml.model", v.byte_level ? "gpt2" : "llama");
+    w.set_str("tokenizer.ggml.pre", v.byte_level ? v.pre : "default");
     w.set("tokenizer.ggml.tokens", GgufValue::str_array(v.pieces));
-    w.set("tokenizer.ggml.scores",
-          GgufValue::float_array(GgufType::F32, std::vector<double>(v.scores.begin(), v.scores.end())));
+    if (v.byte_level) {
+      w.set("tokenizer.ggml.merges", GgufValue::str_array(v.merges));
+    } else {
+      w.set("tokenizer.ggml.scores",
+            GgufValue::float_array(GgufType::F32, std::vector<double>(v.scores.begin(), v.scores.end())));
+    }
     std::vector<int64_t> types;
     types.reserve(v.types.size());
     for (TokenType t : v.types) types.push_back(int64_t(t));

@@ -13,7 +13,8 @@ namespace fs = std::filesystem;
 
 const Tokenizer& Model::tok() const {
   if (!tokenizer)
-    fail("model '" + path + "' has no tokenizer (no tokenizer.model beside it): pass --tokenizer FILE");
+    fail("model '" + path + "' has no tokenizer (no tokenizer.model or tokenizer.json beside it, or a GGUF "
+         "vocabulary longctx cannot read): pass --tokenizer FILE (tokenizer.model or tokenizer.json)");
   return *tokenizer;
 }
 
@@ -26,9 +27,13 @@ static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   bind_weights(m.config, st.tensors, NameKind::HF, m.weights);
   m.format = "hf";
   const fs::path tok = fs::path(dir) / "tokenizer.model";
+  const fs::path tok_json = fs::path(dir) / "tokenizer.json";
   if (fs::exists(tok)) {
     m.tokenizer = load_sentencepiece_tokenizer(tok.string());
     m.tokenizer_source = tok.string();
+  } else if (fs::exists(tok_json)) {  // byte-level BPE (Llama 3): no tokenizer.model
+    m.tokenizer = load_hf_tokenizer_json(tok_json.string(), m.config.bos_id, m.config.eos_id, m.config.n_vocab);
+    m.tokenizer_source = tok_json.string() + " (byte-level BPE)";
   }
 }
 
@@ -44,7 +49,9 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   }
   if (opt.repack && kernels::q4_0_r16_preferred()) m->n_repacked = repack_weights_for_kernels(m->weights);
   if (!opt.tokenizer_path.empty()) {
-    m->tokenizer = load_sentencepiece_tokenizer(opt.tokenizer_path);
+    const bool json = fs::path(opt.tokenizer_path).extension() == ".json";
+    m->tokenizer = json ? load_hf_tokenizer_json(opt.tokenizer_path, m->config.bos_id, m->config.eos_id, m->config.n_vocab)
+                        : load_sentencepiece_tokenizer(opt.tokenizer_path);
     m->tokenizer_source = opt.tokenizer_path;
   }
   if (m->tokenizer && m->tokenizer->n_vocab() != m->config.n_vocab)

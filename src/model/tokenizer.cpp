@@ -585,6 +585,12 @@ void StreamDecoder::drain(bool final, std::string& out) {
 
 std::string StreamDecoder::push(int32_t id) {
   const SpmVocab& v = tok_.vocab();
+  if (v.byte_level) {  // every token is bytes: complete characters leave, the rest waits
+    std::string out;
+    pending_ += tok_.token_bytes(id);
+    drain(false, out);
+    return out;
+  }
   const bool in_range = id >= 0 && size_t(id) < v.pieces.size();
   static const std::string kNone;
   const std::string& piece = in_range ? v.pieces[size_t(id)] : kNone;

@@ -24,6 +24,14 @@ struct SpmVocab {
   // OpenLLaMA's values; Meta's LLaMA tokenizer has remove_extra_whitespaces = false.
   bool add_dummy_prefix = true;
   bool remove_extra_whitespaces = true;  // strip leading/trailing spaces, collapse runs of ' '
+
+  // Byte-level BPE (GPT-2 style: GGUF tokenizer.ggml.model = "gpt2", e.g. Llama 3). Pieces are
+  // then strings over GPT-2's byte-to-unicode alphabet ("Ġthe"), merges are "left right" in
+  // rank order (tokenizer.ggml.merges) and `pre` names the pre-tokenizer regex
+  // (tokenizer.ggml.pre: "default"/"gpt-2", "llama-bpe" for Llama 3). scores are unused.
+  bool byte_level = false;
+  std::vector<std::string> merges;
+  std::string pre = "default";
 };
 
 class Tokenizer {
@@ -40,6 +48,9 @@ class Tokenizer {
   // Throws lcx::Error on an id outside [0, n_vocab).
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual const SpmVocab& vocab() const = 0;
+  // Byte-level BPE: token_bytes are arbitrary byte strings (pieces of UTF-8 characters too),
+  // no leading-space handling in decoding.
+  bool byte_level() const { return vocab().byte_level; }
   int32_t n_vocab() const { return int32_t(vocab().pieces.size()); }
   int32_t bos_id() const { return vocab().bos_id; }
   int32_t eos_id() const { return vocab().eos_id; }
@@ -51,6 +62,19 @@ std::unique_ptr<Tokenizer> load_sentencepiece_tokenizer(const std::string& path)
 // normalizer (no precompiled charsmap); decodes like its DecodeIds. Throws lcx::Error when the
 // vocabulary is inconsistent (sizes differ, no unknown piece, bad special ids).
 std::unique_ptr<Tokenizer> make_vocab_tokenizer(SpmVocab vocab);
+// Byte-level BPE from a vocabulary with byte_level set (GGUF "gpt2" vocabularies): the `pre`
+// regex splits the text (PCRE2, Unicode properties), each piece's bytes are mapped to GPT-2's
+// byte alphabet and merged by rank, as llama.cpp's llm_tokenizer_bpe and HF tokenizers do.
+// User-defined pieces in the text are kept whole; control pieces are plain text. Throws
+// lcx::Error for an unknown `pre` or an inconsistent vocabulary.
+std::unique_ptr<Tokenizer> make_bpe_tokenizer(SpmVocab vocab);
+// A Hugging Face tokenizer.json holding a byte-level BPE model (Llama 3, GPT-2 style): vocab,
+// merges, added tokens (special -> control, others user-defined), the pre-tokenizer recognised
+// by its regex, BOS added when the post-processor template starts with a special token. bos_id /
+// eos_id come from config.json; n_vocab pads the vocabulary to the model's vocab_size. Throws
+// lcx::Error naming what it cannot read (other model types: use tokenizer.model).
+std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, int32_t bos_id, int32_t eos_id,
+                                                  int64_t n_vocab);
 
 // UTF-8-safe incremental detokenisation for streaming: push ids one at a time, get back only
 // complete UTF-8 characters (byte-fallback tokens of one character arrive one byte each).
