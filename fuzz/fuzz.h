@@ -22,6 +22,9 @@ void write_file(const std::string& path, const uint8_t* data, size_t size);
 // The fixtures directory (../shared/fixtures or $LONGCTX_FIXTURES), "" when absent.
 std::string fixtures_or_empty();
 
+// Whether s is well-formed UTF-8 (shortest forms, no surrogates, at most U+10FFFF).
+bool valid_utf8(const std::string& s);
+
 }  // namespace lcx::fuzz
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);

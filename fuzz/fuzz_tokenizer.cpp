@@ -4,11 +4,17 @@
 // UTF-8 included; a difference aborts with both sides printed. The streaming decoder must
 // reproduce decode() piece by piece. Without the fixtures only our tokenizer runs (on a small
 // vocabulary with byte fallback).
+// The byte-level BPE tokenizer (GPT-2's vocabulary from tests/data/vocab, with the GPT-2 and the
+// Llama 3 pre-tokenizers) must be lossless: decode(encode(text)) == text for valid UTF-8, and
+// streamed decoding equals decode() for any ids.
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 
+#include "formats/gguf.h"
 #include "fuzz.h"
+#include "model/gguf_model.h"
 #include "model/tokenizer.h"
 #include "runtime/error.h"
 #include "synthetic_model.h"
@@ -16,8 +22,15 @@
 namespace {
 
 struct Tokenizers {
-  std::unique_ptr<lcx::Tokenizer> spm, ours;
+  std::unique_ptr<lcx::Tokenizer> spm, ours, gpt2, llama3;
   Tokenizers() {
+    const auto vocab = std::filesystem::path(__FILE__).parent_path() / ".." / "tests" / "data" / "vocab" / "ggml-vocab-gpt-2.gguf";
+    if (std::filesystem::exists(vocab)) {
+      lcx::SpmVocab v = lcx::gguf_read_vocab(lcx::GgufFile::open(vocab.string()));
+      gpt2 = lcx::make_bpe_tokenizer(v);
+      v.pre = "llama-bpe";
+      llama3 = lcx::make_bpe_tokenizer(v);
+    }
     const std::string fx = lcx::fuzz::fixtures_or_empty();
     if (!fx.empty()) {
       spm = lcx::load_sentencepiece_tokenizer(fx + "/tokenizer.model");
@@ -60,6 +73,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (ref != ids) mismatch("ids", ids_str(ref), ids_str(ids));
     const std::string ref_back = tk.spm->decode(ref);
     if (ref_back != back) mismatch("decoded text", ref_back, back);
+  }
+  for (const lcx::Tokenizer* b : {tk.gpt2.get(), tk.llama3.get()}) {
+    if (b == nullptr) continue;
+    const std::vector<int32_t> bi = b->encode(text, false);
+    const std::string bt = b->decode(bi);
+    if (streamed(*b, bi) != bt) mismatch("BPE decode and streamed decode", bt, streamed(*b, bi));
+    if (lcx::fuzz::valid_utf8(text) && bt != text) mismatch("BPE round trip", text, bt);
   }
   // The same bytes read as token ids (any value): decode throws lcx::Error outside the
   // vocabulary, the streaming decoder never throws.
