@@ -103,7 +103,9 @@ void quantize_row(DType t, const float* src, void* dst, int64_t n) {
       }
       return;
     }
-    default: return;
+    default:
+      quantize_blocks(t, src, static_cast<uint8_t*>(dst), n);  // the GGML block types (quants.cpp)
+      return;
   }
 }
 

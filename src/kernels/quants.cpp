@@ -2,6 +2,8 @@
 // structs; each case cites the fields in their order.
 #include "kernels/quants.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 namespace lcx::kernels {
@@ -168,6 +170,260 @@ void unpack_qgroup(DType t, const uint8_t* b, QGroup& g) {
       return;
     }
     default: return;
+  }
+}
+
+namespace {
+
+void put_half(uint8_t* p, float v) {
+  const uint16_t h = f32_to_f16(v);
+  std::memcpy(p, &h, 2);
+}
+int nearest(float x) { return int(std::lrintf(x)); }
+int clampi(int v, int lo, int hi) { return std::min(hi, std::max(lo, v)); }
+
+// Q4_1 / Q5_1 (quantize_row_q4_1_ref / q5_1_ref): d = (max - min) / levels, m = min.
+void quant_min32(const float* x, uint8_t* b, bool five) {
+  float mn = x[0], mx = x[0];
+  for (int i = 1; i < 32; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  const int levels = five ? 31 : 15;
+  const float d = (mx - mn) / float(levels);
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  put_half(b, d);
+  put_half(b + 2, mn);
+  uint8_t q[32];
+  for (int i = 0; i < 32; ++i) q[i] = uint8_t(std::min(levels, int((x[i] - mn) * id + 0.5f)));
+  uint8_t* qs = b + (five ? 8 : 4);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    qs[j] = uint8_t((q[j] & 0x0f) | ((q[j + 16] & 0x0f) << 4));
+    qh |= uint32_t((q[j] >> 4) & 1) << j;
+    qh |= uint32_t((q[j + 16] >> 4) & 1) << (j + 16);
+  }
+  if (five) std::memcpy(b + 4, &qh, 4);
+}
+
+// Q5_0 (quantize_row_q5_0_ref): the value of largest magnitude maps to -16.
+void quant_q5_0(const float* x, uint8_t* b) {
+  float amax = 0.0f, max = 0.0f;
+  for (int i = 0; i < 32; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  const float d = max / -16.0f;
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  put_half(b, d);
+  uint32_t qh = 0;
+  for (int j = 0; j < 16; ++j) {
+    const int q0 = std::min(31, int(x[j] * id + 16.5f)), q1 = std::min(31, int(x[j + 16] * id + 16.5f));
+    b[6 + j] = uint8_t((q0 & 0x0f) | ((q1 & 0x0f) << 4));
+    qh |= uint32_t((q0 >> 4) & 1) << j;
+    qh |= uint32_t((q1 >> 4) & 1) << (j + 16);
+  }
+  std::memcpy(b + 2, &qh, 4);
+}
+
+// Per sub-block of len values: scale and min (<= 0) of an unsigned code with `levels` steps.
+void range_of(const float* x, int len, int levels, float* scale, float* neg_min) {
+  float mn = x[0], mx = x[0];
+  for (int i = 1; i < len; ++i) {
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  mn = std::min(mn, 0.0f);
+  *scale = (mx - mn) / float(levels);
+  *neg_min = -mn;
+}
+
+// Per sub-block: signed scale mapping the value of largest magnitude to -half.
+float signed_scale(const float* x, int len, float half) {
+  float amax = 0.0f, max = 0.0f;
+  for (int i = 0; i < len; ++i)
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      max = x[i];
+    }
+  return max / -half;
+}
+
+// Q4_K / Q5_K: 8 sub-blocks of 32, 6-bit scales and mins.
+void quant_k45(const float* x, uint8_t* b, bool five) {
+  const int levels = five ? 31 : 15;
+  float sc[8], mn[8], max_sc = 0.0f, max_mn = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    range_of(x + 32 * j, 32, levels, &sc[j], &mn[j]);
+    max_sc = std::max(max_sc, sc[j]);
+    max_mn = std::max(max_mn, mn[j]);
+  }
+  const float d = max_sc / 63.0f, dmin = max_mn / 63.0f;
+  const float isc = max_sc > 0 ? 63.0f / max_sc : 0.0f, imn = max_mn > 0 ? 63.0f / max_mn : 0.0f;
+  uint8_t ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    ls[j] = uint8_t(clampi(nearest(isc * sc[j]), 0, 63));
+    lm[j] = uint8_t(clampi(nearest(imn * mn[j]), 0, 63));
+  }
+  put_half(b, d);
+  put_half(b + 2, dmin);
+  // the 12 scale bytes (quants.cpp scale_min_k4, inverted)
+  uint8_t* s = b + 4;
+  for (int j = 0; j < 4; ++j) {
+    s[j] = uint8_t((ls[j] & 63) | ((ls[j + 4] >> 4) << 6));
+    s[j + 4] = uint8_t((lm[j] & 63) | ((lm[j + 4] >> 4) << 6));
+    s[j + 8] = uint8_t((ls[j + 4] & 0x0f) | ((lm[j + 4] & 0x0f) << 4));
+  }
+  // values against the dequantized scales, as they will be read back
+  const float dq = f16_to_f32(f32_to_f16(d)), dmq = f16_to_f32(f32_to_f16(dmin));
+  uint8_t q[256];
+  for (int j = 0; j < 8; ++j) {
+    const float S = dq * float(ls[j]), M = dmq * float(lm[j]);
+    const float iS = S != 0.0f ? 1.0f / S : 0.0f;
+    for (int i = 0; i < 32; ++i) q[32 * j + i] = uint8_t(clampi(nearest((x[32 * j + i] + M) * iS), 0, levels));
+  }
+  uint8_t* qh = b + 16;
+  uint8_t* qs = five ? b + 48 : b + 16;
+  if (five) std::memset(qh, 0, 32);
+  for (int c = 0; c < 4; ++c)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t lo = q[64 * c + l], hi = q[64 * c + 32 + l];
+      qs[32 * c + l] = uint8_t((lo & 0x0f) | ((hi & 0x0f) << 4));
+      if (five) qh[l] = uint8_t(qh[l] | (((lo >> 4) & 1) << (2 * c)) | (((hi >> 4) & 1) << (2 * c + 1)));
+    }
+}
+
+// Q6_K: 16 sub-blocks of 16, int8 scales, q - 32 in [-32, 31].
+void quant_q6_k(const float* x, uint8_t* b) {
+  float sc[16], max_abs = 0.0f, max_sc = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    sc[j] = signed_scale(x + 16 * j, 16, 32.0f);
+    if (std::fabs(sc[j]) > max_abs) {
+      max_abs = std::fabs(sc[j]);
+      max_sc = sc[j];
+    }
+  }
+  const float iscale = max_sc != 0.0f ? -128.0f / max_sc : 0.0f;
+  const float d = iscale != 0.0f ? 1.0f / iscale : 0.0f;
+  auto* scales = reinterpret_cast<int8_t*>(b + 192);
+  for (int j = 0; j < 16; ++j) scales[j] = int8_t(clampi(nearest(iscale * sc[j]), -128, 127));
+  put_half(b + 208, d);
+  const float dq = f16_to_f32(f32_to_f16(d));
+  uint8_t q[256];
+  for (int j = 0; j < 16; ++j) {
+    const float S = dq * float(scales[j]);
+    const float iS = S != 0.0f ? 1.0f / S : 0.0f;
+    for (int i = 0; i < 16; ++i) q[16 * j + i] = uint8_t(clampi(nearest(x[16 * j + i] * iS), -32, 31) + 32);
+  }
+  uint8_t* ql = b;
+  uint8_t* qh = b + 128;
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t* v = q + 128 * h;
+      ql[64 * h + l] = uint8_t((v[l] & 0x0f) | ((v[l + 64] & 0x0f) << 4));
+      ql[64 * h + 32 + l] = uint8_t((v[l + 32] & 0x0f) | ((v[l + 96] & 0x0f) << 4));
+      qh[32 * h + l] = uint8_t((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
+    }
+}
+
+// Q3_K: 16 sub-blocks of 16, 6-bit signed scales (stored + 32), q - 4 in [-4, 3].
+void quant_q3_k(const float* x, uint8_t* b) {
+  float sc[16], max_abs = 0.0f, max_sc = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    sc[j] = signed_scale(x + 16 * j, 16, 4.0f);
+    if (std::fabs(sc[j]) > max_abs) {
+      max_abs = std::fabs(sc[j]);
+      max_sc = sc[j];
+    }
+  }
+  const float iscale = max_sc != 0.0f ? -32.0f / max_sc : 0.0f;
+  const float d = iscale != 0.0f ? 1.0f / iscale : 0.0f;
+  int ls[16];
+  for (int j = 0; j < 16; ++j) ls[j] = clampi(nearest(iscale * sc[j]), -32, 31);
+  uint8_t* s = b + 96;
+  std::memset(s, 0, 12);
+  for (int j = 0; j < 16; ++j) {  // low 4 bits: nibbles of bytes 0-7; high 2 bits: pairs of bytes 8-11
+    const int u = ls[j] + 32;
+    if (j < 8) {
+      s[j] = uint8_t(s[j] | (u & 0x0f));
+    } else {
+      s[j - 8] = uint8_t(s[j - 8] | ((u & 0x0f) << 4));
+    }
+    s[8 + j % 4] = uint8_t(s[8 + j % 4] | (((u >> 4) & 3) << (2 * (j / 4))));
+  }
+  put_half(b + 108, d);
+  const float dq = f16_to_f32(f32_to_f16(d));
+  uint8_t q[256];
+  for (int j = 0; j < 16; ++j) {
+    const float S = dq * float(ls[j]);
+    const float iS = S != 0.0f ? 1.0f / S : 0.0f;
+    for (int i = 0; i < 16; ++i) q[16 * j + i] = uint8_t(clampi(nearest(x[16 * j + i] * iS), -4, 3) + 4);
+  }
+  uint8_t* hm = b;
+  uint8_t* qs = b + 32;
+  std::memset(hm, 0, 32);
+  std::memset(qs, 0, 64);
+  for (int h = 0; h < 2; ++h)
+    for (int s2 = 0; s2 < 4; ++s2)
+      for (int l = 0; l < 32; ++l) {
+        const uint8_t v = q[128 * h + 32 * s2 + l];
+        qs[32 * h + l] = uint8_t(qs[32 * h + l] | ((v & 3) << (2 * s2)));
+        hm[l] = uint8_t(hm[l] | (((v >> 2) & 1) << (4 * h + s2)));
+      }
+}
+
+// Q2_K: 16 sub-blocks of 16, 4-bit scales and mins, q in [0, 3].
+void quant_q2_k(const float* x, uint8_t* b) {
+  float sc[16], mn[16], max_sc = 0.0f, max_mn = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    range_of(x + 16 * j, 16, 3, &sc[j], &mn[j]);
+    max_sc = std::max(max_sc, sc[j]);
+    max_mn = std::max(max_mn, mn[j]);
+  }
+  const float d = max_sc / 15.0f, dmin = max_mn / 15.0f;
+  const float isc = max_sc > 0 ? 15.0f / max_sc : 0.0f, imn = max_mn > 0 ? 15.0f / max_mn : 0.0f;
+  int ls[16], lm[16];
+  for (int j = 0; j < 16; ++j) {
+    ls[j] = clampi(nearest(isc * sc[j]), 0, 15);
+    lm[j] = clampi(nearest(imn * mn[j]), 0, 15);
+    b[j] = uint8_t(ls[j] | (lm[j] << 4));
+  }
+  put_half(b + 80, d);
+  put_half(b + 82, dmin);
+  const float dq = f16_to_f32(f32_to_f16(d)), dmq = f16_to_f32(f32_to_f16(dmin));
+  uint8_t q[256];
+  for (int j = 0; j < 16; ++j) {
+    const float S = dq * float(ls[j]), M = dmq * float(lm[j]);
+    const float iS = S != 0.0f ? 1.0f / S : 0.0f;
+    for (int i = 0; i < 16; ++i) q[16 * j + i] = uint8_t(clampi(nearest((x[16 * j + i] + M) * iS), 0, 3));
+  }
+  uint8_t* qs = b + 16;
+  std::memset(qs, 0, 64);
+  for (int h = 0; h < 2; ++h)
+    for (int s2 = 0; s2 < 4; ++s2)
+      for (int l = 0; l < 32; ++l) qs[32 * h + l] = uint8_t(qs[32 * h + l] | (q[128 * h + 32 * s2 + l] << (2 * s2)));
+}
+
+}  // namespace
+
+void quantize_blocks(DType t, const float* src, uint8_t* dst, int64_t n) {
+  const int64_t gv = qgroup_values(t);
+  const size_t gb = dtype_block_bytes(t);
+  for (int64_t g = 0; g < n / gv; ++g) {
+    const float* x = src + g * gv;
+    uint8_t* b = dst + size_t(g) * gb;
+    switch (t) {
+      case DType::Q4_1: quant_min32(x, b, false); break;
+      case DType::Q5_1: quant_min32(x, b, true); break;
+      case DType::Q5_0: quant_q5_0(x, b); break;
+      case DType::Q2_K: quant_q2_k(x, b); break;
+      case DType::Q3_K: quant_q3_k(x, b); break;
+      case DType::Q4_K: quant_k45(x, b, false); break;
+      case DType::Q5_K: quant_k45(x, b, true); break;
+      case DType::Q6_K: quant_q6_k(x, b); break;
+      default: return;
+    }
   }
 }
 

@@ -42,4 +42,13 @@ bool qgroup_supported(DType t);
 // One block of t (dtype_block_bytes(t) bytes at blk) into g's first qgroup_values(t) values.
 void unpack_qgroup(DType t, const uint8_t* blk, QGroup& g);
 
+// n values (n % qgroup_values(t) == 0) into blocks of t (Q4_1, Q5_0, Q5_1, Q2_K ... Q6_K), for
+// `longctx convert --outtype`. The 32-value types follow llama.cpp's reference quantizers
+// (quantize_row_*_ref); the k-quants are plain round-to-nearest: per sub-block scale (and min,
+// clamped to <= 0 as llama.cpp does) from the range, sub-scales quantized to 4/6/8 bits against
+// the super-block scale, then each value rounded against its dequantized scale. llama.cpp's own
+// quantizers search the scales (and use an importance matrix) and give lower error; the format
+// is the same, so either reads the other's files.
+void quantize_blocks(DType t, const float* src, uint8_t* dst, int64_t n);
+
 }  // namespace lcx::kernels

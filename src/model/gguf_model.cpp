@@ -25,6 +25,14 @@ uint32_t file_type_of(DType t) {
     case DType::Q4_0: return 2;  // MOSTLY_Q4_0
     case DType::Q8_0: return 7;  // MOSTLY_Q8_0
     case DType::BF16: return 32; // MOSTLY_BF16
+    case DType::Q4_1: return 3;  // MOSTLY_Q4_1
+    case DType::Q5_0: return 8;  // MOSTLY_Q5_0
+    case DType::Q5_1: return 9;  // MOSTLY_Q5_1
+    case DType::Q2_K: return 10; // MOSTLY_Q2_K
+    case DType::Q3_K: return 11; // MOSTLY_Q3_K_S (every matrix Q3_K)
+    case DType::Q4_K: return 14; // MOSTLY_Q4_K_S
+    case DType::Q5_K: return 16; // MOSTLY_Q5_K_S
+    case DType::Q6_K: return 18; // MOSTLY_Q6_K
     default: fail("no GGUF file type for this dtype");
   }
 }
@@ -406,6 +414,10 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     // 32 values; like convert_hf_to_gguf (QuantError -> "falling back to F16") we store such
     // tensors as F16.
     DType dt = slot.is_norm || slot.shape.size() == 1 ? DType::F32 : dtype;
+    // k-quant rows must be a multiple of 256 values: llama-quantize's fallbacks for the others
+    // (Q2_K/Q3_K/Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0), then F16 below 32.
+    if (dtype_block_values(dt) == 256 && slot.shape.back() % 256 != 0)
+      dt = dt == DType::Q5_K ? DType::Q5_1 : dt == DType::Q6_K ? DType::Q8_0 : DType::Q5_0;
     if (dtype_is_quantized(dt) && slot.shape.back() % dtype_block_values(dt) != 0) dt = DType::F16;
     const int64_t n_head_perm = slot.permute == QkPermute::Q ? c.n_head : slot.permute == QkPermute::K ? c.n_head_kv : 0;
     w.add_tensor(slot.gguf_name, dt, slot.shape, [src0 = src, dt, n_head_perm](const GgufWriter::Sink& sink) {

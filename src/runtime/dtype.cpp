@@ -37,7 +37,9 @@ DType dtype_from_name(const std::string& name) {
   if (u == "BF16" || u == "BFLOAT16") return DType::BF16;
   if (u == "Q8_0") return DType::Q8_0;
   if (u == "Q4_0") return DType::Q4_0;
-  fail("unknown dtype '" + name + "': choose one of f32, f16, bf16, q8_0, q4_0");
+  for (DType t : {DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K})
+    if (u == dtype_name(t)) return t;
+  fail("unknown dtype '" + name + "': choose one of f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k");
 }
 
 bool dtype_is_quantized(DType t) { return dtype_block_values(t) > 1; }

@@ -173,7 +173,7 @@ int cmd_generate_ids(int argc, char** argv) {
 
 int cmd_convert(int argc, char** argv) {
   if (wants_help(argc, argv)) {
-    std::printf("usage: longctx convert -m HF_DIR --outtype f32|f16|bf16|q8_0|q4_0 -o OUT.gguf [overrides]\n\n"
+    std::printf("usage: longctx convert -m HF_DIR --outtype f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k..q6_k -o OUT.gguf [overrides]\n\n"
                 "Writes a GGUF file llama.cpp can read (q/k rows permuted as its converter does; RoPE\n"
                 "and LongLLaMA settings carried in metadata; see docs/GGUF.md).\n\n%s", kModelHelp);
     return 0;
