@@ -78,6 +78,11 @@ int main(int argc, char** argv) {
       m->config.rope.factor = 2.0f;
       m->config.validate();
       lcx::convert_to_gguf(*m, (out / "gguf" / "llama_linear_f32.gguf").string(), lcx::DType::F32);
+      // GGML block types: 256-wide rows become Q4_K / Q6_K (Q4_K panels at load on AVX-512), the
+      // 64-wide ones fall back to Q5_0 / Q8_0, as llama-quantize's files mix them.
+      auto wide = lcx::test::synthetic_model({.n_embd = 256, .byte_tokens = true});
+      lcx::convert_to_gguf(*wide, (out / "gguf" / "longllama_q4_k.gguf").string(), lcx::DType::Q4_K);
+      lcx::convert_to_gguf(*wide, (out / "gguf" / "longllama_q6_k.gguf").string(), lcx::DType::Q6_K);
     }
 
     // safetensors
