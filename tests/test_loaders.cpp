@@ -11,6 +11,7 @@
 
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
+#include "longctx/longctx.h"
 #include "model/model.h"
 #include "runtime/error.h"
 #include "testutil.h"
@@ -100,6 +101,39 @@ TEST(Loader, ConfigFields) {
   EXPECT_EQ(m->config.mem.last_context_length, 16);
   auto g = lcx::load_model(model_dir("llama_gqa").string());
   EXPECT_LT(g->config.n_head_kv, g->config.n_head);
+}
+
+// Llama 3's config.json lists several eos ids; every one ends generation (llama.cpp's EOG set).
+TEST(Loader, EosListEndsGeneration) {
+  const fs::path dir = copy_model("llama_mha", "eoslist");
+  nlohmann::json cfg = nlohmann::json::parse(lcx::test::read_file((dir / "config.json").string()));
+  auto base = lcx::load_model(model_dir("llama_mha").string());
+  const int32_t eos = base->config.eos_id;
+  cfg["eos_token_id"] = {eos, 7, 9};
+  write(dir / "config.json", cfg.dump());
+  auto m = lcx::load_model(dir.string());
+  EXPECT_EQ(m->config.eos_id, eos);
+  EXPECT_EQ(m->config.eog_ids, (std::vector<int32_t>{7, 9}));
+  EXPECT_TRUE(m->config.is_eog(9));
+  EXPECT_FALSE(m->config.is_eog(8));
+  // Generation stops at the first end-of-generation id.
+  auto model = longctx::Model::load(dir.string());
+  longctx::Session s(model, {});
+  s.feed({1, 5, 9, 13});
+  longctx::GenerateOptions go;
+  go.n_predict = 1;
+  go.sampling.temperature = 0.0f;
+  go.ignore_eos = true;
+  const int32_t first = s.generate(go).ids.at(0);
+  auto m2 = longctx::Model::load(dir.string());
+  const_cast<lcx::Model&>(m2->impl()).config.eog_ids = {first};
+  longctx::Session s2(m2, {});
+  s2.feed({1, 5, 9, 13});
+  go.ignore_eos = false;
+  go.n_predict = 5;
+  const auto r = s2.generate(go);
+  EXPECT_TRUE(r.ids.empty());
+  EXPECT_EQ(r.stop_reason, "eos");
 }
 
 TEST(Loader, MissingPath) {

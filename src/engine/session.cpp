@@ -122,7 +122,12 @@ std::string Model::describe() const {
   std::ostringstream os;
   os << "model:        " << m_->path << " (" << m_->format << ")\n"
      << "architecture: " << lcx::arch_name(c.arch) << "\n"
-     << "vocab:        " << c.n_vocab << "  (bos " << c.bos_id << ", eos " << c.eos_id << ")\n"
+     << "vocab:        " << c.n_vocab << "  (bos " << c.bos_id << ", eos " << c.eos_id;
+  if (!c.eog_ids.empty()) {
+    os << ", also ending generation:";
+    for (int32_t id : c.eog_ids) os << " " << id;
+  }
+  os << ")\n"
      << "layers:       " << c.n_layer << "\n"
      << "n_embd:       " << c.n_embd << "\n"
      << "n_ff:         " << c.n_ff << "\n"
@@ -434,7 +439,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
       allowed = I.allowed.data();
     }
     const int32_t id = sampler.sample(I.last_logits.data(), I.m->config.n_vocab, I.history, allowed);
-    if (id == I.m->config.eos_id && !opt.ignore_eos) {
+    if (I.m->config.is_eog(id) && !opt.ignore_eos) {
       r.stop_reason = "eos";
       break;
     }

@@ -164,8 +164,11 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   c.rms_eps = get_or<float>(j, "rms_norm_eps", 1e-6f, where);
   c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
   c.bos_id = get_or<int32_t>(j, "bos_token_id", 1, where);
-  if (j.contains("eos_token_id") && j["eos_token_id"].is_array())
+  if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
     c.eos_id = j["eos_token_id"].empty() ? 2 : convert<int32_t>(j["eos_token_id"][0], where + ": eos_token_id");
+    for (size_t k = 1; k < j["eos_token_id"].size(); ++k)
+      c.eog_ids.push_back(convert<int32_t>(j["eos_token_id"][k], where + ": eos_token_id"));
+  }
   else
     c.eos_id = get_or<int32_t>(j, "eos_token_id", 2, where);
 

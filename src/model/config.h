@@ -40,6 +40,17 @@ struct ModelConfig {
   bool tie_embeddings = false;
   int32_t bos_id = 1;
   int32_t eos_id = 2;
+  // Other ids that end generation as eos_id does (llama.cpp's "end of generation" set): the rest
+  // of a config.json eos_token_id list (Llama 3: 128001, 128008, 128009), GGUF
+  // tokenizer.ggml.eot_token_id / eom_token_id, and the vocabulary's end-of-turn control tokens
+  // (<|eot_id|>, <|eom_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>).
+  std::vector<int32_t> eog_ids;
+  bool is_eog(int32_t id) const {
+    if (id == eos_id) return true;
+    for (int32_t e : eog_ids)
+      if (e == id) return true;
+    return false;
+  }
   RopeConfig rope;
   MemConfig mem;             // used when arch == LongLlama
 

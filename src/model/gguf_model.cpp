@@ -126,6 +126,8 @@ ModelConfig gguf_read_config(const GgufFile& g) {
   c.tie_embeddings = tensors.find("output.weight") == tensors.end();
   c.bos_id = int32_t(g.get_int("tokenizer.ggml.bos_token_id", 1));
   c.eos_id = int32_t(g.get_int("tokenizer.ggml.eos_token_id", 2));
+  for (const char* k : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"})
+    if (g.has(k)) c.eog_ids.push_back(int32_t(g.get_int(k, -1)));
 
   RopeConfig& r = c.rope;
   r.head_dim = c.head_dim;

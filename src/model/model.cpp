@@ -57,6 +57,18 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   if (m->tokenizer && m->tokenizer->n_vocab() != m->config.n_vocab)
     fail("tokenizer '" + m->tokenizer_source + "' has " + std::to_string(m->tokenizer->n_vocab()) +
          " tokens but the model's vocab_size is " + std::to_string(m->config.n_vocab));
+  // End-of-turn control tokens end generation too (instruct models emit them instead of eos).
+  if (m->tokenizer) {
+    const SpmVocab& v = m->tokenizer->vocab();
+    for (size_t i = 0; i < v.pieces.size(); ++i) {
+      if (v.types[i] != TokenType::Control) continue;
+      const std::string& p = v.pieces[i];
+      if (p == "<|eot_id|>" || p == "<|eom_id|>" || p == "<|im_end|>" || p == "<|end|>" || p == "<end_of_turn>" ||
+          p == "<|endoftext|>")
+        m->config.eog_ids.push_back(int32_t(i));
+    }
+  }
+  std::erase_if(m->config.eog_ids, [&](int32_t id) { return id < 0 || id >= m->config.n_vocab || id == m->config.eos_id; });
   return m;
 }
 
