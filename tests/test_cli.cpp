@@ -56,7 +56,7 @@ TEST(Cli, ErrorsAreClear) {
       {"info -m " + model() + " --mem-dtype float8", "--mem-dtype"},
       {"run -m " + model() + " -p hi -n 1 -ctk f16 -ctv f32", "one cache type"},
       {"run -m " + model() + " -p hi -n 1 --cache-type f8", "--cache-type"},
-      {"convert -m " + model() + " --tokenizer " + tok() + " --outtype q3_k -o /tmp/x.gguf", "unknown dtype"},
+      {"convert -m " + model() + " --tokenizer " + tok() + " --outtype q3_k_m -o /tmp/x.gguf", "unknown dtype"},
       {"run -m " + model() + " --tokenizer " + tok() + " --memory /no/such.mem -p hi", "cannot open"},
   };
   for (const auto& c : cases) {
