@@ -146,8 +146,9 @@ void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) 
 
 bool has_int8_gemv(const KernelTable& k, DType t) {
   if (k.isa == KernelIsa::Scalar || !dtype_is_quantized(t)) return false;
-  // AVX-512 has GEMVs for every block type; AVX2 for Q8_0 / Q4_0 (Q4_0_R16 through the twin).
-  return k.isa == KernelIsa::Avx512 || t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16;
+  // AVX-512 has GEMVs for every block type; AVX2 for the row-major ones (Q4_0_R16 through the
+  // twin; Q4_K_R16 is made only for AVX-512).
+  return k.isa == KernelIsa::Avx512 || t != DType::Q4_K_R16;
 }
 
 void matmul_rows_via_f32(const KernelTable& k, const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {

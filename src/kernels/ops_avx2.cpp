@@ -8,8 +8,11 @@
 #include <cstdlib>
 #include <type_traits>
 
+#include <cstring>
+
 #include "kernels/ops_internal.h"
 #include "kernels/isa_region.h"
+#include "kernels/quants.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 
@@ -196,6 +199,147 @@ void gemv_q(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
+// ---- GGML block types (Q4_1 ... Q6_K; kernels/quants.h): decode GEMV ------------------------------
+//
+// Each group is unpacked to unsigned bytes q (vector code for Q4_K / Q5_K / Q6_K, the scalar
+// unpack_qgroup for the rarer types), then per 32 columns maddubs (q u8 x activations s8; pair
+// sums <= 2 * 63 * 127, no saturation) and madd give 8 int32 lanes, lanes 0-3 in sub-block 2p and
+// 4-7 in 2p + 1; they are scaled by S_sub * dx. The zero point and min terms,
+// sum_j (S_j z_j + M_j) dx_j xsum_j, use dx * (sum of xq) per 16 columns, made once per call.
+// Same terms as scalar::matmul_rows_q8acts, so only float summation order differs.
+struct UnpackedGroup {
+  alignas(32) uint8_t q[256];
+  alignas(32) float S[16];
+  alignas(32) float C[16];  // S z + M
+};
+
+constexpr int64_t kMaxBlockCols = 32768;  // wider rows take the dequantizing path
+
+template <DType T>
+inline void unpack_group(const uint8_t* b, UnpackedGroup& u) {
+  const __m256i lo4 = _mm256_set1_epi8(0x0f);
+  if constexpr (T == DType::Q4_K || T == DType::Q5_K) {
+    const float d = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b)), dmin = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 2));
+    const uint8_t* s = b + 4;
+    for (int k = 0; k < 8; ++k) {  // quants.cpp scale_min_k4
+      const int sc = k < 4 ? (s[k] & 63) : ((s[k + 4] & 0x0f) | ((s[k - 4] >> 6) << 4));
+      const int mn = k < 4 ? (s[k + 4] & 63) : ((s[k + 4] >> 4) | ((s[k] >> 6) << 4));
+      u.S[2 * k] = u.S[2 * k + 1] = d * float(sc);
+      u.C[2 * k] = u.C[2 * k + 1] = dmin * float(mn);
+    }
+    const uint8_t* qs = T == DType::Q5_K ? b + 48 : b + 16;
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+    for (int c = 0; c < 4; ++c) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+      __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+      if constexpr (T == DType::Q5_K) {  // bit 4: bit 2c (low nibbles) / 2c + 1 (high) of qh[l]
+        const __m256i one = _mm256_set1_epi8(1);
+        lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+        hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+      }
+      _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * c), lo);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(u.q + 64 * c + 32), hi);
+    }
+  } else if constexpr (T == DType::Q6_K) {
+    const float d = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 208));
+    const auto* sc = reinterpret_cast<const int8_t*>(b + 192);
+    for (int j = 0; j < 16; ++j) {
+      u.S[j] = d * float(sc[j]);
+      u.C[j] = u.S[j] * 32.0f;
+    }
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; ++h) {
+      const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
+      const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
+      const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+      const auto hb = [&](int sh) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(e, sh), m3), 4); };
+      uint8_t* q = u.q + 128 * h;
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q), _mm256_or_si256(_mm256_and_si256(a, lo4), hb(0)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32), _mm256_or_si256(_mm256_and_si256(c, lo4), hb(2)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 64),
+                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), lo4), hb(4)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(q + 96),
+                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), lo4), hb(6)));
+    }
+  } else {
+    QGroup g;
+    unpack_qgroup(T, b, g);
+    const int64_t nv = T == DType::Q2_K || T == DType::Q3_K ? 256 : 32;
+    std::memcpy(u.q, g.q, size_t(nv));
+    for (int j = 0; j < int(nv / kQSub); ++j) {
+      u.S[j] = g.S[j];
+      u.C[j] = g.S[j] * float(g.z[j]) + g.M[j];
+    }
+  }
+}
+
+template <DType T, int NT>
+void gemv_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  constexpr int64_t gv = T == DType::Q4_1 || T == DType::Q5_0 || T == DType::Q5_1 ? 32 : 256;
+  const int64_t K = job.w.cols, nb = K / kQBlock, ns = K / kQSub;
+  const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  alignas(32) static thread_local float xsd[4 * kMaxBlockCols / kQSub];  // [NT, ns]: dx * sum(xq)
+  for (int t = 0; t < NT; ++t)
+    for (int64_t j = 0; j < ns; ++j) {
+      int32_t sum = 0;
+      for (int i = 0; i < kQSub; ++i) sum += xq[t * K + j * kQSub + i];
+      xsd[t * ns + j] = xd[t * nb + j / 2] * float(sum);
+    }
+  const __m256i ones = _mm256_set1_epi16(1);
+  UnpackedGroup u;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
+    __m256 acc[NT];
+    float corr[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = _mm256_setzero_ps();
+      corr[t] = 0.0f;
+    }
+    for (int64_t ig = 0; ig < K / gv; ++ig) {
+      unpack_group<T>(row + size_t(ig) * gb, u);
+      for (int64_t p = 0; p < gv / 32; ++p) {
+        const __m256i q = _mm256_load_si256(reinterpret_cast<const __m256i*>(u.q + 32 * p));
+        const __m256 sv = _mm256_set_m128(_mm_set1_ps(u.S[2 * p + 1]), _mm_set1_ps(u.S[2 * p]));
+        const int64_t col = ig * gv + 32 * p;
+        for (int t = 0; t < NT; ++t) {
+          const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + col));
+          const __m256i is = _mm256_madd_epi16(_mm256_maddubs_epi16(q, y), ones);
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(sv, _mm256_set1_ps(xd[t * nb + col / kQBlock])), acc[t]);
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        const float* xs = xsd + t * ns + ig * (gv / kQSub);
+        if constexpr (gv == 256) {
+          const __m256 c0 = _mm256_mul_ps(_mm256_load_ps(u.C), _mm256_loadu_ps(xs));
+          const __m256 c1 = _mm256_mul_ps(_mm256_load_ps(u.C + 8), _mm256_loadu_ps(xs + 8));
+          corr[t] += hsum(_mm256_add_ps(c0, c1));
+        } else {
+          corr[t] += u.C[0] * xs[0] + u.C[1] * xs[1];
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = hsum(acc[t]) - corr[t];
+  }
+}
+
+template <DType T>
+void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (job.xq.qs == nullptr || job.w.cols > kMaxBlockCols) {  // prompts: dequantized rows, F32 GEMM
+    matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+    return;
+  }
+  for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+    switch (imin(kGemvMaxTokens, t1 - t)) {
+      case 1: gemv_blocks<T, 1>(job, r0, r1, t); break;
+      case 2: gemv_blocks<T, 2>(job, r0, r1, t); break;
+      case 3: gemv_blocks<T, 3>(job, r0, r1, t); break;
+      default: gemv_blocks<T, 4>(job, r0, r1, t); break;
+    }
+  }
+}
+
 // ---- GEMM ---------------------------------------------------------------------------------------
 
 constexpr int kMR = 16;       // weight rows per micro-panel (two ymm)
@@ -326,8 +470,15 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
         scalar::matmul_rows_job(job, r0, r1, t0, t1);
       }
       return;
-    default:
-      // Q4_1 ... Q6_K: no AVX2 kernels of their own; dequantized blocks of rows, F32 kernels.
+    case DType::Q4_1: matmul_blocks<DType::Q4_1>(job, r0, r1, t0, t1); return;
+    case DType::Q5_0: matmul_blocks<DType::Q5_0>(job, r0, r1, t0, t1); return;
+    case DType::Q5_1: matmul_blocks<DType::Q5_1>(job, r0, r1, t0, t1); return;
+    case DType::Q2_K: matmul_blocks<DType::Q2_K>(job, r0, r1, t0, t1); return;
+    case DType::Q3_K: matmul_blocks<DType::Q3_K>(job, r0, r1, t0, t1); return;
+    case DType::Q4_K: matmul_blocks<DType::Q4_K>(job, r0, r1, t0, t1); return;
+    case DType::Q5_K: matmul_blocks<DType::Q5_K>(job, r0, r1, t0, t1); return;
+    case DType::Q6_K: matmul_blocks<DType::Q6_K>(job, r0, r1, t0, t1); return;
+    default:  // Q4_K_R16 (AVX-512 layout; never made for these kernels): dequantized rows
       matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
       return;
   }

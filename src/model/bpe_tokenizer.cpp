@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <climits>
 #include <functional>
+#include <memory>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -115,9 +116,10 @@ class BpeTokenizer : public Tokenizer {
     }
     int err = 0;
     PCRE2_SIZE off = 0;
-    re_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
-                        PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr);
-    if (re_ == nullptr) fail("internal: pre-tokenizer regex does not compile (PCRE2 error " + std::to_string(err) + ")");
+    // Owned from here on: a later check that throws must not leak it (found by LeakSanitizer).
+    re_.reset(pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern), PCRE2_ZERO_TERMINATED,
+                            PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &err, &off, nullptr));
+    if (!re_) fail("internal: pre-tokenizer regex does not compile (PCRE2 error " + std::to_string(err) + ")");
     ids_.reserve(n);
     for (size_t i = 0; i < n; ++i) {
       ids_.emplace(v_.pieces[i], int32_t(i));  // first id wins for duplicates
@@ -133,9 +135,6 @@ class BpeTokenizer : public Tokenizer {
       ranks_.emplace(m, int32_t(r));
     }
   }
-  ~BpeTokenizer() override { pcre2_code_free(re_); }
-  BpeTokenizer(const BpeTokenizer&) = delete;
-  BpeTokenizer& operator=(const BpeTokenizer&) = delete;
 
   std::vector<int32_t> encode(const std::string& text, bool add_bos) const override {
     std::vector<int32_t> out;
@@ -207,12 +206,16 @@ class BpeTokenizer : public Tokenizer {
  private:
   void encode_plain(std::string_view text, std::vector<int32_t>& out) const {
     if (text.empty()) return;
-    pcre2_match_data* md = pcre2_match_data_create_from_pattern(re_, nullptr);
+    struct DataFree {
+      void operator()(pcre2_match_data* d) const { pcre2_match_data_free(d); }
+    };
+    const std::unique_ptr<pcre2_match_data, DataFree> owner(pcre2_match_data_create_from_pattern(re_.get(), nullptr));
+    pcre2_match_data* md = owner.get();
     if (md == nullptr) fail("out of memory (tokenizer)");
     const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
     size_t pos = 0;
     while (pos < text.size()) {
-      const int rc = pcre2_match(re_, subject, text.size(), pos, 0, md, nullptr);
+      const int rc = pcre2_match(re_.get(), subject, text.size(), pos, 0, md, nullptr);
       if (rc < 0) {  // no further match (or invalid UTF-8 the pattern cannot cross): the rest is one piece
         encode_piece(text.substr(pos), out);
         break;
@@ -229,7 +232,6 @@ class BpeTokenizer : public Tokenizer {
       encode_piece(text.substr(b, e - b), out);
       pos = e;
     }
-    pcre2_match_data_free(md);
   }
 
   // One pre-tokenized piece: bytes -> GPT-2 alphabet -> merges by rank -> ids.
@@ -283,8 +285,11 @@ class BpeTokenizer : public Tokenizer {
     }
   }
 
+  struct CodeFree {
+    void operator()(pcre2_code* c) const { pcre2_code_free(c); }
+  };
   SpmVocab v_;
-  pcre2_code* re_ = nullptr;
+  std::unique_ptr<pcre2_code, CodeFree> re_;
   bool ignore_merges_ = false;
   std::unordered_map<std::string, int32_t> ids_;
   std::unordered_map<std::string, int32_t> ranks_;  // "left right" -> rank
