@@ -89,8 +89,14 @@ inline void dequant_span(const void* row, int64_t c0, int64_t n, float* dst) {
   }
 }
 
+template <DType T>
+void dequant_groups(const void* src, float* dst, int64_t n);  // Q4_K / Q5_K / Q6_K, below
+
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   switch (t) {
+    case DType::Q4_K: dequant_groups<DType::Q4_K>(src, dst, n); return;
+    case DType::Q5_K: dequant_groups<DType::Q5_K>(src, dst, n); return;
+    case DType::Q6_K: dequant_groups<DType::Q6_K>(src, dst, n); return;
     case DType::F16: dequant_span<DType::F16>(src, 0, n, dst); return;
     case DType::BF16: dequant_span<DType::BF16>(src, 0, n, dst); return;
     case DType::Q8_0: dequant_span<DType::Q8_0>(src, 0, n, dst); return;
@@ -269,6 +275,26 @@ inline void unpack_group(const uint8_t* b, UnpackedGroup& u) {
     for (int j = 0; j < int(nv / kQSub); ++j) {
       u.S[j] = g.S[j];
       u.C[j] = g.S[j] * float(g.z[j]) + g.M[j];
+    }
+  }
+}
+
+// Vector unpacking, then value = S (q - z) - M with the reference's operations and order (a
+// multiply, then a subtraction; this file does not contract them), so bit-identical to
+// scalar::dequantize_row. Q6_K: z = 32, M = 0; Q4_K / Q5_K: z = 0, M = C.
+template <DType T>
+void dequant_groups(const void* src, float* dst, int64_t n) {
+  UnpackedGroup u;
+  const float z = T == DType::Q6_K ? 32.0f : 0.0f;
+  for (int64_t g = 0; g < n / 256; ++g) {
+    unpack_group<T>(static_cast<const uint8_t*>(src) + size_t(g) * dtype_block_bytes(T), u);
+    for (int j = 0; j < 16; ++j) {
+      const __m256 S = _mm256_set1_ps(u.S[j]), M = _mm256_set1_ps(T == DType::Q6_K ? 0.0f : u.C[j]);
+      for (int h = 0; h < 2; ++h) {
+        const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(u.q + 16 * j + 8 * h));
+        const __m256 q = _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b8)), _mm256_set1_ps(z));  // exact
+        _mm256_storeu_ps(dst + g * 256 + 16 * j + 8 * h, _mm256_sub_ps(_mm256_mul_ps(S, q), M));
+      }
     }
   }
 }
