@@ -1260,17 +1260,36 @@ inline __m256i unpack32(const uint8_t* b, float* s, float* m) {
 }
 
 // Q4_1 / Q5_0 / Q5_1 (blocks of 32): two blocks per 64-column chunk, a lone last block masked.
+// The activation terms are shared by all rows of the call (as gemv_k): dx per 4-column lane and
+// dx * (sum of xq) per 32-block; a row then costs per 64 columns one vpdpbusd, a convert, a
+// multiply and an FMA, and per block one scalar FMA for S z + M.
 template <DType T, int NT>
 void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
-  constexpr int zsh = zero_shift(T);
-  const int64_t K = job.w.cols, nb = K / kQBlock;
+  constexpr float zf = T == DType::Q5_0 ? 16.0f : 0.0f;  // zero point (Q4_1 / Q5_1: a min instead)
+  const int64_t K = job.w.cols, nb = K / kQBlock, ldx = K / 4 + 8;
   const size_t bb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
   const int8_t* xq = job.xq.qs + t0 * K;
   const float* xd = job.xq.d + t0 * nb;
+  alignas(64) static thread_local float dxl[4 * (kMaxGemvCols / 4 + 8)], xsd[4 * kMaxGemvCols / kQBlock];
+  for (int t = 0; t < NT; ++t) {
+    for (int64_t ib = 0; ib < nb; ++ib) {
+      _mm256_storeu_ps(dxl + t * ldx + ib * 8, _mm256_set1_ps(xd[t * nb + ib]));
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + ib * kQBlock));
+      const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
+      const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      const __m128i q = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+      xsd[t * nb + ib] = xd[t * nb + ib] * float(_mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xb1))));
+    }
+    _mm256_storeu_ps(dxl + t * ldx + nb * 8, _mm256_setzero_ps());  // the lone last block's other half
+  }
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
     __m512 acc[NT];
-    for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+    float corr[NT];
+    for (int t = 0; t < NT; ++t) {
+      acc[t] = _mm512_setzero_ps();
+      corr[t] = 0.0f;
+    }
     for (int64_t ib = 0; ib < nb; ib += 2) {
       const bool pair = ib + 1 < nb;
       float s0, m0, s1 = 0.0f, m1 = 0.0f;
@@ -1278,15 +1297,16 @@ void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
       const __m256i q1 = pair ? unpack32<T>(row + size_t(ib + 1) * bb, &s1, &m1) : _mm256_setzero_si256();
       const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
       const __m512 s_lane = _mm512_insertf32x8(_mm512_set1_ps(s0), _mm256_set1_ps(s1), 1);
-      const __m512 m_lane = _mm512_insertf32x8(_mm512_set1_ps(m0), _mm256_set1_ps(m1), 1);
       const __mmask64 cm = pair ? ~__mmask64(0) : __mmask64(0xffffffffu);
+      const float c0 = s0 * zf + m0, c1 = s1 * zf + m1;  // S z + M of the two blocks
       for (int t = 0; t < NT; ++t) {
-        const float* d = xd + t * nb;
-        const __m512 dxl = _mm512_insertf32x8(_mm512_set1_ps(d[ib]), _mm256_set1_ps(pair ? d[ib + 1] : 0.0f), 1);
-        acc[t] = chunk_dot<zsh>(q, xq + t * K + ib * kQBlock, s_lane, m_lane, dxl, acc[t], cm);
+        const __m512i y = _mm512_maskz_loadu_epi8(cm, xq + t * K + ib * kQBlock);
+        const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, y);
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(s_lane, _mm512_loadu_ps(dxl + t * ldx + ib * 8)), acc[t]);
+        corr[t] += c0 * xsd[t * nb + ib] + (pair ? c1 * xsd[t * nb + ib + 1] : 0.0f);
       }
     }
-    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(acc[t]);
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = _mm512_reduce_add_ps(acc[t]) - corr[t];
   }
 }
 
@@ -1583,7 +1603,7 @@ void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int
     return;
   }
   constexpr bool k256 = T == DType::Q2_K || T == DType::Q3_K || T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K;
-  if (k256 && job.w.cols > kMaxGemvCols) {
+  if (job.w.cols > kMaxGemvCols) {
     matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
     return;
   }
