@@ -339,20 +339,23 @@ namespace {
 
 // Q4_K repacked into 16-row panels (Q4_K_R16, the AVX-512 decode layout): the same blocks, the
 // file's bytes back, and every kernel path gives what the row-major Q4_K gives.
-TEST(KQuants, Q4KR16MatchesQ4K) {
+class R16Types : public testing::TestWithParam<std::pair<DType, int64_t>> {};
+
+TEST_P(R16Types, MatchRowMajor) {
   ThreadPool pool(2);
-  const int64_t rows = 48, cols = 768;
-  const std::vector<uint8_t> wq = random_blocks(DType::Q4_K, rows, cols, 5);
+  const DType rt = GetParam().first, src = dtype_r16_source(rt);
+  const int64_t rows = 48, cols = GetParam().second;
+  const std::vector<uint8_t> wq = random_blocks(src, rows, cols, 5);
   std::vector<uint8_t> wr(wq.size());
-  repack_r16(DType::Q4_K_R16, wq.data(), wr.data(), rows, cols);
+  repack_r16(rt, wq.data(), wr.data(), rows, cols);
   std::vector<uint8_t> back(wq.size());
-  r16_rowmajor_bytes(DType::Q4_K_R16, wr.data(), cols, 0, wr.size(), back.data());
+  r16_rowmajor_bytes(rt, wr.data(), cols, 0, wr.size(), back.data());
   ASSERT_EQ(back, wq);
   std::vector<uint8_t> part(100);
-  r16_rowmajor_bytes(DType::Q4_K_R16, wr.data(), cols, 1000, part.size(), part.data());
+  r16_rowmajor_bytes(rt, wr.data(), cols, 1000, part.size(), part.data());
   ASSERT_TRUE(std::equal(part.begin(), part.end(), wq.begin() + 1000));
 
-  const MatRef a{DType::Q4_K, rows, cols, wq.data()}, b{DType::Q4_K_R16, rows, cols, wr.data()};
+  const MatRef a{src, rows, cols, wq.data()}, b{rt, rows, cols, wr.data()};
   std::vector<float> ra(static_cast<size_t>(cols)), rb(static_cast<size_t>(cols));
   for (int64_t r = 0; r < rows; ++r) {
     kernels::scalar::weight_row(a, r, ra.data());
@@ -384,6 +387,12 @@ TEST(KQuants, Q4KR16MatchesQ4K) {
     }
   }
 }
+
+// Q4_K_R16 (k-quant super-blocks) and Q5_0_R16 (32-value blocks with 5th-bit masks; 3200-wide
+// rows as the 3B fallbacks have, an odd block count included).
+INSTANTIATE_TEST_SUITE_P(KQuants, R16Types,
+                         testing::Values(std::pair{DType::Q4_K_R16, int64_t(768)}, std::pair{DType::Q5_0_R16, int64_t(3200)},
+                                         std::pair{DType::Q5_0_R16, int64_t(96)}));
 
 }  // namespace
 }  // namespace lcx

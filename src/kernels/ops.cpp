@@ -148,7 +148,7 @@ bool has_int8_gemv(const KernelTable& k, DType t) {
   if (k.isa == KernelIsa::Scalar || !dtype_is_quantized(t)) return false;
   // AVX-512 has GEMVs for every block type; AVX2 for the row-major ones (Q4_0_R16 through the
   // twin; Q4_K_R16 is made only for AVX-512).
-  return k.isa == KernelIsa::Avx512 || t != DType::Q4_K_R16;
+  return k.isa == KernelIsa::Avx512 || !dtype_is_r16(t) || t == DType::Q4_0_R16;
 }
 
 void matmul_rows_via_f32(const KernelTable& k, const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {

@@ -49,7 +49,8 @@ void axpy(float a, const float* x, float* y, int64_t n);
 enum class KernelIsa : uint8_t { Scalar, Avx2, Avx512, kCount };
 // Whether the active kernels read Q4_0 weights faster as DType::Q4_0_R16 (the AVX-512 ones do).
 bool q4_0_r16_preferred();
-// Same for Q4_K -> DType::Q4_K_R16 (AVX-512; LONGCTX_Q4K_R16=0 keeps the file layout, for A/B).
+// Same for Q4_K -> DType::Q4_K_R16 and Q5_0 -> DType::Q5_0_R16 (AVX-512; LONGCTX_Q4K_R16=0 keeps
+// the file layout of both, for A/B).
 bool q4_k_r16_preferred();
 const char* kernel_isa_name(KernelIsa isa);
 bool kernel_isa_supported(KernelIsa isa);  // compiled in and this CPU can run it

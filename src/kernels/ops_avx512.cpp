@@ -1145,7 +1145,7 @@ inline void unpack256(const uint8_t* b, Chunks256& g) {
 
 // log2 of the zero point z of a block type (-1: none, the type has a min M instead).
 constexpr int zero_shift(DType t) {
-  return t == DType::Q6_K ? 5 : t == DType::Q5_0 ? 4 : t == DType::Q3_K ? 2 : -1;
+  return t == DType::Q6_K ? 5 : t == DType::Q5_0 || t == DType::Q5_0_R16 ? 4 : t == DType::Q3_K ? 2 : -1;
 }
 
 // One 64-column chunk of one token: lanes of S dx (isum - z xs) - M dx xs into acc.
@@ -1319,7 +1319,7 @@ void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 // from the packed activations.
 template <DType T>
 void prepare_kq_panel(const MatmulJob& job, int64_t rp, int64_t nr, int8_t* wq, float* S, float* M, int32_t* corr) {
-  constexpr DType src = T == DType::Q4_K_R16 ? DType::Q4_K : T;
+  constexpr DType src = T == DType::Q4_K_R16 ? DType::Q4_K : T == DType::Q5_0_R16 ? DType::Q5_0 : T;
   const int64_t K = job.w.cols, gv = qgroup_values(src), ns = K / kQSub;
   const size_t gb = dtype_block_bytes(src), rb = dtype_row_bytes(src, K);
   QGroup u;
@@ -1573,6 +1573,85 @@ void gemv_q4k_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
+// ---- Q5_0_R16 decode GEMV (layout in runtime/dtype.h): rows in lanes ---------------------------
+//
+// gemv_r16's scheme for Q4_0 plus the 5th bits: per panel and block, 4 64-byte loads hold the
+// 16 rows' nibbles and each load's 5th bits are one stored 64-bit mask, added as 16 with one
+// masked byte add. Per lane: y += d dx (isum - 16 xsum), the terms of scalar::matmul_rows_q8acts.
+template <int NT>
+void gemv_q50_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  const int64_t K = job.w.cols, nb = K / kQBlock, ldy = job.w.rows;
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  alignas(64) static thread_local float xsd[4 * kMaxGemvCols / kQBlock];  // [NT, nb]: 16 dx sum(xq)
+  for (int t = 0; t < NT; ++t) {
+    for (int64_t b = 0; b < nb; ++b) {
+      const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + b * kQBlock));
+      const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), y);
+      const __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+      const __m128i q = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+      xsd[t * nb + b] = 16.0f * xd[t * nb + b] * float(_mm_cvtsi128_si32(_mm_add_epi32(q, _mm_shuffle_epi32(q, 0xb1))));
+    }
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+  const int64_t pf = kq_pf_dist();
+  const auto* base = static_cast<const uint8_t*>(job.w.data);
+  for (int64_t p = r0 / kR16Rows; p * kR16Rows < r1; ++p) {
+    const uint8_t* panel = base + size_t(p * nb) * kQ5_0R16GroupBytes;
+    __m512 acc[NT], corr[NT];
+    for (int t = 0; t < NT; ++t) acc[t] = corr[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* g = panel + size_t(b) * kQ5_0R16GroupBytes;
+      if (pf > 0)
+        for (int l = 0; l < 6; ++l) _mm_prefetch(reinterpret_cast<const char*>(g) + pf + 64 * l, _MM_HINT_T0);
+      const __m512 dv = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g)));
+      __m512i lo[4], hi[4];
+      for (int k = 0; k < 4; ++k) {
+        const __m512i a = _mm512_loadu_si512(g + 96 + 64 * k);
+        __mmask64 mlo, mhi;
+        std::memcpy(&mlo, g + 32 + 8 * k, 8);
+        std::memcpy(&mhi, g + 64 + 8 * k, 8);
+        lo[k] = _mm512_mask_add_epi8(_mm512_and_si512(a, low4), mlo, _mm512_and_si512(a, low4), sixteen);
+        const __m512i h4 = _mm512_and_si512(_mm512_srli_epi16(a, 4), low4);
+        hi[k] = _mm512_mask_add_epi8(h4, mhi, h4, sixteen);
+      }
+      for (int t = 0; t < NT; ++t) {
+        const uint8_t* y = reinterpret_cast<const uint8_t*>(xq + t * K + b * kQBlock);
+        __m512i s0 = _mm512_setzero_si512(), s1 = s0;
+        for (int k = 0; k < 4; ++k) {
+          s0 = _mm512_dpbusd_epi32(s0, lo[k], _mm512_set1_epi32(int(load_u32(y + 4 * k))));
+          s1 = _mm512_dpbusd_epi32(s1, hi[k], _mm512_set1_epi32(int(load_u32(y + 16 + 4 * k))));
+        }
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(dv, _mm512_set1_ps(xd[t * nb + b])),
+                                 acc[t]);
+        corr[t] = _mm512_fmadd_ps(dv, _mm512_set1_ps(xsd[t * nb + b]), corr[t]);
+      }
+    }
+    const int64_t lo_r = imax(r0, p * kR16Rows), hi_r = imin(r1, (p + 1) * kR16Rows);
+    const __mmask16 m = __mmask16(tail_mask(hi_r - p * kR16Rows) & ~tail_mask(lo_r - p * kR16Rows));
+    for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(job.y + (t0 + t) * ldy + p * kR16Rows, m, _mm512_sub_ps(acc[t], corr[t]));
+  }
+}
+
+void matmul_q50_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (job.mode == GemmMode::Int8) {
+    gemm_kq<DType::Q5_0_R16>(job, r0, r1, t0, t1);
+    return;
+  }
+  if (job.xq.qs == nullptr || job.w.cols > kMaxGemvCols) {
+    matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+    return;
+  }
+  for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+    switch (imin(kGemvMaxTokens, t1 - t)) {
+      case 1: gemv_q50_r16<1>(job, r0, r1, t); break;
+      case 2: gemv_q50_r16<2>(job, r0, r1, t); break;
+      case 3: gemv_q50_r16<3>(job, r0, r1, t); break;
+      default: gemv_q50_r16<4>(job, r0, r1, t); break;
+    }
+  }
+}
+
 void matmul_q4k_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   if (job.mode == GemmMode::Int8) {
     gemm_kq<DType::Q4_K_R16>(job, r0, r1, t0, t1);
@@ -1677,6 +1756,7 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
     case DType::Q5_K: matmul_blocks<DType::Q5_K>(job, r0, r1, t0, t1); return;
     case DType::Q6_K: matmul_blocks<DType::Q6_K>(job, r0, r1, t0, t1); return;
     case DType::Q4_K_R16: matmul_q4k_r16(job, r0, r1, t0, t1); return;
+    case DType::Q5_0_R16: matmul_q50_r16(job, r0, r1, t0, t1); return;
     default: scalar::matmul_rows_job(job, r0, r1, t0, t1); return;
   }
 }

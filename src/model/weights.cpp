@@ -36,7 +36,8 @@ std::vector<TensorSlot> tensor_slots(const ModelConfig& c, ModelWeights& w) {
 int repack_weights_for_kernels(ModelWeights& w) {
   std::vector<TensorView*> todo;
   const auto consider = [&](TensorView& t) {
-    const bool r16_type = t.dtype == DType::Q4_0 || (t.dtype == DType::Q4_K && kernels::q4_k_r16_preferred());
+    const bool r16_type = t.dtype == DType::Q4_0 ||
+                          ((t.dtype == DType::Q4_K || t.dtype == DType::Q5_0) && kernels::q4_k_r16_preferred());
     if (r16_type && t.shape.size() == 2 && t.rows() % kR16Rows == 0 && t.cols() % dtype_block_values(t.dtype) == 0 &&
         t.data != nullptr && t.data != w.tok_embd.data)
       todo.push_back(&t);

@@ -25,6 +25,7 @@ const char* dtype_name(DType t) {
     case DType::Q5_K: return "Q5_K";
     case DType::Q6_K: return "Q6_K";
     case DType::Q4_K_R16: return "Q4_K_R16";
+    case DType::Q5_0_R16: return "Q5_0_R16";
     default: return "?";
   }
 }
@@ -54,6 +55,7 @@ int64_t dtype_block_values(DType t) {
     case DType::Q4_0_R16:
     case DType::Q4_1:
     case DType::Q5_0:
+    case DType::Q5_0_R16:
     case DType::Q5_1: return kQBlock;
     case DType::Q2_K:
     case DType::Q3_K:
@@ -75,7 +77,8 @@ size_t dtype_block_bytes(DType t) {
     case DType::Q4_0:
     case DType::Q4_0_R16: return sizeof(BlockQ4_0);  // 18
     case DType::Q4_1: return 2 + 2 + 16;             // d, m, qs
-    case DType::Q5_0: return 2 + 4 + 16;             // d, qh, qs
+    case DType::Q5_0:
+    case DType::Q5_0_R16: return 2 + 4 + 16;         // d, qh, qs
     case DType::Q5_1: return 2 + 2 + 4 + 16;         // d, m, qh, qs
     case DType::Q2_K: return 16 + 64 + 2 + 2;        // scales, qs, d, dmin
     case DType::Q3_K: return 32 + 64 + 12 + 2;       // hmask, qs, scales, d
@@ -122,6 +125,21 @@ void r16_block(DType t, const void* data, int64_t cols, int64_t r, int64_t b, ui
     std::memcpy(out, &blk, sizeof(blk));
     return;
   }
+  if (t == DType::Q5_0_R16) {  // layout in dtype.h
+    const int64_t nb = cols / kQBlock, lane = r % kR16Rows;
+    const auto* g = static_cast<const uint8_t*>(data) + size_t((r / kR16Rows) * nb + b) * kQ5_0R16GroupBytes;
+    std::memcpy(out, g + 2 * lane, 2);
+    uint32_t qh = 0;
+    for (int m = 0; m < 8; ++m) {
+      uint64_t mask;
+      std::memcpy(&mask, g + 32 + 8 * m, 8);
+      for (int k = 0; k < 4; ++k)
+        if ((mask >> (4 * lane + k)) & 1u) qh |= 1u << ((m < 4 ? 0 : 16) + 4 * (m % 4) + k);
+    }
+    std::memcpy(out + 2, &qh, 4);
+    for (int k = 0; k < 4; ++k) std::memcpy(out + 6 + 4 * k, g + 96 + 64 * k + 4 * lane, 4);
+    return;
+  }
   // Q4_K_R16 (layout in dtype.h)
   const int64_t ng = cols / 256, lane = r % kR16Rows;
   const auto* g = static_cast<const uint8_t*>(data) + size_t((r / kR16Rows) * ng + b) * kQ4KR16GroupBytes;
@@ -135,6 +153,31 @@ void r16_block(DType t, const void* data, int64_t cols, int64_t r, int64_t b, ui
 void repack_r16(DType t, const void* src, void* dst, int64_t rows, int64_t cols) {
   if (t == DType::Q4_0_R16) {
     repack_q4_0_r16(src, dst, rows, cols);
+    return;
+  }
+  if (t == DType::Q5_0_R16) {
+    const int64_t nb = cols / kQBlock;
+    const auto* in = static_cast<const uint8_t*>(src);  // [rows, nb] blocks of 22 bytes
+    auto* out = static_cast<uint8_t*>(dst);
+    std::memset(out, 0, size_t(rows / kR16Rows * nb) * kQ5_0R16GroupBytes);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t lane = r % kR16Rows;
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* blk = in + size_t(r * nb + b) * kQ5_0BlockBytes;
+        uint8_t* g = out + size_t((r / kR16Rows) * nb + b) * kQ5_0R16GroupBytes;
+        std::memcpy(g + 2 * lane, blk, 2);
+        uint32_t qh;
+        std::memcpy(&qh, blk + 2, 4);
+        for (int m = 0; m < 8; ++m) {
+          uint64_t mask;
+          std::memcpy(&mask, g + 32 + 8 * m, 8);
+          for (int k = 0; k < 4; ++k)
+            if ((qh >> ((m < 4 ? 0 : 16) + 4 * (m % 4) + k)) & 1u) mask |= uint64_t(1) << (4 * lane + k);
+          std::memcpy(g + 32 + 8 * m, &mask, 8);
+        }
+        for (int k = 0; k < 4; ++k) std::memcpy(g + 96 + 64 * k + 4 * lane, blk + 6 + 4 * k, 4);
+      }
+    }
     return;
   }
   const int64_t ng = cols / 256;

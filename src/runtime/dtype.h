@@ -29,7 +29,7 @@ namespace lcx {
 enum class DType : uint8_t {
   F32, F16, BF16, Q8_0, Q4_0, Q4_0_R16,
   Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
-  Q4_K_R16,
+  Q4_K_R16, Q5_0_R16,
   kCount
 };
 
@@ -71,16 +71,23 @@ void q4_0_r16_rowmajor_bytes(const void* data, int64_t cols, size_t offset, size
 // then for each 32-byte chunk c of the quants 8 x [16 rows x 4 bytes] (bytes 4k..4k+3 of the
 // chunk). A 64-byte load is then 16 rows x 8 values of one sub-block (low nibbles) and 16 x 8 of
 // the next (high nibbles), and the 6-bit scales of 16 rows decode in parallel.
+// Q5_0_R16: Q5_0 in 16-row panels, per panel and block 16 x 22 bytes: the 16 rows' fp16 d (32
+// bytes), their 5th bits as 8 x 64-bit masks (mask j < 4: bit 4r + k = bit 4j + k of row r's qh,
+// i.e. of value 4j + k; mask 4 + j: the same for value 16 + 4j + k), then the nibbles as for
+// Q4_0_R16 (4 x [16 rows x 4 bytes]). Mask j is then exactly the byte mask of the j-th 64-byte
+// nibble load, so the 5th bits cost one masked add per load.
+constexpr size_t kQ5_0BlockBytes = 22;
+constexpr size_t kQ5_0R16GroupBytes = kR16Rows * kQ5_0BlockBytes;  // 352
 constexpr size_t kQ4KBlockBytes = 144;
 constexpr size_t kQ4KR16GroupBytes = kR16Rows * kQ4KBlockBytes;  // 2304
 
 // The repacked ("R16") types and the file types they come from.
-inline bool dtype_is_r16(DType t) { return t == DType::Q4_0_R16 || t == DType::Q4_K_R16; }
+inline bool dtype_is_r16(DType t) { return t == DType::Q4_0_R16 || t == DType::Q4_K_R16 || t == DType::Q5_0_R16; }
 inline DType dtype_r16_source(DType t) {
-  return t == DType::Q4_0_R16 ? DType::Q4_0 : t == DType::Q4_K_R16 ? DType::Q4_K : t;
+  return t == DType::Q4_0_R16 ? DType::Q4_0 : t == DType::Q4_K_R16 ? DType::Q4_K : t == DType::Q5_0_R16 ? DType::Q5_0 : t;
 }
 inline DType dtype_r16_of(DType t) {
-  return t == DType::Q4_0 ? DType::Q4_0_R16 : t == DType::Q4_K ? DType::Q4_K_R16 : t;
+  return t == DType::Q4_0 ? DType::Q4_0_R16 : t == DType::Q4_K ? DType::Q4_K_R16 : t == DType::Q5_0 ? DType::Q5_0_R16 : t;
 }
 // Block b (dtype_block_bytes bytes of the source type) of row r of an R16 matrix, as in the file.
 void r16_block(DType t, const void* data, int64_t cols, int64_t r, int64_t b, uint8_t* out);

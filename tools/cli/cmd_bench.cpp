@@ -289,7 +289,7 @@ const char* kBenchHelp =
     "  --progress                report each step on stderr\n"
     "  --tokenizer FILE          tokenizer.model (only needed by models without one for loading)\n"
     "  --mmap, --no-mmap         weights mapped, or read into huge pages (default: huge pages when possible)\n"
-    "  --no-repack               keep Q4_0/Q4_K matrices in the file's layout (default: AVX-512\n"
+    "  --no-repack               keep Q4_0/Q4_K/Q5_0 matrices in the file's layout (default: AVX-512\n"
     "                            16-row panels)\n";
 
 }  // namespace

@@ -13,7 +13,7 @@ const char* kModelHelp =
     "  --tokenizer FILE          tokenizer.model to use when the model has none\n"
     "  --mmap, --no-mmap         weights: map the file, or read it into 2 MiB huge pages (default: huge\n"
     "                            pages when the kernel offers them and the file fits in 60 % of free RAM)\n"
-    "  --no-repack               keep Q4_0/Q4_K matrices in the file's layout (default: 16-row\n"
+    "  --no-repack               keep Q4_0/Q4_K/Q5_0 matrices in the file's layout (default: 16-row\n"
     "                            panels for the AVX-512 decode kernels; same results up to float\n"
     "                            summation order)\n";
 
