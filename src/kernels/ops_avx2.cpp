@@ -213,6 +213,25 @@ void gemv_q(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 // 4-7 in 2p + 1; they are scaled by S_sub * dx. The zero point and min terms,
 // sum_j (S_j z_j + M_j) dx_j xsum_j, use dx * (sum of xq) per 16 columns, made once per call.
 // Same terms as scalar::matmul_rows_q8acts, so only float summation order differs.
+// Per-thread scratch that only grows (as in ops_avx512.cpp), freed when the thread ends.
+struct ThreadScratch {
+  uint8_t* data = nullptr;
+  size_t cap = 0;
+  ~ThreadScratch() { std::free(data); }
+};
+inline uint8_t* thread_scratch(size_t bytes) {
+  thread_local ThreadScratch s;
+  if (bytes > s.cap) {
+    const size_t cap = (bytes + 4095) / 4096 * 4096;
+    void* p = std::aligned_alloc(64, cap);
+    if (p == nullptr) return nullptr;
+    std::free(s.data);
+    s.data = static_cast<uint8_t*>(p);
+    s.cap = cap;
+  }
+  return s.data;
+}
+
 struct UnpackedGroup {
   alignas(32) uint8_t q[256];
   alignas(32) float S[16];
@@ -306,7 +325,12 @@ void gemv_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
   const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
-  alignas(32) static thread_local float xsd[4 * kMaxBlockCols / kQSub];  // [NT, ns]: dx * sum(xq)
+  // Per-thread heap scratch, not a thread_local array: static TLS sits on every thread's stack.
+  auto* xsd = reinterpret_cast<float*>(thread_scratch(size_t(NT * ns) * sizeof(float)));  // [NT, ns]: dx * sum(xq)
+  if (xsd == nullptr) {  // out of memory: the twin needs no scratch
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
   for (int t = 0; t < NT; ++t)
     for (int64_t j = 0; j < ns; ++j) {
       int32_t sum = 0;

@@ -1206,7 +1206,13 @@ void gemv_k(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols, ng = K / 256;
   const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
-  alignas(64) static thread_local float dxl[4 * kMaxGemvCols / 4], xsd[4 * kMaxGemvCols / 16];
+  // Per-thread heap scratch, not thread_local arrays: static TLS sits on every thread's stack.
+  auto* dxl = reinterpret_cast<float*>(thread_scratch(size_t(NT) * size_t(K / 4 + K / 16) * sizeof(float)));
+  if (dxl == nullptr) {  // out of memory: the twin needs no scratch
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
+  float* xsd = dxl + NT * (K / 4);
   prep_k_acts<NT>(xq, job.xq.d + t0 * (K / kQBlock), K, dxl, xsd);
   const __m512 zf = _mm512_set1_ps(zsh >= 0 ? float(1 << zsh) : 0.0f);
   const int64_t pf = kq_pf_dist();
@@ -1270,7 +1276,12 @@ void gemv_q32(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const size_t bb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
   const int8_t* xq = job.xq.qs + t0 * K;
   const float* xd = job.xq.d + t0 * nb;
-  alignas(64) static thread_local float dxl[4 * (kMaxGemvCols / 4 + 8)], xsd[4 * kMaxGemvCols / kQBlock];
+  auto* dxl = reinterpret_cast<float*>(thread_scratch(size_t(NT) * size_t(ldx + nb) * sizeof(float)));
+  if (dxl == nullptr) {
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
+  float* xsd = dxl + NT * ldx;  // [NT, nb]
   for (int t = 0; t < NT; ++t) {
     for (int64_t ib = 0; ib < nb; ++ib) {
       _mm256_storeu_ps(dxl + t * ldx + ib * 8, _mm256_set1_ps(xd[t * nb + ib]));
@@ -1504,7 +1515,11 @@ void gemv_q4k_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols, ng = K / 256, nb = K / kQBlock, ldy = job.w.rows;
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
   const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
-  alignas(64) static thread_local float xsd[4 * kMaxGemvCols / kQBlock];  // [NT, nb]: dx * sum(xq)
+  auto* xsd = reinterpret_cast<float*>(thread_scratch(size_t(NT * nb) * sizeof(float)));  // [NT, nb]: dx * sum(xq)
+  if (xsd == nullptr) {
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
   for (int t = 0; t < NT; ++t) {
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + b * kQBlock));
@@ -1583,7 +1598,11 @@ void gemv_q50_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols, nb = K / kQBlock, ldy = job.w.rows;
   const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
   const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
-  alignas(64) static thread_local float xsd[4 * kMaxGemvCols / kQBlock];  // [NT, nb]: 16 dx sum(xq)
+  auto* xsd = reinterpret_cast<float*>(thread_scratch(size_t(NT * nb) * sizeof(float)));  // [NT, nb]: 16 dx sum(xq)
+  if (xsd == nullptr) {
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
   for (int t = 0; t < NT; ++t) {
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + t * K + b * kQBlock));
