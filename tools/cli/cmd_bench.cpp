@@ -137,7 +137,7 @@ ModelFacts model_facts(const lcx::Model& m) {
   if (p >= 1e9) std::snprintf(buf, sizeof buf, "%.1fB", p / 1e9);
   else std::snprintf(buf, sizeof buf, "%.0fM", p / 1e6);
   const lcx::DType dt = w.layers.empty() ? w.tok_embd.dtype : w.layers[0].wq.dtype;
-  std::string dname = lcx::dtype_name(dt);
+  std::string dname = lcx::dtype_name(lcx::dtype_r16_source(dt));  // the file's type, not the panel layout
   std::transform(dname.begin(), dname.end(), dname.begin(), [](unsigned char c) { return char(std::toupper(c)); });
   f.type = std::string(lcx::arch_name(m.config.arch)) + " " + buf + " " + dname;
   return f;
