@@ -158,25 +158,34 @@ void micro_bf16(const uint32_t* A, int64_t lda, const uint32_t* B, int64_t sa, i
                 int64_t ldc, const float* alpha) {
   __m512 acc[NR][NV];
   if (alpha != nullptr) {
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) {
       const __m512 al = _mm512_load_ps(alpha + v * 16);
+#pragma GCC unroll 16
       for (int r = 0; r < NR; ++r) acc[r][v] = _mm512_mul_ps(_mm512_load_ps(C + r * ldc + v * 16), al);
     }
   } else {
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_setzero_ps();
   }
   for (int64_t x = 0; x < nx; ++x) {
     __m512i av[NV];
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) av[v] = _mm512_load_si512(A + x * lda + v * 16);
     const uint32_t* bx = B + x * sx;
+#pragma GCC unroll 16
     for (int r = 0; r < NR; ++r) {
       const __m512i br = _mm512_set1_epi32(int(bx[r * sa]));
+#pragma GCC unroll 16
       for (int v = 0; v < NV; ++v)
         acc[r][v] = _mm512_dpbf16_ps(acc[r][v], reinterpret_cast<__m512bh>(br), reinterpret_cast<__m512bh>(av[v]));
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < NR; ++r)
+#pragma GCC unroll 16
     for (int v = 0; v < NV; ++v) _mm512_store_ps(C + r * ldc + v * 16, acc[r][v]);
 }
 
