@@ -414,7 +414,12 @@ void micro_kernel(const float* wp, const float* xp, int64_t kc, float* y, int64_
   // and stores all 12 to the stack on every k step (store-bound at ~40% of the FMA peak).
   __m256 a0[NT], a1[NT];
 #pragma GCC unroll 8
-  for (int t = 0; t < NT; ++t) a0[t] = a1[t] = _mm256_setzero_ps();
+  for (int t = 0; t < NT; ++t) {
+    a0[t] = a1[t] = _mm256_setzero_ps();
+    // y's rows are far apart and were last touched a whole column block ago (L3 or DRAM):
+    // fetch them now so that the read-modify-write below does not stall (25% of the time).
+    if (!first) _mm_prefetch(reinterpret_cast<const char*>(y + t * ldy), _MM_HINT_T0);
+  }
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 w0 = _mm256_load_ps(wp + k * kMR), w1 = _mm256_load_ps(wp + k * kMR + 8);
 #pragma GCC unroll 8
@@ -424,9 +429,21 @@ void micro_kernel(const float* wp, const float* xp, int64_t kc, float* y, int64_
       a1[t] = _mm256_fmadd_ps(w1, b, a1[t]);
     }
   }
+  // Full panels (all but a matrix's last one) use plain loads and stores: vmaskmovps stores
+  // are microcoded on AMD cores (about ten times the cost of a store).
+  const bool full = _mm256_testc_si256(m1, _mm256_set1_epi32(-1)) != 0;
 #pragma GCC unroll 8
   for (int t = 0; t < NT; ++t) {
     float* yt = y + t * ldy;
+    if (full) {
+      if (!first) {
+        a0[t] = _mm256_add_ps(a0[t], _mm256_loadu_ps(yt));
+        a1[t] = _mm256_add_ps(a1[t], _mm256_loadu_ps(yt + 8));
+      }
+      _mm256_storeu_ps(yt, a0[t]);
+      _mm256_storeu_ps(yt + 8, a1[t]);
+      continue;
+    }
     if (!first) {
       a0[t] = _mm256_add_ps(a0[t], _mm256_maskload_ps(yt, m0));
       a1[t] = _mm256_add_ps(a1[t], _mm256_maskload_ps(yt + 8, m1));
@@ -440,16 +457,46 @@ using MicroFn = void (*)(const float*, const float*, int64_t, float*, int64_t, _
 constexpr MicroFn kMicro[kNR + 1] = {nullptr,         micro_kernel<1>, micro_kernel<2>, micro_kernel<3>,
                                      micro_kernel<4>, micro_kernel<5>, micro_kernel<6>};
 
+// In-register transpose of an 8 x 8 block: r[i] lane j -> r[j] lane i (24 shuffles).
+inline void transpose8x8(__m256* r) {
+  __m256 t[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  __m256 u[2][4];  // u[g][c] lane half L: column 4L + c of rows 4g..4g+3
+  for (int g = 0; g < 2; ++g) {
+    u[g][0] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[g][1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+    u[g][2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[g][3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+  }
+  for (int c = 0; c < 4; ++c) {
+    r[c] = _mm256_permute2f128_ps(u[0][c], u[1][c], 0x20);
+    r[4 + c] = _mm256_permute2f128_ps(u[0][c], u[1][c], 0x31);
+  }
+}
+
+// Rows [rb, rb + nr) x columns [k0, k0 + kc) -> wp[kc, 16] (rows beyond nr are zero): eight
+// rows at a time dequantized row-major and transposed in registers.
 template <DType T>
 void pack_panel(const MatmulJob& job, int64_t rb, int nr, int64_t k0, int64_t kc, float* wp) {
-  alignas(32) float tmp[kKC];
+  alignas(32) float tmp[8 * kKC];  // [8, kc] with row stride kKC
   const size_t row_bytes = dtype_row_bytes(T, job.w.cols);
-  for (int i = 0; i < nr; ++i) {
-    dequant_span<T>(static_cast<const uint8_t*>(job.w.data) + size_t(rb + i) * row_bytes, k0, kc, tmp);
-    for (int64_t k = 0; k < kc; ++k) wp[k * kMR + i] = tmp[k];
-  }
-  for (int i = nr; i < kMR; ++i) {
-    for (int64_t k = 0; k < kc; ++k) wp[k * kMR + i] = 0.0f;
+  for (int h = 0; h < kMR; h += 8) {
+    const int n = nr - h < 0 ? 0 : (nr - h > 8 ? 8 : nr - h);
+    for (int i = 0; i < n; ++i)
+      dequant_span<T>(static_cast<const uint8_t*>(job.w.data) + size_t(rb + h + i) * row_bytes, k0, kc, tmp + i * kKC);
+    for (int i = n; i < 8; ++i) std::memset(tmp + i * kKC, 0, size_t(kc) * sizeof(float));
+    int64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_load_ps(tmp + i * kKC + k);
+      transpose8x8(r);
+      for (int j = 0; j < 8; ++j) _mm256_store_ps(wp + (k + j) * kMR + h, r[j]);
+    }
+    for (; k < kc; ++k)
+      for (int i = 0; i < 8; ++i) wp[k * kMR + h + i] = tmp[i * kKC + k];
   }
 }
 
