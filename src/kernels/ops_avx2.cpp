@@ -385,10 +385,166 @@ void gemv_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
+// ---- Q4_K / Q5_K / Q6_K decode GEMV without the unpacked group ---------------------------------
+//
+// gemv_blocks unpacks each group to memory and scales every 32-column integer sum separately
+// (about 130 instructions per 256 values: half the DRAM rate on one core). Here the quants are
+// split from the loaded bytes in registers, and the eight 32-column madd results of a group are
+// reduced horizontally to one vector of sub-block sums (exact int32), so a group costs one
+// conversion and one FMA per token against a vector of S_j * dx_j. The zero point / min terms
+// use dx * sum(xq) per sub-block as in gemv_blocks. Terms as scalar::matmul_rows_q8acts; only the
+// float summation order differs.
+
+// Sum of each 32-bit lane quarter: [sum(a lanes 0-3), sum(b 0-3), sum(c 0-3), sum(d 0-3) |
+// sum(a 4-7), sum(b 4-7), sum(c 4-7), sum(d 4-7)].
+inline __m256i hsum4x(__m256i a, __m256i b, __m256i c, __m256i d) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+}
+
+// The 6-bit scales and mins of a Q4_K / Q5_K group (12 bytes at s), as bytes sc[0..7], m[0..7]:
+// pairs 0-3 are the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); pairs 4-7 take their low 4
+// bits from the nibbles of bytes 8-11 and their high 2 bits from the top bits of bytes 0-7.
+inline void k4_scale_bytes(const uint8_t* s, uint64_t& sc, uint64_t& mn) {
+  uint32_t w0, w1, w2;
+  std::memcpy(&w0, s, 4);
+  std::memcpy(&w1, s + 4, 4);
+  std::memcpy(&w2, s + 8, 4);
+  const uint32_t low6 = 0x3f3f3f3fu, low4 = 0x0f0f0f0fu, low2 = 0x03030303u;
+  const uint32_t sc_hi = (w2 & low4) | (((w0 >> 6) & low2) << 4);
+  const uint32_t mn_hi = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
+  sc = uint64_t(w0 & low6) | (uint64_t(sc_hi) << 32);
+  mn = uint64_t(w1 & low6) | (uint64_t(mn_hi) << 32);
+}
+
+inline __m256 u8x8_to_ps(uint64_t v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128(int64_t(v)))); }
+
+template <DType T, int NT>
+void gemv_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  constexpr bool q6 = T == DType::Q6_K;
+  const int64_t K = job.w.cols, nb = K / kQBlock, ns = K / kQSub, ng = K / 256;
+  const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  // dx * sum(xq) per sub-block of the zero point / min terms: per 16 columns for Q6_K (its scale
+  // blocks), per 32 for Q4_K / Q5_K (whose pairs of 16-column sub-blocks share S and M).
+  const int64_t nsub = q6 ? ns : nb;
+  auto* xs = reinterpret_cast<float*>(thread_scratch(size_t(NT * nsub) * sizeof(float)));  // [NT, nsub]
+  if (xs == nullptr) {  // out of memory: the twin needs no scratch
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
+  const int64_t span = K / nsub;
+  for (int t = 0; t < NT; ++t)
+    for (int64_t j = 0; j < nsub; ++j) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < span; ++i) sum += xq[t * K + j * span + i];
+      xs[t * nsub + j] = xd[t * nb + j * span / kQBlock] * float(sum);
+    }
+  const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
+    __m256 acc[NT], cacc[NT];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) acc[t] = cacc[t] = _mm256_setzero_ps();
+    for (int64_t g = 0; g < ng; ++g) {
+      const uint8_t* b = row + size_t(g) * gb;
+      // The 8 quant vectors of 32 values each, in column order, as unsigned bytes.
+      __m256i q[8];
+      __m256 S_a, S_b, C_a, C_b;  // scale (and zero/min) vectors in the lane order used below
+      if constexpr (q6) {
+        const float d = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 208));
+        const __m256i m3 = _mm256_set1_epi8(3);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h));
+          const __m256i c = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 64 * h + 32));
+          const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 128 + 32 * h));
+          const auto hb = [&](int sh) { return _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(e, sh), m3), 4); };
+          q[4 * h] = _mm256_or_si256(_mm256_and_si256(a, lo4), hb(0));
+          q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(c, lo4), hb(2));
+          q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(a, 4), lo4), hb(4));
+          q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(c, 4), lo4), hb(6));
+        }
+        // hsum4x leaves sub-blocks in the order [0 2 4 6 1 3 5 7] and [8 10 12 14 9 11 13 15].
+        const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + 192));
+        const __m128i perm = _mm_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
+        const __m128i scp = _mm_shuffle_epi8(sc, perm);
+        const __m256 vd = _mm256_set1_ps(d);
+        S_a = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(scp)));
+        S_b = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(scp, scp))));
+        // zero point 32 per 16 columns, natural order (C * xs summed lane-wise)
+        const __m256 S_lo = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc)));
+        const __m256 S_hi = _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc, sc))));
+        C_a = _mm256_mul_ps(S_lo, _mm256_set1_ps(32.0f));
+        C_b = _mm256_mul_ps(S_hi, _mm256_set1_ps(32.0f));
+      } else {
+        const float d = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b));
+        const float dmin = _cvtsh_ss(*reinterpret_cast<const uint16_t*>(b + 2));
+        uint64_t scb, mnb;
+        k4_scale_bytes(b + 4, scb, mnb);
+        S_a = _mm256_mul_ps(_mm256_set1_ps(d), u8x8_to_ps(scb));  // natural order, one per 32 columns
+        C_a = _mm256_mul_ps(_mm256_set1_ps(dmin), u8x8_to_ps(mnb));
+        S_b = C_b = _mm256_setzero_ps();
+        const uint8_t* qs = T == DType::Q5_K ? b + 48 : b + 16;
+        __m256i qh = _mm256_setzero_si256();
+        if constexpr (T == DType::Q5_K) qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + 16));
+        for (int c = 0; c < 4; ++c) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qs + 32 * c));
+          q[2 * c] = _mm256_and_si256(v, lo4);
+          q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+          if constexpr (T == DType::Q5_K) {  // bit 4: bit 2c (low nibbles) / 2c + 1 (high) of qh[l]
+            const __m256i one = _mm256_set1_epi8(1);
+            q[2 * c] = _mm256_or_si256(q[2 * c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), one), 4));
+            q[2 * c + 1] =
+                _mm256_or_si256(q[2 * c + 1], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c + 1), one), 4));
+          }
+        }
+      }
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* y = xq + t * K + g * 256;
+        __m256i is[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; ++v)
+          is[v] = _mm256_madd_epi16(
+              _mm256_maddubs_epi16(q[v], _mm256_loadu_si256(reinterpret_cast<const __m256i*>(y + 32 * v))), ones);
+        const __m256i h0 = hsum4x(is[0], is[1], is[2], is[3]), h1 = hsum4x(is[4], is[5], is[6], is[7]);
+        const __m256 dx = _mm256_loadu_ps(xd + t * nb + g * 8);  // [8]: one per 32 columns
+        const float* xst = xs + t * nsub + g * (256 / span);
+        if constexpr (q6) {
+          // h0: sub-blocks [0 2 4 6 | 1 3 5 7] use dx blocks [0 1 2 3 | 0 1 2 3]; h1 the next four.
+          const __m256 dx_a = _mm256_permute2f128_ps(dx, dx, 0x00), dx_b = _mm256_permute2f128_ps(dx, dx, 0x11);
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h0), _mm256_mul_ps(S_a, dx_a), acc[t]);
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h1), _mm256_mul_ps(S_b, dx_b), acc[t]);
+          cacc[t] = _mm256_fmadd_ps(C_a, _mm256_loadu_ps(xst), cacc[t]);
+          cacc[t] = _mm256_fmadd_ps(C_b, _mm256_loadu_ps(xst + 8), cacc[t]);
+        } else {
+          // h0 = [s0 s1 s2 s3 (lanes 0-3) | s0 s1 s2 s3 (lanes 4-7)], h1 the same for s4..s7.
+          const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20), _mm256_permute2x128_si256(h0, h1, 0x31));
+          acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(S_a, dx), acc[t]);
+          cacc[t] = _mm256_fmadd_ps(C_a, _mm256_loadu_ps(xst), cacc[t]);
+        }
+      }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) job.y[(t0 + t) * job.w.rows + r] = hsum(acc[t]) - hsum(cacc[t]);
+  }
+}
+
 template <DType T>
 void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   if (job.xq.qs == nullptr || job.w.cols > kMaxBlockCols) {  // prompts: dequantized rows, F32 GEMM
     matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
+    return;
+  }
+  if constexpr (T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K) {
+    for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+      switch (imin(kGemvMaxTokens, t1 - t)) {
+        case 1: gemv_kq<T, 1>(job, r0, r1, t); break;
+        case 2: gemv_kq<T, 2>(job, r0, r1, t); break;
+        case 3: gemv_kq<T, 3>(job, r0, r1, t); break;
+        default: gemv_kq<T, 4>(job, r0, r1, t); break;
+      }
+    }
     return;
   }
   for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
