@@ -77,8 +77,19 @@ inline void dequant_block(const BlockQ4_0& b, float* dst) {
 }
 
 template <DType T>
+void dequant_groups(const void* src, float* dst, int64_t n);  // Q4_K / Q5_K / Q6_K, below
+
+// Columns [c0, c0 + n) of a row as float32. Block types: c0 and n are multiples of the block
+// (the GEMM's 256-column spans of rows whose length is a multiple of the block).
+template <DType T>
 inline void dequant_span(const void* row, int64_t c0, int64_t n, float* dst) {
-  if constexpr (T == DType::Q8_0 || T == DType::Q4_0) {
+  if constexpr (T == DType::Q4_K || T == DType::Q5_K || T == DType::Q6_K) {
+    dequant_groups<T>(static_cast<const uint8_t*>(row) + size_t(c0 / 256) * dtype_block_bytes(T), dst, n);
+  } else if constexpr (T == DType::Q4_1 || T == DType::Q5_0 || T == DType::Q5_1 || T == DType::Q2_K ||
+                       T == DType::Q3_K) {
+    const int64_t bv = dtype_block_values(T);
+    scalar::dequantize_row(T, static_cast<const uint8_t*>(row) + size_t(c0 / bv) * dtype_block_bytes(T), dst, n);
+  } else if constexpr (T == DType::Q8_0 || T == DType::Q4_0) {
     using Block = std::conditional_t<T == DType::Q8_0, BlockQ8_0, BlockQ4_0>;
     const Block* b = static_cast<const Block*>(row) + c0 / kQBlock;
     for (int64_t ib = 0; ib < n / kQBlock; ++ib) dequant_block(b[ib], dst + ib * kQBlock);
@@ -88,9 +99,6 @@ inline void dequant_span(const void* row, int64_t c0, int64_t n, float* dst) {
     for (; c < n; ++c) dst[c] = load1<T>(row, c0 + c);
   }
 }
-
-template <DType T>
-void dequant_groups(const void* src, float* dst, int64_t n);  // Q4_K / Q5_K / Q6_K, below
 
 void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
   switch (t) {
@@ -531,8 +539,15 @@ void gemv_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 }
 
 template <DType T>
+void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);  // below
+
+template <DType T>
 void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (job.xq.qs == nullptr || job.w.cols > kMaxBlockCols) {  // prompts: dequantized rows, F32 GEMM
+  if (job.xq.qs == nullptr) {  // prompts: the F32 GEMM, its weight panels dequantized span by span
+    gemm<T>(job, r0, r1, t0, t1);
+    return;
+  }
+  if (job.w.cols > kMaxBlockCols) {
     matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
     return;
   }
