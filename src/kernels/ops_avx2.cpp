@@ -141,17 +141,30 @@ void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d) {
 
 // ---- GEMV ---------------------------------------------------------------------------------------
 
+// LONGCTX_F16_PF=bytes: software prefetch distance of the float-weight GEMV (0: off).
+inline int64_t f_pf_dist() {
+  static const int64_t d = [] {
+    const char* e = std::getenv("LONGCTX_F16_PF");
+    return e ? int64_t(std::atoll(e)) : int64_t(0);
+  }();
+  return d;
+}
+
 template <DType T, int NT>
 void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols;
   const size_t rb = dtype_row_bytes(T, K);
   const float* x = job.x + t0 * K;  // [NT, K]
+  const int64_t pf = f_pf_dist();
   for (int64_t r = r0; r < r1; ++r) {
     const void* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
     __m256 acc0[NT], acc1[NT];
     for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 16 <= K; c += 16) {
+      if (pf > 0 && (c & 31) == 0) {
+        _mm_prefetch(static_cast<const char*>(row) + c * (T == DType::F32 ? 4 : 2) + pf, _MM_HINT_T1);
+      }
       const __m256 w0 = load8<T>(row, c), w1 = load8<T>(row, c + 8);
       for (int t = 0; t < NT; ++t) {
         acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * K + c), acc0[t]);
@@ -725,9 +738,16 @@ void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) 
 }
 
 template <DType T>
+void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);  // below
+
+template <DType T>
 void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   constexpr bool quant = T == DType::Q8_0 || T == DType::Q4_0;
   if constexpr (quant) {
+    if (job.mode == GemmMode::Int8) {
+      gemm_int8<T>(job, r0, r1, t0, t1);
+      return;
+    }
     if (job.xq.qs != nullptr) {
       for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
         switch (imin(kGemvMaxTokens, t1 - t)) {
@@ -761,7 +781,9 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
     case DType::Q8_0: matmul_typed<DType::Q8_0>(job, r0, r1, t0, t1); return;
     case DType::Q4_0: matmul_typed<DType::Q4_0>(job, r0, r1, t0, t1); return;
     case DType::Q4_0_R16:  // repacked only for the AVX-512 kernels; correct here, not fast
-      if (job.xq.qs != nullptr) {
+      if (job.mode == GemmMode::Int8) {
+        gemm_int8<DType::Q4_0_R16>(job, r0, r1, t0, t1);
+      } else if (job.xq.qs != nullptr) {
         scalar::matmul_rows_q8acts(job, r0, r1, t0, t1);
       } else {
         scalar::matmul_rows_job(job, r0, r1, t0, t1);
@@ -779,6 +801,185 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
       matmul_rows_via_f32(kTable, job, r0, r1, t0, t1);
       return;
   }
+}
+
+// ---- Int8 GEMM (Q8_0 / Q4_0 prompts): maddubs, tokens in lanes -----------------------------------
+//
+// The numerics of GemmMode::Int8 (ops_internal.h) without VNNI, on the same packed activations
+// (q + 128): one ymm holds 4 columns of 8 tokens, and 4 weight bytes of a row are broadcast.
+// maddubs multiplies unsigned by signed bytes into saturating int16 pair sums, so:
+//  - Q4_0 (w = nibble - 8 in [-8, 7]): the biased activations times w directly (pair sums at most
+//    2 * 255 * 8), the bias removed by a per-(row, block) correction -128 * sum(w), as the AVX-512
+//    kernel does. Three instructions per 32 products.
+//  - Q8_0 (|w| <= 127, ... 128): (q + 128) * w could saturate, so the activations are unbiased
+//    (one xor per vector, shared by the tile's rows) and multiplied as |w| * (q with w's sign),
+//    pair sums at most 2 * 128 * 127. Four instructions per 32 products; |w| comes precomputed
+//    with the panel.
+// madd with ones widens to int32; each 32-block's integer sum is exact and is scaled once:
+// acc += float(isum) * (d_x * d_w), as the scalar twin.
+
+constexpr int kI8Rows = 3;          // weight rows per micro-tile: 6 int32 accumulators, in registers
+constexpr int64_t kPanelRows = 32;  // rows whose scales (and bytes) are prepared together
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+void pack_acts_int8(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp) {
+  const int64_t nb = cols / kQBlock;
+  const __m256i bias = _mm256_set1_epi8(char(0x80));
+  for (int64_t g = g0; g < g1; ++g) {
+    uint8_t* base = xp + g * nb * kInt8GroupBlockBytes;
+    for (int64_t i = 0; i < kPackTokens; ++i) {
+      const int64_t t = g * kPackTokens + i;
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* blk = base + b * kInt8GroupBlockBytes;
+        alignas(32) int8_t q[kQBlock];
+        float d = 0.0f;
+        if (t < n_tokens) {
+          quantize_acts(x + t * cols + b * kQBlock, kQBlock, q, &d);
+        } else {
+          std::memset(q, 0, sizeof(q));
+        }
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q),
+                           _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(q)), bias));
+        for (int j = 0; j < 8; ++j) std::memcpy(blk + j * 64 + i * 4, q + 4 * j, 4);
+        std::memcpy(blk + 8 * 64 + i * 4, &d, 4);
+      }
+    }
+  }
+}
+
+// Panel rows' scales dw[nr][nb], and bytes wb[nr][cols]: Q8_0 |w|, Q4_0 w = nibble - 8 with
+// corr[nr][nb] = -128 * sum(w) (value order as in dequantization).
+template <DType T>
+void prepare_int8_panel(const MatmulJob& job, int64_t rp, int64_t nr, float* dw, int32_t* corr, int8_t* wb) {
+  const int64_t K = job.w.cols, nb = K / kQBlock;
+  for (int64_t i = 0; i < nr; ++i) {
+    for (int64_t b = 0; b < nb; ++b) {
+      int8_t* dst = wb + i * K + b * kQBlock;
+      if constexpr (T == DType::Q8_0) {
+        const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(job.w.data)[(rp + i) * nb + b];
+        const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm256_sign_epi8(w, w));
+        dw[i * nb + b] = _cvtsh_ss(blk.d);
+      } else {
+        const BlockQ4_0 blk = T == DType::Q4_0_R16 ? q4_0_r16_block(job.w.data, K, rp + i, b)
+                                                   : static_cast<const BlockQ4_0*>(job.w.data)[(rp + i) * nb + b];
+        const __m256i q = _mm256_sub_epi8(prep_weights(blk), _mm256_set1_epi8(8));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), q);
+        // sum of the signed bytes: sad of the biased bytes, minus 32 * 128
+        const __m256i sad = _mm256_sad_epu8(_mm256_xor_si256(q, _mm256_set1_epi8(char(0x80))), _mm256_setzero_si256());
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+        corr[i * nb + b] = -128 * (int32_t(_mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1)) - 32 * 128);
+        dw[i * nb + b] = _cvtsh_ss(blk.d);
+      }
+    }
+  }
+}
+
+// out[m * 16 + i] = y of row m and token i of the group, for MR rows; out also holds the float
+// accumulators between blocks. Row m's bytes: wb[m] (panel bytes, 32 per block); Q8_0 also reads
+// the signed weights in place, ws[m] + 34 * b. Three rows: 6 int32 accumulators, 2 activation
+// vectors and the broadcasts fit the 16 registers (at four GCC kept accumulators on the stack).
+template <int MR, bool Q8>
+void int8_tile(const int8_t* const* wb, const uint8_t* const* ws, const float* dw, const int32_t* corr, int64_t nb,
+               const uint8_t* xg, float* out) {
+  const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8(char(0x80));
+  const int8_t* wr[MR];
+  const uint8_t* sr[MR];
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m) {
+    wr[m] = wb[m];
+    sr[m] = Q8 ? ws[m] : nullptr;
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < MR * 2; ++i) _mm256_store_ps(out + 8 * i, _mm256_setzero_ps());
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i acc[MR][2];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = Q8 ? _mm256_setzero_si256() : _mm256_set1_epi32(corr[m * nb + b]);
+    const uint8_t* xb = xg + b * kInt8GroupBlockBytes;
+    for (int g = 0; g < 8; ++g) {
+      __m256i x0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb + g * 64));
+      __m256i x1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb + g * 64 + 32));
+      if constexpr (Q8) {
+        x0 = _mm256_xor_si256(x0, bias);
+        x1 = _mm256_xor_si256(x1, bias);
+      }
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const __m256i w = _mm256_set1_epi32(int(load_u32(reinterpret_cast<const uint8_t*>(wr[m]) + b * kQBlock + 4 * g)));
+        __m256i p0, p1;
+        if constexpr (Q8) {
+          const __m256i sgn = _mm256_set1_epi32(int(load_u32(sr[m] + b * int64_t(sizeof(BlockQ8_0)) + 4 * g)));
+          p0 = _mm256_maddubs_epi16(w, _mm256_sign_epi8(x0, sgn));
+          p1 = _mm256_maddubs_epi16(w, _mm256_sign_epi8(x1, sgn));
+        } else {
+          p0 = _mm256_maddubs_epi16(x0, w);
+          p1 = _mm256_maddubs_epi16(x1, w);
+        }
+        acc[m][0] = _mm256_add_epi32(acc[m][0], _mm256_madd_epi16(p0, ones));
+        acc[m][1] = _mm256_add_epi32(acc[m][1], _mm256_madd_epi16(p1, ones));
+      }
+    }
+    const __m256 dx0 = _mm256_load_ps(reinterpret_cast<const float*>(xb + 8 * 64));
+    const __m256 dx1 = _mm256_load_ps(reinterpret_cast<const float*>(xb + 8 * 64 + 32));
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+      const __m256 sc = _mm256_set1_ps(dw[m * nb + b]);
+      float* o = out + m * 16;
+      _mm256_store_ps(o, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][0]), _mm256_mul_ps(dx0, sc), _mm256_load_ps(o)));
+      _mm256_store_ps(o + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][1]), _mm256_mul_ps(dx1, sc), _mm256_load_ps(o + 8)));
+    }
+  }
+}
+
+using Int8TileFn = void (*)(const int8_t* const*, const uint8_t* const*, const float*, const int32_t*, int64_t,
+                            const uint8_t*, float*);
+template <bool Q8>
+constexpr Int8TileFn kInt8Tiles[kI8Rows] = {int8_tile<1, Q8>, int8_tile<2, Q8>, int8_tile<3, Q8>};
+
+template <DType T>
+void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const int64_t K = job.w.cols, nb = K / kQBlock, ldy = job.w.rows;
+  const int64_t gstride = nb * kInt8GroupBlockBytes;
+  const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
+  constexpr bool q8 = T == DType::Q8_0;
+  // Panel scratch (malloc: no STL in this file): scales, corrections, bytes.
+  auto* dw = static_cast<float*>(std::malloc(size_t(kPanelRows * nb) * sizeof(float)));
+  auto* corr = static_cast<int32_t*>(std::malloc(size_t(kPanelRows * nb) * sizeof(int32_t)));
+  auto* wb = static_cast<int8_t*>(std::malloc(size_t(kPanelRows * K)));
+  if (dw == nullptr || corr == nullptr || wb == nullptr) std::abort();  // hot path: no exceptions
+  alignas(32) float out[kI8Rows * 16];
+  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
+    const int64_t nr = imin(kPanelRows, r1 - rp);
+    prepare_int8_panel<T>(job, rp, nr, dw, corr, wb);
+    for (int64_t g = ga; g < gb; ++g) {
+      const uint8_t* xg = job.xp + g * gstride;
+      for (int64_t m0 = 0; m0 < nr; m0 += kI8Rows) {
+        const int mr = int(imin(kI8Rows, nr - m0));
+        const int8_t* w[kI8Rows];
+        const uint8_t* ws[kI8Rows] = {};
+        for (int m = 0; m < mr; ++m) {
+          w[m] = wb + (m0 + m) * K;
+          if (q8) ws[m] = reinterpret_cast<const uint8_t*>(static_cast<const BlockQ8_0*>(job.w.data) + (rp + m0 + m) * nb) + 2;
+        }
+        kInt8Tiles<q8>[mr - 1](w, ws, dw + m0 * nb, corr + m0 * nb, nb, xg, out);
+        // Results for tokens in [t0, t1) only (pad tokens and other threads' tokens skipped).
+        for (int i = 0; i < kPackTokens; ++i) {
+          const int64_t t = g * kPackTokens + i;
+          if (t < t0 || t >= t1) continue;
+          for (int m = 0; m < mr; ++m) job.y[t * ldy + rp + m0 + m] = out[m * 16 + i];
+        }
+      }
+    }
+  }
+  std::free(wb);
+  std::free(corr);
+  std::free(dw);
 }
 
 // ---- vector ops -------------------------------------------------------------------------------
@@ -888,9 +1089,9 @@ void softmax(float* x, int64_t n) {
 
 }  // namespace
 
-// No low-precision GEMM: AVX2 machines without AVX-512 rarely have AVX-VNNI; prefill stays f32.
+// Int8 GEMM for Q8_0 / Q4_0 prompts (maddubs; no VNNI needed); no bf16 GEMM.
 const KernelTable kTable = {KernelIsa::Avx2, matmul_rows, quantize_acts, dequantize_row, scalar::quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy, nullptr, nullptr};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, nullptr};
 
 }  // namespace lcx::kernels::avx2
 
