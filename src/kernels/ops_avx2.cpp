@@ -141,30 +141,17 @@ void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d) {
 
 // ---- GEMV ---------------------------------------------------------------------------------------
 
-// LONGCTX_F16_PF=bytes: software prefetch distance of the float-weight GEMV (0: off).
-inline int64_t f_pf_dist() {
-  static const int64_t d = [] {
-    const char* e = std::getenv("LONGCTX_F16_PF");
-    return e ? int64_t(std::atoll(e)) : int64_t(0);
-  }();
-  return d;
-}
-
 template <DType T, int NT>
 void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   const int64_t K = job.w.cols;
   const size_t rb = dtype_row_bytes(T, K);
   const float* x = job.x + t0 * K;  // [NT, K]
-  const int64_t pf = f_pf_dist();
   for (int64_t r = r0; r < r1; ++r) {
     const void* row = static_cast<const uint8_t*>(job.w.data) + size_t(r) * rb;
     __m256 acc0[NT], acc1[NT];
     for (int t = 0; t < NT; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
     int64_t c = 0;
     for (; c + 16 <= K; c += 16) {
-      if (pf > 0 && (c & 31) == 0) {
-        _mm_prefetch(static_cast<const char*>(row) + c * (T == DType::F32 ? 4 : 2) + pf, _MM_HINT_T1);
-      }
       const __m256 w0 = load8<T>(row, c), w1 = load8<T>(row, c + 8);
       for (int t = 0; t < NT; ++t) {
         acc0[t] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * K + c), acc0[t]);
