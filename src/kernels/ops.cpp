@@ -237,8 +237,12 @@ GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf
   if ((t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16) && k.pack_acts_int8 != nullptr) {
     return GemmMode::Int8;
   }
-  // The other block types: the AVX-512 int8 GEMM with 16-column sub-blocks (gemm_kq).
-  if (dtype_is_quantized(t) && k.isa == KernelIsa::Avx512 && k.pack_acts_int8 != nullptr) return GemmMode::Int8;
+  // The other block types: the int8 GEMMs with 16-column sub-blocks (gemm_kq; the 16-row panel
+  // layouts exist only for the AVX-512 kernels).
+  if (dtype_is_quantized(t) && k.pack_acts_int8 != nullptr &&
+      (k.isa == KernelIsa::Avx512 || (k.isa == KernelIsa::Avx2 && !dtype_is_r16(t)))) {
+    return GemmMode::Int8;
+  }
   if ((t == DType::F16 || t == DType::BF16) && fast_bf16 && k.pack_acts_bf16 != nullptr && cpu_has_avx512bf16()) {
     return GemmMode::Bf16;
   }

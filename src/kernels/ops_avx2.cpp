@@ -553,10 +553,16 @@ void gemv_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 
 template <DType T>
 void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);  // below
+template <DType T>
+void gemm_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);  // below
 
 template <DType T>
 void matmul_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (job.xq.qs == nullptr) {  // prompts: the F32 GEMM, its weight panels dequantized span by span
+  if (job.mode == GemmMode::Int8) {  // prompts: the int8 GEMM with per-sub-block scales
+    gemm_kq<T>(job, r0, r1, t0, t1);
+    return;
+  }
+  if (job.xq.qs == nullptr) {  // the F32 GEMM, its weight panels dequantized span by span
     gemm<T>(job, r0, r1, t0, t1);
     return;
   }
@@ -967,6 +973,146 @@ void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t
   std::free(wb);
   std::free(corr);
   std::free(dw);
+}
+
+// ---- Int8 GEMM of the GGML block types (Q4_1 ... Q6_K prompts) ---------------------------------
+//
+// gemm_int8's tiles with a float scale per sub-block (16 columns; 32 where pairs share S and
+// C, as Q4_K/Q5_K/Q4_1/Q5_0/Q5_1): weights unpacked once per panel to unsigned bytes q (at most
+// 63) times the unbiased activations (one xor per vector, shared by the tile's rows), so maddubs
+// pair sums stay within 2 * 63 * 127 and need no sign trick; then per sub-block j
+//   y += S_j dx isum_j - C_j dx xsum_j   (C = S z + M),
+// the terms of scalar::matmul_rows_q8acts, with dx xsum_j per token lane made once per call.
+
+template <int SUB>
+void kq_xsd(const uint8_t* xp, int64_t K, int64_t ga, int64_t gb, float* xsd) {  // [(g - ga) * ns + j][16]
+  const int64_t nb = K / kQBlock, ns = K / SUB, gstride = nb * kInt8GroupBlockBytes;
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (int64_t g = ga; g < gb; ++g) {
+    for (int64_t j = 0; j < ns; ++j) {
+      const uint8_t* xb = xp + g * gstride + (j * SUB / kQBlock) * kInt8GroupBlockBytes;
+      const int slot0 = SUB == kQSub ? 4 * int(j % 2) : 0;
+      for (int h = 0; h < 2; ++h) {  // tokens 0-7, 8-15
+        __m256i s = _mm256_set1_epi32(-SUB * 128);  // the packed bytes are x + 128
+        for (int k = 0; k < SUB / 4; ++k) {
+          const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(xb + (slot0 + k) * 64 + 32 * h));
+          s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(v, ones8), ones16));
+        }
+        const __m256 dx = _mm256_load_ps(reinterpret_cast<const float*>(xb + 8 * 64 + 32 * h));
+        _mm256_storeu_ps(xsd + ((g - ga) * ns + j) * 16 + 8 * h, _mm256_mul_ps(dx, _mm256_cvtepi32_ps(s)));
+      }
+    }
+  }
+}
+
+// Panel rows as unsigned bytes wq[nr][K] and per-16-column S and C [nr][K / 16].
+template <DType T>
+void prepare_kq_panel(const MatmulJob& job, int64_t rp, int64_t nr, uint8_t* wq, float* S, float* C) {
+  constexpr int64_t gv = T == DType::Q4_1 || T == DType::Q5_0 || T == DType::Q5_1 ? 32 : 256;
+  const int64_t K = job.w.cols, ns = K / kQSub;
+  const size_t gb = dtype_block_bytes(T), rb = dtype_row_bytes(T, K);
+  UnpackedGroup u;
+  for (int64_t i = 0; i < nr; ++i) {
+    const uint8_t* row = static_cast<const uint8_t*>(job.w.data) + size_t(rp + i) * rb;
+    for (int64_t ig = 0; ig < K / gv; ++ig) {
+      unpack_group<T>(row + size_t(ig) * gb, u);
+      std::memcpy(wq + i * K + ig * gv, u.q, size_t(gv));
+      std::memcpy(S + i * ns + ig * (gv / kQSub), u.S, sizeof(float) * size_t(gv / kQSub));
+      std::memcpy(C + i * ns + ig * (gv / kQSub), u.C, sizeof(float) * size_t(gv / kQSub));
+    }
+  }
+}
+
+// out[m * 16 + i] = y of row m, token i of the group (out holds the float accumulators).
+template <int MR, int SUB>
+void kq_tile(const uint8_t* const* w, const float* S, const float* C, int64_t ns, const uint8_t* xg, const float* xsd,
+             float* out) {
+  const __m256i ones = _mm256_set1_epi16(1), bias = _mm256_set1_epi8(char(0x80));
+  const uint8_t* wr[MR];
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m) wr[m] = w[m];
+#pragma GCC unroll 8
+  for (int i = 0; i < MR * 2; ++i) _mm256_store_ps(out + 8 * i, _mm256_setzero_ps());
+  for (int64_t j = 0; j < ns; ++j) {
+    const uint8_t* xb = xg + (j * SUB / kQBlock) * kInt8GroupBlockBytes;
+    const int slot0 = SUB == kQSub ? 4 * int(j % 2) : 0;
+    __m256i acc[MR][2];
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_si256();
+    for (int k = 0; k < SUB / 4; ++k) {
+      const __m256i x0 = _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(xb + (slot0 + k) * 64)), bias);
+      const __m256i x1 =
+          _mm256_xor_si256(_mm256_load_si256(reinterpret_cast<const __m256i*>(xb + (slot0 + k) * 64 + 32)), bias);
+#pragma GCC unroll 4
+      for (int m = 0; m < MR; ++m) {
+        const __m256i wb = _mm256_set1_epi32(int(load_u32(wr[m] + j * SUB + 4 * k)));
+        acc[m][0] = _mm256_add_epi32(acc[m][0], _mm256_madd_epi16(_mm256_maddubs_epi16(wb, x0), ones));
+        acc[m][1] = _mm256_add_epi32(acc[m][1], _mm256_madd_epi16(_mm256_maddubs_epi16(wb, x1), ones));
+      }
+    }
+    const __m256 dx0 = _mm256_load_ps(reinterpret_cast<const float*>(xb + 8 * 64));
+    const __m256 dx1 = _mm256_load_ps(reinterpret_cast<const float*>(xb + 8 * 64 + 32));
+    const __m256 xs0 = _mm256_loadu_ps(xsd + j * 16), xs1 = _mm256_loadu_ps(xsd + j * 16 + 8);
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+      const __m256 sc = _mm256_set1_ps(S[m * ns + j]), cc = _mm256_set1_ps(C[m * ns + j]);
+      float* o = out + m * 16;
+      __m256 f0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][0]), _mm256_mul_ps(dx0, sc), _mm256_load_ps(o));
+      __m256 f1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[m][1]), _mm256_mul_ps(dx1, sc), _mm256_load_ps(o + 8));
+      _mm256_store_ps(o, _mm256_fnmadd_ps(cc, xs0, f0));
+      _mm256_store_ps(o + 8, _mm256_fnmadd_ps(cc, xs1, f1));
+    }
+  }
+}
+
+using KqTileFn = void (*)(const uint8_t* const*, const float*, const float*, int64_t, const uint8_t*, const float*,
+                          float*);
+template <int SUB>
+constexpr KqTileFn kKqTiles[kI8Rows] = {kq_tile<1, SUB>, kq_tile<2, SUB>, kq_tile<3, SUB>};
+
+template <DType T>
+void gemm_kq(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  // One scale per 32 columns except for the 16-column sub-blocks of Q2_K, Q3_K, Q6_K.
+  constexpr int SUB = T == DType::Q2_K || T == DType::Q3_K || T == DType::Q6_K ? kQSub : 2 * kQSub;
+  const int64_t K = job.w.cols, nb = K / kQBlock, ns16 = K / kQSub, ns = K / SUB, ldy = job.w.rows;
+  const int64_t gstride = nb * kInt8GroupBlockBytes;
+  const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
+  // Scratch (malloc: no STL in this file): panel bytes, scales, zero/min terms, xsum terms.
+  auto* wq = static_cast<uint8_t*>(std::malloc(size_t(kPanelRows * K)));
+  auto* S = static_cast<float*>(std::malloc(size_t(kPanelRows * ns16) * sizeof(float)));
+  auto* C = static_cast<float*>(std::malloc(size_t(kPanelRows * ns16) * sizeof(float)));
+  auto* xsd = static_cast<float*>(std::malloc(size_t((gb - ga) * ns * 16) * sizeof(float)));
+  if (!wq || !S || !C || !xsd) std::abort();  // hot path: no exceptions
+  kq_xsd<SUB>(job.xp, K, ga, gb, xsd);
+  alignas(32) float out[kI8Rows * 16];
+  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
+    const int64_t nr = imin(kPanelRows, r1 - rp);
+    prepare_kq_panel<T>(job, rp, nr, wq, S, C);  // per 16 columns
+    if constexpr (SUB == 2 * kQSub) {  // both halves share S and C: merge in place
+      for (int64_t i = 0; i < nr * ns; ++i) {
+        S[i] = S[2 * i];
+        C[i] = C[2 * i];
+      }
+    }
+    for (int64_t g = ga; g < gb; ++g) {
+      const uint8_t* xg = job.xp + g * gstride;
+      for (int64_t m0 = 0; m0 < nr; m0 += kI8Rows) {
+        const int mr = int(imin(kI8Rows, nr - m0));
+        const uint8_t* w[kI8Rows];
+        for (int m = 0; m < mr; ++m) w[m] = wq + (m0 + m) * K;
+        kKqTiles<SUB>[mr - 1](w, S + m0 * ns, C + m0 * ns, ns, xg, xsd + (g - ga) * ns * 16, out);
+        for (int i = 0; i < kPackTokens; ++i) {
+          const int64_t t = g * kPackTokens + i;
+          if (t < t0 || t >= t1) continue;
+          for (int m = 0; m < mr; ++m) job.y[t * ldy + rp + m0 + m] = out[m * 16 + i];
+        }
+      }
+    }
+  }
+  std::free(xsd);
+  std::free(C);
+  std::free(S);
+  std::free(wq);
 }
 
 // ---- vector ops -------------------------------------------------------------------------------
