@@ -162,7 +162,7 @@ std::string Model::describe() const {
     os << "weights:      ";
     if (copied) os << copied / (1 << 20) << " MiB in 2 MiB huge pages" << (mapped ? ", " : "");
     if (mapped) os << mapped / (1 << 20) << " MiB memory-mapped";
-    if (m_->n_repacked) os << "; " << m_->n_repacked << " matrices (Q4_0, Q4_K, Q5_0) repacked in 16-row panels for the AVX-512 kernels";
+    if (m_->n_repacked) os << "; " << m_->n_repacked << " matrices (Q4_0, Q4_K, Q5_0) repacked in 16-row panels for the SIMD kernels";
     os << "\n";
   }
   if (c.arch == lcx::Arch::LongLlama) {

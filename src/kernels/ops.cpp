@@ -101,7 +101,10 @@ const KernelTable& active_kernels() {
 }
 
 KernelIsa active_kernel_isa() { return active_kernels().isa; }
-bool q4_0_r16_preferred() { return active_kernel_isa() == KernelIsa::Avx512; }
+bool q4_0_r16_preferred() {
+  const KernelIsa isa = active_kernel_isa();
+  return isa == KernelIsa::Avx512 || isa == KernelIsa::Avx2;  // both have Q4_0_R16 kernels
+}
 bool q4_k_r16_preferred() {
   static const bool off = [] {
     const char* e = std::getenv("LONGCTX_Q4K_R16");
@@ -146,8 +149,8 @@ void quantize_job_acts(const KernelTable& k, MatmulJob& job, QuantActsBuf& buf) 
 
 bool has_int8_gemv(const KernelTable& k, DType t) {
   if (k.isa == KernelIsa::Scalar || !dtype_is_quantized(t)) return false;
-  // AVX-512 has GEMVs for every block type; AVX2 for the row-major ones (Q4_0_R16 through the
-  // twin; Q4_K_R16 is made only for AVX-512).
+  // AVX-512 has GEMVs for every block type; AVX2 for the row-major ones and Q4_0_R16 (Q4_K_R16
+  // and Q5_0_R16 are made only for AVX-512).
   return k.isa == KernelIsa::Avx512 || !dtype_is_r16(t) || t == DType::Q4_0_R16;
 }
 

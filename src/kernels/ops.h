@@ -47,7 +47,8 @@ void axpy(float a, const float* x, float* y, int64_t n);
 // on first use; LONGCTX_KERNELS=scalar|avx2|avx512 forces one (a variant the CPU lacks, or an
 // unknown name, falls back to the automatic choice with a warning on stderr).
 enum class KernelIsa : uint8_t { Scalar, Avx2, Avx512, kCount };
-// Whether the active kernels read Q4_0 weights faster as DType::Q4_0_R16 (the AVX-512 ones do).
+// Whether the active kernels read Q4_0 weights faster as DType::Q4_0_R16 (the AVX-512 and AVX2
+// ones do).
 bool q4_0_r16_preferred();
 // Same for Q4_K -> DType::Q4_K_R16 and Q5_0 -> DType::Q5_0_R16 (AVX-512; LONGCTX_Q4K_R16=0 keeps
 // the file layout of both, for A/B).

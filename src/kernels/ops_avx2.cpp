@@ -350,6 +350,89 @@ void dequant_groups(const void* src, float* dst, int64_t n) {
   }
 }
 
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// ---- Q4_0_R16 decode GEMV (layout in runtime/dtype.h): rows in lanes ------------------------------
+//
+// The AVX-512 kernel's scheme on 8-lane vectors: per panel of 16 rows, half h (rows 8h..8h+7) and
+// block, the 4 chunks of the panel group hold 4 bytes of each row per 32-bit lane; their low and
+// high nibbles (values 4k..4k+3 and 16+4k..16+4k+3) meet 4 broadcast activation bytes in
+// maddubs, so each row's sum stays in its own lane: no horizontal sums. The 8 maddubs results of
+// a block add up in int16 (each pair sum <= 2 * 15 * 127, eight of them <= 30480), one madd
+// widens to int32, and the -8 of the nibbles comes in as -8 * sum(y) per block (seed). Exact
+// integer block sums scaled as scalar::matmul_rows_q8acts. About 4 instructions per row and block
+// against ~15 for the row-major gemv_q: Q4_0 decode then streams at the memory's rate.
+template <int NT>
+void gemv_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
+  const int64_t K = job.w.cols, nb = K / kQBlock, ldy = job.w.rows;
+  const int8_t* xq = job.xq.qs + t0 * K;  // [NT, K]
+  const float* xd = job.xq.d + t0 * nb;   // [NT, nb]
+  auto* seed = reinterpret_cast<int32_t*>(thread_scratch(size_t(NT * nb) * sizeof(int32_t)));  // [NT, nb]
+  if (seed == nullptr) {  // out of memory: the twin needs no scratch
+    scalar::matmul_rows_q8acts(job, r0, r1, t0, t0 + NT);
+    return;
+  }
+  for (int64_t i = 0; i < NT * nb; ++i) {
+    int32_t sum = 0;
+    for (int j = 0; j < kQBlock; ++j) sum += xq[i * kQBlock + j];
+    seed[i] = -8 * sum;
+  }
+  const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const auto* base = static_cast<const uint8_t*>(job.w.data);
+  const int64_t pf = q_pf_dist();
+  for (int64_t p = r0 / kR16Rows; p * kR16Rows < r1; ++p) {
+    const uint8_t* panel = base + size_t(p * nb) * kR16GroupBytes;
+    __m256 acc[2][NT];  // [half][token]
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; ++t) acc[0][t] = acc[1][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b) {
+      const uint8_t* g = panel + size_t(b) * kR16GroupBytes;
+      if (pf > 0) {
+        for (size_t o = 0; o < kR16GroupBytes; o += 64) _mm_prefetch(reinterpret_cast<const char*>(g) + pf + o, _MM_HINT_T0);
+      }
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7: bytes 32h..32h+31 of each 64-byte chunk
+        __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; ++k) {
+          const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + 2 * kR16Rows + 64 * k + 32 * h));
+          lo[k] = _mm256_and_si256(a, low4);
+          hi[k] = _mm256_and_si256(_mm256_srli_epi16(a, 4), low4);
+        }
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16 * h)));
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; ++t) {
+          const uint8_t* y = reinterpret_cast<const uint8_t*>(xq + t * K + b * kQBlock);
+          __m256i s = _mm256_setzero_si256();
+#pragma GCC unroll 4
+          for (int k = 0; k < 4; ++k) {
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(lo[k], _mm256_set1_epi32(int(load_u32(y + 4 * k)))));
+            s = _mm256_add_epi16(s, _mm256_maddubs_epi16(hi[k], _mm256_set1_epi32(int(load_u32(y + 16 + 4 * k)))));
+          }
+          const __m256i isum = _mm256_add_epi32(_mm256_madd_epi16(s, ones), _mm256_set1_epi32(seed[t * nb + b]));
+          acc[h][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(xd[t * nb + b])), acc[h][t]);
+        }
+      }
+    }
+    // Only rows [r0, r1) of this panel: callers may split inside a panel.
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row0 = p * kR16Rows + 8 * h;
+#pragma GCC unroll 4
+      for (int t = 0; t < NT; ++t) {
+        alignas(32) float v[8];
+        _mm256_store_ps(v, acc[h][t]);
+        for (int i = 0; i < 8; ++i)
+          if (row0 + i >= r0 && row0 + i < r1) job.y[(t0 + t) * ldy + row0 + i] = v[i];
+      }
+    }
+  }
+}
+
 template <DType T, int NT>
 void gemv_blocks(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   constexpr int64_t gv = T == DType::Q4_1 || T == DType::Q5_0 || T == DType::Q5_1 ? 32 : 256;
@@ -773,11 +856,18 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
     case DType::BF16: matmul_typed<DType::BF16>(job, r0, r1, t0, t1); return;
     case DType::Q8_0: matmul_typed<DType::Q8_0>(job, r0, r1, t0, t1); return;
     case DType::Q4_0: matmul_typed<DType::Q4_0>(job, r0, r1, t0, t1); return;
-    case DType::Q4_0_R16:  // repacked only for the AVX-512 kernels; correct here, not fast
+    case DType::Q4_0_R16:  // 16-row panels (runtime/dtype.h)
       if (job.mode == GemmMode::Int8) {
         gemm_int8<DType::Q4_0_R16>(job, r0, r1, t0, t1);
       } else if (job.xq.qs != nullptr) {
-        scalar::matmul_rows_q8acts(job, r0, r1, t0, t1);
+        for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
+          switch (imin(kGemvMaxTokens, t1 - t)) {
+            case 1: gemv_r16<1>(job, r0, r1, t); break;
+            case 2: gemv_r16<2>(job, r0, r1, t); break;
+            case 3: gemv_r16<3>(job, r0, r1, t); break;
+            default: gemv_r16<4>(job, r0, r1, t); break;
+          }
+        }
       } else {
         scalar::matmul_rows_job(job, r0, r1, t0, t1);
       }
@@ -813,12 +903,6 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
 
 constexpr int kI8Rows = 3;          // weight rows per micro-tile: 6 int32 accumulators, in registers
 constexpr int64_t kPanelRows = 32;  // rows whose scales (and bytes) are prepared together
-
-inline uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
 
 void pack_acts_int8(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp) {
   const int64_t nb = cols / kQBlock;
