@@ -894,10 +894,10 @@ void matmul_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64
 //  - Q4_0 (w = nibble - 8 in [-8, 7]): the biased activations times w directly (pair sums at most
 //    2 * 255 * 8), the bias removed by a per-(row, block) correction -128 * sum(w), as the AVX-512
 //    kernel does. Three instructions per 32 products.
-//  - Q8_0 (|w| <= 127, ... 128): (q + 128) * w could saturate, so the activations are unbiased
-//    (one xor per vector, shared by the tile's rows) and multiplied as |w| * (q with w's sign),
-//    pair sums at most 2 * 128 * 127. Four instructions per 32 products; |w| comes precomputed
-//    with the panel.
+//  - Q8_0 (w in [-128, 127]): (q + 128) * w could saturate, so the activations are unbiased (one
+//    xor per vector, shared by the tile's rows) and multiplied as |w| * (q with w's sign), pair
+//    sums at most 2 * 128 * 127 (|q| <= 127). Four instructions per 32 products; |w| comes
+//    precomputed with the panel.
 // madd with ones widens to int32; each 32-block's integer sum is exact and is scaled once:
 // acc += float(isum) * (d_x * d_w), as the scalar twin.
 
