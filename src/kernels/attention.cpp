@@ -137,8 +137,9 @@ size_t attn_range_scratch_floats(int64_t hd, int64_t m, int64_t n_head_kv) {
   const int64_t hdp = (hd + 31) / 32 * 32;
   const int64_t g_stride = (2 * m * hdp + 2 * m + 15) / 16 * 16;
   // Kt, Vt [T, hdp], S [m, T], per kv head Q, O [m, hdp] + mx, l, then the per-head descriptors.
+  // Plus the shared decode path's per-tile rows of all kv heads: K and V [n_head_kv, T, hdp].
   return size_t(2 * kAttnTile * hdp + m * kAttnTile + n_head_kv * g_stride + 16 * 8) + size_t(n_head_kv * m * 272) +
-         size_t(n_head_kv) * 128 / sizeof(float);
+         size_t(n_head_kv) * 128 / sizeof(float) + size_t(2 * n_head_kv * kAttnTile * hdp + 32);
 }
 
 const AttnKernels* attn_kernels(KernelIsa isa) {
