@@ -200,13 +200,15 @@ TEST(Attention, MemoryMatchesOracle) {
 
 // Decode shapes (fewer query rows per kv head than a vector's lanes): the AVX-512 variant reads
 // rows in place with per-format loads (bf16 as even/odd halves, masked tails), tiles of 16 keys,
-// and falls back to the shared path above head_dim 128. Every format, odd head sizes, tile edges.
+// and falls back to the shared path above head_dim 128; the AVX2 one does the same in tiles of 8
+// keys for fewer than 8 rows per kv head (group 8, TinyLlama, takes the wide path there). Every
+// format, odd head sizes (the AVX2 kernel leaves odd 16-bit rows to the shared path), tile edges.
 TEST(Attention, DecodeMatchesOracle) {
   ThreadPool pool(2);
   uint32_t seed = 500;
   for (KvFormat f : kFormats) {
     for (int64_t hd : {8, 33, 50, 64, 100, 128, 130}) {
-      for (int64_t group : {1, 2, 4}) {
+      for (int64_t group : {1, 2, 4, 8}) {
         for (int64_t n_q : {1, 3}) {
           for (int64_t n_mem : {0, 15, 16, 17, 700}) {
             Case c;
@@ -234,7 +236,7 @@ TEST(Attention, TopKDecodeMatchesOracle) {
   ThreadPool pool(2);
   uint32_t seed = 900;
   for (KvFormat f : kFormats) {
-    for (int64_t hd : {8, 64, 100}) {
+    for (int64_t hd : {8, 33, 64, 100}) {
       for (int64_t group : {1, 4}) {
         for (int64_t topk : {1, 5, 64}) {
           Case c;
