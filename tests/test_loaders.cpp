@@ -290,4 +290,22 @@ TEST(Loader, ShardedIndex) {
   EXPECT_EQ(0, std::memcmp(a->weights.layers[1].w_down.data, b->weights.layers[1].w_down.data, a->weights.layers[1].w_down.nbytes));
 }
 
+// A broken index names the file and the problem.
+TEST(Loader, ShardIndexErrors) {
+  auto d = copy_model("llama_mha", "badindex");
+  fs::remove(d / "model.safetensors");
+  const fs::path idx = d / "model.safetensors.index.json";
+  const auto expect = [&](const std::string& text, const std::string& what) {
+    write(idx, text);
+    const std::string err = load_error(d);
+    EXPECT_NE(err.find(what), std::string::npos) << err;
+    EXPECT_NE(err.find("model.safetensors.index.json'"), std::string::npos) << err;
+  };
+  expect("{\"weight_map\": {", "malformed JSON");
+  expect("{\"metadata\": {}}", "has no weight_map object");
+  expect("{\"weight_map\": {\"a\": 3}}", "weight_map values must be file names");
+  expect("{\"weight_map\": {\"a\": \"../x.safetensors\"}}", "must be a plain file name");
+  expect("{\"weight_map\": {}}", "lists no shards");
+}
+
 }  // namespace

@@ -77,24 +77,26 @@ SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   std::vector<std::string> shards;
   if (fs::exists(index)) {
+    // Quoted once: "'" + path + ... per message made g++ 12 warn (-Wrestrict, a false positive).
+    const std::string where = std::string("'").append(index.string()).append("'");
     json j;
     try {
       j = json::parse(read_text_file(index.string()));
     } catch (const json::exception& e) {
-      fail("'" + index.string() + "': malformed JSON (" + e.what() + ")");
+      fail(where + ": malformed JSON (" + e.what() + ")");
     }
     if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
-      fail("'" + index.string() + "' has no weight_map object");
+      fail(where + " has no weight_map object");
     std::set<std::string> names;
     for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) fail("'" + index.string() + "': weight_map values must be file names");
+      if (!it.value().is_string()) fail(where + ": weight_map values must be file names");
       const std::string shard = it.value().get<std::string>();
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
-        fail("'" + index.string() + "': shard name '" + shard + "' must be a plain file name");
+        fail(where + ": shard name '" + shard + "' must be a plain file name");
       names.insert(shard);
     }
     shards.assign(names.begin(), names.end());
-    if (shards.empty()) fail("'" + index.string() + "' lists no shards");
+    if (shards.empty()) fail(where + " lists no shards");
   } else if (fs::exists(single)) {
     shards.push_back("model.safetensors");
   } else {
