@@ -202,12 +202,13 @@ TEST(Attention, MemoryMatchesOracle) {
 // rows in place with per-format loads (bf16 as even/odd halves, masked tails), tiles of 16 keys,
 // and falls back to the shared path above head_dim 128; the AVX2 one does the same in tiles of 8
 // keys for fewer than 8 rows per kv head (group 8, TinyLlama, takes the wide path there). Every
-// format, odd head sizes (the AVX2 kernel leaves odd 16-bit rows to the shared path), tile edges.
+// format, odd head sizes (the AVX2 kernel leaves odd 16-bit rows to the shared path), partial
+// last vectors (28: a bf16 pair of 12 columns, f16/q8 tails of 4), tile edges.
 TEST(Attention, DecodeMatchesOracle) {
   ThreadPool pool(2);
   uint32_t seed = 500;
   for (KvFormat f : kFormats) {
-    for (int64_t hd : {8, 33, 50, 64, 100, 128, 130}) {
+    for (int64_t hd : {8, 28, 33, 50, 64, 100, 128, 130}) {
       for (int64_t group : {1, 2, 4, 8}) {
         for (int64_t n_q : {1, 3}) {
           for (int64_t n_mem : {0, 15, 16, 17, 700}) {
