@@ -57,6 +57,8 @@ const Shape kShapes[] = {
     {"Tiny_decode_depth16k_f16cache", 32, 4, 64, 1, 16383, 0, KvFormat::F32, 0, KvFormat::F16},
     // Llama-3-8B shape (4 query heads per kv head, head_dim 128) at depth 16k, f16 cache.
     {"Llama3_8B_decode_depth16k_f16cache", 32, 8, 128, 1, 16383, 0, KvFormat::F32, 0, KvFormat::F16},
+    // ... at depth 1k (4 MB of cache, L3-resident): the kernel's compute rate for 4 rows per kv head.
+    {"Llama3_8B_decode_depth1k_f16cache", 32, 8, 128, 1, 1023, 0, KvFormat::F32, 0, KvFormat::F16},
     {"Tiny_prefill4096_causal", 32, 4, 64, 4096, 0, 0, KvFormat::F32, 0},
     // Small shape where the scalar oracle also runs (speedup reference).
     {"Small_prefill256_mem2k", 8, 8, 100, 256, 0, 2048, KvFormat::BF16, 0},
