@@ -43,7 +43,10 @@ Case load_case(const std::string& name) {
 
 std::string join_ids(const std::vector<int>& ids, size_t n) {
   std::string s;
-  for (size_t i = 0; i < n && i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < n && i < ids.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(ids[i]);  // appended, not "," + ...: g++ 12 warns (-Wrestrict) on that
+  }
   return s;
 }
 
