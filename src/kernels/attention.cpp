@@ -398,7 +398,7 @@ void attention_simd(const AttnKernels& k, const AttentionArgs& a, ThreadPool& po
   }
   // Query rows per block: enough to run the GEMMs near peak (each decoded key tile is reused by
   // all rows) while the block's tiles stay in L2. Top-k keeps its [m, mem.n] scores smaller.
-  const int64_t target_rows = topk || cand ? 16 : 128;
+  const int64_t target_rows = topk || cand ? 16 : a.mem.n > 0 ? 256 : 128;
   int64_t qb = std::clamp<int64_t>(target_rows / group, 1, a.n_q);
   // Enough work items for every thread (prefill of a few tokens with few kv heads).
   while (qb > 1 && a.n_head_kv * ((a.n_q + qb - 1) / qb) < 2 * pool.size()) qb = (qb + 1) / 2;
