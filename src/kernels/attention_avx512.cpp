@@ -64,8 +64,9 @@ struct V {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-    return _mm512_maskz_mul_ps(live, p, _mm512_castsi512_ps(e));
+    // p * 2^n in one vscalef (n is integral and >= -126 here), in place of building 2^n in the
+    // exponent field (convert, add, shift, multiply): the softmax runs once per score.
+    return _mm512_maskz_scalef_ps(live, p, n);
   }
 };
 

@@ -127,6 +127,15 @@ void MappedFile::set_writable(bool writable) {
     fail("cannot change the protection of the weights of '" + path_ + "': " + std::strerror(errno));
 }
 
+void MappedFile::drop_pages(size_t offset, size_t n) const {
+  if (copied_ || map_base_ == nullptr || offset >= size_) return;
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  const size_t end = std::min(size_, offset + n) / page * page, begin = (offset + page - 1) / page * page;
+  if (end <= begin) return;
+  // Advice only: a failure leaves the pages resident, which is merely what happened before.
+  (void)madvise(static_cast<uint8_t*>(map_base_) + begin, end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (map_base_) munmap(map_base_, map_len_);
 }

@@ -45,6 +45,10 @@ class MappedFile {
   // Lets the loader rewrite weights in place (repacking for the kernels): the mapping is private,
   // so written pages become this process's copies and the file never changes. Throws on failure.
   void set_writable(bool writable);
+  // Drops this process's pages of [offset, offset + n) of a mapped (not copied) file; reading
+  // them again faults them back in from the page cache. Bounds the resident set of a one-pass
+  // read of a large file (a 6 GB state file is otherwise resident twice while it is copied out).
+  void drop_pages(size_t offset, size_t n) const;
 
  private:
   MappedFile() = default;
