@@ -685,16 +685,8 @@ class StateReader {
   StateReader(const std::string& path) : path_(path), f_(lcx::MappedFile::open(path)) {}
   void raw(void* p, size_t n) {
     if (n == 0) return;  // empty arrays: data() may be null, and memcpy must not see it
-    if (n > f_->size() - pos_ - 8 || pos_ + 8 > f_->size())
-      fail("'" + path_ + "' is truncated: re-create it with `longctx ingest --save`");
-    std::memcpy(p, f_->data() + pos_, n);
-    pos_ += n;
-    // The file is read once, front to back: pages already copied out need not stay resident
-    // (LongLLaMA-3B with 134k memory tokens: peak RSS 16.2 GB -> ~10 GB while loading).
-    if (pos_ - dropped_ >= kDropChunk) {
-      f_->drop_pages(dropped_, pos_ - dropped_);
-      dropped_ = pos_ / 4096 * 4096;
-    }
+    check_left(n);
+    std::memcpy(p, take(n), n);
   }
   template <typename T>
   T pod() { T v; raw(&v, sizeof v); return v; }
@@ -721,12 +713,29 @@ class StateReader {
     const uint64_t n = pod<uint64_t>();
     if (n > f_->size()) fail("'" + path_ + "' is corrupt (implausible array size)");
     b.clear();
-    b.resize(size_t(n));
-    raw(b.data(), size_t(n));
+    if (n == 0) return;
+    check_left(size_t(n));
+    b.append(take(size_t(n)), size_t(n));  // no zero-fill first (resize would write every byte twice)
   }
   bool at_end() const { return pos_ + 8 == f_->size(); }
 
  private:
+  void check_left(size_t n) const {
+    if (n > f_->size() - pos_ - 8 || pos_ + 8 > f_->size())
+      fail("'" + path_ + "' is truncated: re-create it with `longctx ingest --save`");
+  }
+  // The next n bytes (bounds checked by the caller); they stay valid until the next call.
+  // The file is read once, front to back: pages copied out before this call need not stay
+  // resident (LongLLaMA-3B with 134k memory tokens: peak RSS 16.2 -> 10.7 GB while loading).
+  const uint8_t* take(size_t n) {
+    if (pos_ - dropped_ >= kDropChunk) {
+      f_->drop_pages(dropped_, pos_ - dropped_);
+      dropped_ = pos_ / 4096 * 4096;
+    }
+    const uint8_t* p = f_->data() + pos_;
+    pos_ += n;
+    return p;
+  }
   static constexpr size_t kDropChunk = size_t(64) << 20;
   std::string path_;
   std::shared_ptr<lcx::MappedFile> f_;
