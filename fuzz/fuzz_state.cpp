@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "engine/state_checksum.h"
 #include "fuzz.h"
 #include "longctx/longctx.h"
 #include "model/gguf_model.h"
@@ -24,12 +25,14 @@ std::shared_ptr<longctx::Model> model() {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  // The file ends with an FNV-1a of everything before it; recompute it so that mutations reach
-  // the payload parser instead of stopping at "checksum mismatch" (tested in test_fot).
+  // The file ends with a checksum of everything before it (its kind set by the version field);
+  // recompute it so that mutations reach the payload parser instead of stopping at "checksum
+  // mismatch" (tested in test_fot).
   std::vector<uint8_t> b(data, data + size);
-  if (b.size() >= 8) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i + 8 < b.size(); ++i) h = (h ^ b[i]) * 1099511628211ull;
+  if (b.size() >= 12) {
+    uint32_t version;
+    std::memcpy(&version, b.data() + 8, 4);
+    const uint64_t h = longctx::state_checksum(version, b.data(), b.size() - 8);
     std::memcpy(b.data() + b.size() - 8, &h, 8);
   }
   const std::string path = lcx::fuzz::scratch_path("input.state");

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/state_checksum.h"
 #include "longctx/longctx.h"
 #include "testutil.h"
 
@@ -118,6 +119,55 @@ TEST(FotMemory, SavedStateContinuesExactly) {
   EXPECT_EQ(max_abs_diff(la, lb), 0.0);
   EXPECT_EQ(max_abs_diff(la, lc), 0.0);
   EXPECT_EQ(c.n_memory(), a.n_memory());
+
+  // A version-2 file (same payload, byte-serial FNV-1a checksum) written by an earlier longctx
+  // still loads and continues exactly; a version the reader does not know is refused by name.
+  std::string v2 = read_file(path);
+  ASSERT_GT(v2.size(), 20u);
+  uint32_t version;
+  std::memcpy(&version, v2.data() + 8, 4);
+  EXPECT_EQ(version, 3u);
+  auto with_version = [&](uint32_t ver, const std::string& name) {
+    std::string b = v2;
+    std::memcpy(b.data() + 8, &ver, 4);
+    const uint64_t h = longctx::state_checksum(ver, b.data(), b.size() - 8);
+    std::memcpy(b.data() + b.size() - 8, &h, 8);
+    const std::string p = path + name;
+    { std::ofstream(p, std::ios::binary) << b; }
+    return p;
+  };
+  longctx::Session d(m, so);
+  d.load_state(with_version(2, ".v2"));
+  std::vector<float> ld;
+  d.feed(q, &ld);
+  EXPECT_EQ(max_abs_diff(la, ld), 0.0);
+  longctx::Session e(m, so);
+  try {
+    e.load_state(with_version(4, ".v4"));
+    ADD_FAILURE() << "loaded a version-4 state";
+  } catch (const std::runtime_error& err) {
+    EXPECT_NE(std::string(err.what()).find("version 4"), std::string::npos) << err.what();
+  }
+}
+
+TEST(FotMemory, StateHashIsStreaming) {
+  // Any split of the bytes into add() calls gives the checksum of the whole (the writer hashes
+  // field by field, the reader in 64 MiB chunks); one changed byte or a shorter input changes it.
+  std::string data(1000, '\0');
+  for (size_t i = 0; i < data.size(); ++i) data[i] = char(i * 131 + 7);
+  const uint64_t whole = longctx::state_checksum(3, data.data(), data.size());
+  for (size_t step : {1, 3, 8, 31, 32, 33, 100, 999}) {
+    longctx::StateHash h;
+    for (size_t off = 0; off < data.size(); off += step) h.add(data.data() + off, std::min(step, data.size() - off));
+    EXPECT_EQ(h.finish(), whole) << "step " << step;
+  }
+  for (size_t i : {0, 31, 32, 500, 999}) {
+    std::string d = data;
+    d[i] ^= 1;
+    EXPECT_NE(longctx::state_checksum(3, d.data(), d.size()), whole) << "byte " << i;
+  }
+  EXPECT_NE(longctx::state_checksum(3, data.data(), data.size() - 1), whole);
+  EXPECT_NE(longctx::state_checksum(3, data.data(), data.size() - 32), whole);
 }
 
 TEST(FotMemory, SavedStateRefusedForOtherModelOrSettings) {
@@ -155,12 +205,11 @@ TEST(FotMemory, SavedStateWithInconsistentSizesRefused) {
   a.save_state(path);
   const std::string good = read_file(path);
   // Layout: "LCXSTATE", u32 version, u64 model fingerprint, then i64 n_mem, i64 next_pos ...;
-  // the last 8 bytes are an FNV-1a of everything before them.
+  // the last 8 bytes are a checksum of everything before them (engine/state_checksum.h).
   auto with = [&](size_t offset, int64_t value) {
     std::string b = good;
     std::memcpy(b.data() + offset, &value, 8);
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i + 8 < b.size(); ++i) h = (h ^ uint8_t(b[i])) * 1099511628211ull;
+    const uint64_t h = longctx::state_checksum(3, b.data(), b.size() - 8);
     std::memcpy(b.data() + b.size() - 8, &h, 8);
     const std::string p = path + ".edit";
     { std::ofstream(p, std::ios::binary) << b; }

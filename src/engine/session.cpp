@@ -14,6 +14,7 @@
 
 #include "engine/json_constraint.h"
 #include "engine/sampler.h"
+#include "engine/state_checksum.h"
 #include "longctx/longctx.h"
 #include "model/llama.h"
 #include "model/model.h"
@@ -589,7 +590,10 @@ void Session::fill_memory_for_benchmark(int64_t n_tokens) {
 namespace {
 
 constexpr char kStateMagic[8] = {'L', 'C', 'X', 'S', 'T', 'A', 'T', 'E'};
-constexpr uint32_t kStateVersion = 2;  // 2: local cache format byte, local k/v as rows of that format
+// 2: local cache format byte, local k/v as rows of that format; 3: same payload, word-parallel
+// checksum (engine/state_checksum.h). Version 2 files are still read.
+constexpr uint32_t kStateVersion = 3;
+constexpr uint32_t kStateVersionMin = 2;
 
 struct Fnv {
   uint64_t h = 1469598103934665603ull;
@@ -660,7 +664,7 @@ class StateWriter {
     raw(b.data(), b.size());
   }
   void commit() {
-    const uint64_t h = hash_.h;
+    const uint64_t h = hash_.finish();
     raw(&h, sizeof h, false);
     if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0 || std::fclose(f_) != 0) {
       f_ = nullptr;
@@ -677,7 +681,7 @@ class StateWriter {
  private:
   std::string path_, tmp_;
   std::FILE* f_ = nullptr;
-  Fnv hash_;
+  StateHash hash_;  // the checksum of kStateVersion
 };
 
 class StateReader {
@@ -697,17 +701,25 @@ class StateReader {
     v.resize(size_t(n));
     raw(v.data(), size_t(n) * sizeof(T));
   }
-  void verify_checksum() {
+  void check_size() const {
     if (f_->size() < 8 + 4 + 8 + 8) fail("'" + path_ + "' is too short to be a longctx state file");
-    Fnv h;
+  }
+  // The checksum of the file's format version over everything before its last 8 bytes.
+  void verify_checksum(uint32_t version) {
+    uint64_t fnv = kFnvBasis;
+    StateHash lanes;
     for (size_t off = 0; off < f_->size() - 8; off += kDropChunk) {
       const size_t n = std::min(kDropChunk, f_->size() - 8 - off);
-      h.add(f_->data() + off, n);
+      if (version <= 2)
+        fnv = fnv1a(f_->data() + off, n, fnv);
+      else
+        lanes.add(f_->data() + off, n);
       f_->drop_pages(off, n);
     }
     uint64_t want;
     std::memcpy(&want, f_->data() + f_->size() - 8, 8);
-    if (h.h != want) fail("'" + path_ + "' is corrupt (checksum mismatch): re-create it with `longctx ingest --save`");
+    if ((version <= 2 ? fnv : lanes.finish()) != want)
+      fail("'" + path_ + "' is corrupt (checksum mismatch): re-create it with `longctx ingest --save`");
   }
   void bytes(lcx::ByteBuffer& b) {
     const uint64_t n = pod<uint64_t>();
@@ -767,14 +779,16 @@ void Session::save_state(const std::string& path) const {
 void Session::load_state(const std::string& path) {
   Impl& I = *impl_;
   StateReader r(path);
-  r.verify_checksum();
+  r.check_size();
   char magic[8];
   r.raw(magic, 8);
   if (std::memcmp(magic, kStateMagic, 8) != 0) fail("'" + path + "' is not a longctx state file");
   const auto version = r.pod<uint32_t>();
-  if (version != kStateVersion)
-    fail("'" + path + "' has state format version " + std::to_string(version) + "; this longctx reads version " +
-         std::to_string(kStateVersion) + ": re-create it with `longctx ingest --save`");
+  if (version < kStateVersionMin || version > kStateVersion)
+    fail("'" + path + "' has state format version " + std::to_string(version) + "; this longctx reads versions " +
+         std::to_string(kStateVersionMin) + " to " + std::to_string(kStateVersion) +
+         ": re-create it with `longctx ingest --save`");
+  r.verify_checksum(version);
   if (r.pod<uint64_t>() != model_fingerprint(*I.m))
     fail("'" + path + "' was saved by another model or with other settings (shapes, RoPE, memory layers, "
          "mem_dtype, last_context_length): re-ingest the document with this model and these flags");
