@@ -29,6 +29,7 @@ inline uint64_t fnv1a(const void* p, size_t n, uint64_t h = kFnvBasis) {
 class StateHash {
  public:
   void add(const void* p, size_t n) {
+    if (n == 0) return;  // empty arrays: p may be null, and memcpy must not see it
     const auto* b = static_cast<const uint8_t*>(p);
     total_ += n;
     if (nbuf_ > 0) {  // complete a pending chunk first
@@ -42,7 +43,7 @@ class StateHash {
       nbuf_ = 0;
     }
     for (; n >= kChunk; b += kChunk, n -= kChunk) chunk(b);
-    std::memcpy(buf_, b, n);
+    if (n > 0) std::memcpy(buf_, b, n);
     nbuf_ = n;
   }
   uint64_t finish() const {
