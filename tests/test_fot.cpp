@@ -112,12 +112,19 @@ TEST(FotMemory, SavedStateContinuesExactly) {
   auto b = a.clone();
   longctx::Session c(m, so);
   c.load_state(path);
-  std::vector<float> la, lb, lc;
+  // assign_state over a session holding other (longer) input: the same as a fresh clone.
+  longctx::Session w(m, so);
+  w.feed(ids);
+  w.assign_state(a);
+  EXPECT_EQ(w.history(), a.history());
+  std::vector<float> la, lb, lc, le;
   a.feed(q, &la);
   b->feed(q, &lb);
   c.feed(q, &lc);
+  w.feed(q, &le);
   EXPECT_EQ(max_abs_diff(la, lb), 0.0);
   EXPECT_EQ(max_abs_diff(la, lc), 0.0);
+  EXPECT_EQ(max_abs_diff(la, le), 0.0);
   EXPECT_EQ(c.n_memory(), a.n_memory());
 
   // A version-2 file (same payload, byte-serial FNV-1a checksum) written by an earlier longctx

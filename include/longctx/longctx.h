@@ -176,6 +176,10 @@ class Session {
   // An independent copy of this session's state (caches, memory, history): process a long
   // document once, then ask several questions, each in its own clone.
   std::unique_ptr<Session> clone() const;
+  // Makes this session's state (caches, memory, history) a copy of `other`'s, which must run the
+  // same model, keeping this session's threads and buffers: clone() without a new session (what
+  // `longctx bench` does between repetitions, as llama-bench restores its saved state).
+  void assign_state(const Session& other);
   // Token ids seen so far (prompt and generated).
   const std::vector<int32_t>& history() const;
   int64_t n_past() const;     // tokens seen (positions used)

@@ -551,6 +551,15 @@ std::unique_ptr<Session> Session::clone() const {
   s->impl_->warned = impl_->warned;
   return s;
 }
+void Session::assign_state(const Session& other) {
+  if (this == &other) return;
+  if (impl_->model != other.impl_->model)
+    fail("assign_state: the sessions run different models; copy state only between sessions of one model");
+  impl_->state = other.impl_->state;  // vector assignment reuses this session's capacity
+  impl_->last_logits = other.impl_->last_logits;
+  impl_->history = other.impl_->history;
+  impl_->warned = other.impl_->warned;
+}
 const std::vector<int32_t>& Session::history() const { return impl_->history; }
 int64_t Session::n_past() const { return impl_->state.next_pos; }
 int64_t Session::n_memory() const { return impl_->state.n_mem; }

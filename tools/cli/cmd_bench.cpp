@@ -169,10 +169,16 @@ struct Runner {
     return std::make_unique<longctx::Session>(model, o);
   }
 
-  // Times one repetition; `base` holds the depth context (or is empty) and is cloned so that
-  // every repetition starts from the same state, as llama-bench restores its saved depth state.
-  uint64_t once(const BenchTest& t, const longctx::Session* base) {
-    std::unique_ptr<longctx::Session> s = base ? base->clone() : session(t.n_threads);
+  // Times one repetition in `s`; `base` holds the depth context (or is empty) and is copied into
+  // `s` so that every repetition starts from the same state. `s` lives for the whole test, as
+  // llama-bench's context does: it clears its KV cache (or restores its saved depth state)
+  // between repetitions and keeps its buffers and threads, so neither engine times allocation.
+  uint64_t once(const BenchTest& t, longctx::Session& s, const longctx::Session* base) {
+    if (base) {
+      s.assign_state(*base);
+    } else {
+      s.reset();
+    }
     // Continue the token stream after the depth tokens so the prompt is not a repeat of them.
     TokenStream ts(model->n_vocab(), model->impl().config.bos_id);
     ts.take(t.n_depth);
@@ -180,8 +186,8 @@ struct Runner {
     const auto prompt = ts.take(t.n_prompt);
     const auto gen = ts.take(t.n_gen);
     const auto t0 = Clock::now();
-    if (!prompt.empty()) s->feed(prompt);
-    for (int32_t id : gen) s->feed({id});
+    if (!prompt.empty()) s.feed(prompt);
+    for (int32_t id : gen) s.feed({id});
     return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count());
   }
 
@@ -197,15 +203,16 @@ struct Runner {
         base->fill_memory_for_benchmark(t.n_mem);
       }
     }
+    std::unique_ptr<longctx::Session> work = session(t.n_threads);
     if (warmup) {
       BenchTest w = t;
       if (w.n_gen > 0) w.n_gen = 1;  // llama-bench warms generation up with one token
       if (progress) std::fprintf(stderr, "bench: %s: warm-up\n", t.name().c_str());
-      once(w, base.get());
+      once(w, *work, base.get());
     }
     for (int r = 0; r < reps; ++r) {
       if (progress) std::fprintf(stderr, "bench: %s: run %d/%d\n", t.name().c_str(), r + 1, reps);
-      t.samples_ns.push_back(once(t, base.get()));
+      t.samples_ns.push_back(once(t, *work, base.get()));
     }
   }
 };
