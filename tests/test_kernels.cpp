@@ -406,7 +406,7 @@ TEST(Kernels, MatmulMultiMatchesSeparateMatmuls) {
       }
       w[i] = MatRef{t, rows[i], cols, data.back().data()};
     }
-    for (int64_t nt : {1, 2, 4, 7}) {
+    for (int64_t nt : {1, 2, 4, 7, 40}) {
       const std::vector<float> x = random_vec(nt * cols, uint32_t(nt));
       for (int threads : {1, 2, 3}) {
         ThreadPool pool(threads);

@@ -315,13 +315,46 @@ void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadP
 
 void matmul_multi(const MatRef* w, int n, const float* x, int64_t n_tokens, float* const* y, ThreadPool& pool) {
   constexpr int kMax = 4;
-  bool fuse = n >= 2 && n <= kMax && n_tokens <= kGemvMaxTokens && pool.size() > 1;
-  for (int i = 0; fuse && i < n; ++i) fuse = w[i].cols == w[0].cols && w[i].dtype == w[0].dtype && w[i].rows > 0;
-  if (!fuse) {
+  bool same = n >= 2 && n <= kMax && pool.size() > 1;
+  for (int i = 0; same && i < n; ++i) same = w[i].cols == w[0].cols && w[i].dtype == w[0].dtype && w[i].rows > 0;
+  const KernelTable& k = active_kernels();
+  const bool fast_bf16 = fast_bf16_requested();
+  if (same && n_tokens > kGemvMaxTokens) {
+    // Prompt: the low-precision GEMMs pack the shared input once (q/k/v packed it three times,
+    // gate/up twice) and all matrices' row blocks go to one counter, one fork-join.
+    const GemmMode mode = gemm_mode(k, w[0].dtype, n_tokens, fast_bf16);
+    if (mode == GemmMode::F32) {
+      for (int i = 0; i < n; ++i) matmul(w[i], x, n_tokens, y[i], pool);
+      return;
+    }
+    MatmulJob jobs[kMax];
+    const int64_t block = 32;  // as matmul_with: the GEMM micro-panel
+    int64_t first_block[kMax + 1] = {0};
+    for (int i = 0; i < n; ++i) {
+      jobs[i] = MatmulJob{w[i], x, n_tokens, y[i], {}};
+      jobs[i].mode = mode;
+      if (i == 0) {
+        pack_job_acts(k, jobs[0], &pool);
+      } else {
+        jobs[i].xp = jobs[0].xp;
+      }
+      first_block[i + 1] = first_block[i] + (w[i].rows + block - 1) / block;
+    }
+    std::atomic<int64_t> next{0};
+    pool.run([&](int, int) {
+      int i = 0;
+      for (int64_t b = next.fetch_add(1); b < first_block[n]; b = next.fetch_add(1)) {
+        while (b >= first_block[i + 1]) ++i;  // blocks are taken in increasing order
+        const int64_t r = (b - first_block[i]) * block;
+        k.matmul_rows(jobs[i], r, std::min(w[i].rows, r + block), 0, n_tokens);
+      }
+    });
+    return;
+  }
+  if (!same) {
     for (int i = 0; i < n; ++i) matmul(w[i], x, n_tokens, y[i], pool);
     return;
   }
-  const KernelTable& k = active_kernels();
   MatmulJob jobs[kMax];
   thread_local QuantActsBuf buf;
   // Row blocks of 32 (as matmul_with), numbered across the matrices in order.

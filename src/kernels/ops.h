@@ -19,9 +19,10 @@ struct MatRef {
 
 // y[t, r] = sum_c w[r, c] * x[t, c]          x: [n_tokens, cols], y: [n_tokens, rows]
 void matmul(const MatRef& w, const float* x, int64_t n_tokens, float* y, ThreadPool& pool);
-// y_i = w_i x for n matrices that read the same x (the q/k/v projections, gate/up): at decode
-// one fork-join over all their rows instead of one per matrix, and x quantized once. Matrices
-// of different dtypes or widths, and prompts (n_tokens > 4), run as separate matmuls. n <= 4.
+// y_i = w_i x for n matrices that read the same x (the q/k/v projections, gate/up): one
+// fork-join over all their rows instead of one per matrix, and x quantized (decode) or packed
+// (int8 / bf16 prompt GEMMs) once. Matrices of different dtypes or widths, and f32 prompt
+// GEMMs, run as separate matmuls. n <= 4. Same results as separate matmuls, bit for bit.
 void matmul_multi(const MatRef* w, int n, const float* x, int64_t n_tokens, float* const* y, ThreadPool& pool);
 
 // Rows [r0, r1) only, single-threaded (the building block of matmul).
