@@ -745,10 +745,12 @@ void pack_acts_int8(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, 
   const int64_t nb = cols / kQBlock;
   for (int64_t g = g0; g < g1; ++g) {
     uint8_t* base = xp + g * nb * kInt8GroupBlockBytes;
-    for (int64_t i = 0; i < kPackTokens; ++i) {
-      const int64_t t = g * kPackTokens + i;
-      for (int64_t b = 0; b < nb; ++b) {
-        uint8_t* blk = base + b * kInt8GroupBlockBytes;
+    // Block-major: the 16 tokens' 4-byte pieces of one block (576 bytes) are written together
+    // while its lines are in L1; token-major wrote every line of the group (36-99 KiB) 16 times.
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* blk = base + b * kInt8GroupBlockBytes;
+      for (int64_t i = 0; i < kPackTokens; ++i) {
+        const int64_t t = g * kPackTokens + i;
         alignas(32) uint8_t q[kQBlock];
         float d = 0.0f;
         if (t < n_tokens) {
