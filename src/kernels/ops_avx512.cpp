@@ -332,7 +332,8 @@ void gemv_f(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 // the DRAM stream stays one stream. Same per-row summation order as gemv_f<T, 1>, so the
 // results are bit-identical to it. TinyLlama F16 decode, alternated A/B: 2 threads, R=2 against
 // R=1 faster in 7 of 8 pairs (mean ratio 1.10); 1 thread, R=4 against R=1 faster in 6 of 6
-// (median 9.73 -> 10.49 t/s); R=2 and R=4 indistinguishable.
+// (median 9.73 -> 10.49 t/s); R=2 and R=4 indistinguishable there (Zen 4), R=4 ahead on Zen 5
+// (f16_rows below).
 template <DType T, int R>
 void gemv_f_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   static_assert(16 % R == 0, "row groups tile the 16-row reduction");
@@ -385,12 +386,17 @@ void gemv_f_rows(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
   }
 }
 
-// LONGCTX_F16_ROWS=1|2|4: rows per pass of the F16/BF16 decode GEMV (A/B measurements).
+// LONGCTX_F16_ROWS=1|2|4: rows per pass of the F16/BF16 decode GEMV (A/B measurements). Default
+// 4: on Zen 5 four row streams per thread keep more DRAM reads in flight than two. A simulated
+// TinyLlama F16 decode (its 89 matrices, 2 threads, variants alternated per token, 12 tokens
+// each): R=2 19.8 t/s (41 GB/s), R=4 22.1 t/s (45.8 GB/s), R=1 18.4; the real decode, tg32
+// alternated 6 times: R=4 faster in 5, one tie (medians ~17.8 vs ~16.4 t/s). On the Zen 4 VM
+// of sessions 1-10, R=2 and R=4 were indistinguishable.
 inline int f16_rows() {
   static const int n = [] {
     const char* e = std::getenv("LONGCTX_F16_ROWS");
-    const int v = e ? std::atoi(e) : 2;
-    return v == 1 || v == 4 ? v : 2;
+    const int v = e ? std::atoi(e) : 4;
+    return v == 1 || v == 2 ? v : 4;
   }();
   return n;
 }
