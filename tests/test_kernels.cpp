@@ -5,8 +5,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -747,3 +750,33 @@ TEST(Kernels, GemvGroupTailsAndRowBatches) {
 
 }  // namespace
 }  // namespace lcx::kernels
+
+// The decode split (both ends of one range, see ThreadPool::parallel_for_stream) hands every
+// index to exactly one call, for any length and thread count, and each thread's calls move in
+// one direction (thread 0 forward, thread 1 backward), so its reads stay one stream.
+TEST(ThreadPoolSplit, StreamSplitCoversEveryIndexOnce) {
+  for (int threads : {1, 2, 3}) {
+    lcx::ThreadPool pool(threads);
+    for (int64_t n : {int64_t(0), int64_t(1), int64_t(7), int64_t(8), int64_t(9), int64_t(31), int64_t(80),
+                      int64_t(1000)}) {
+      std::vector<std::atomic<int>> seen(static_cast<size_t>(n));
+      for (auto& s : seen) s = 0;
+      std::atomic<int> bad_range{0};
+      std::mutex mu;
+      std::map<std::thread::id, std::vector<int64_t>> starts;  // each thread's range starts, in call order
+      pool.parallel_for_stream(n, [&](int64_t b, int64_t e) {
+        if (b < 0 || e > n || b >= e) bad_range++;
+        for (int64_t i = std::max<int64_t>(b, 0); i < std::min(e, n); ++i) seen[size_t(i)]++;
+        std::lock_guard<std::mutex> lock(mu);
+        starts[std::this_thread::get_id()].push_back(b);
+      });
+      EXPECT_EQ(bad_range.load(), 0) << "threads=" << threads << " n=" << n;
+      for (const auto& [id, v] : starts) {
+        const bool up = std::is_sorted(v.begin(), v.end());
+        const bool down = std::is_sorted(v.rbegin(), v.rend());
+        EXPECT_TRUE(up || down) << "threads=" << threads << " n=" << n << ": a thread changed direction";
+      }
+      for (int64_t i = 0; i < n; ++i) ASSERT_EQ(seen[size_t(i)].load(), 1) << "threads=" << threads << " n=" << n << " i=" << i;
+    }
+  }
+}

@@ -286,9 +286,15 @@ void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const fl
     // Split output rows: each weight row is read once per call whatever the number of tokens,
     // which is what bounds decode speed (memory bandwidth). The f32 GEMM packs the activations of
     // all tokens per call, so it wants one call per thread too.
-    pool.parallel_for(n_row_blocks, [&](int64_t b0, int64_t b1) {
-      k.matmul_rows(job, b0 * block, std::min(w.rows, b1 * block), 0, n_tokens);
-    });
+    // Decode: contiguous regions claimed from both ends (parallel_for_stream). Zen 5, tg32
+    // alternated against fixed halves: F16 faster in 5 of 5 pairs (median 19.4 -> 20.9 t/s:
+    // the worker spun ~8 % of the time waiting for the other half), Q4_0 in 3 of 4, Q8_0 even.
+    auto body = [&](int64_t b0, int64_t b1) { k.matmul_rows(job, b0 * block, std::min(w.rows, b1 * block), 0, n_tokens); };
+    if (n_tokens <= kGemvMaxTokens) {
+      pool.parallel_for_stream(n_row_blocks, body);
+    } else {
+      pool.parallel_for(n_row_blocks, body);
+    }
   } else if (n_row_blocks >= 2 * pool.size()) {
     // Prompt processing is compute bound and the cores are shared with other processes: threads
     // take row blocks from a counter, so a thread slowed by a busy core does less of the work
@@ -369,14 +375,15 @@ void matmul_multi(const MatRef* w, int n, const float* x, int64_t n_tokens, floa
     }
     first_block[i + 1] = first_block[i] + (w[i].rows + block - 1) / block;
   }
-  pool.parallel_for(first_block[n], [&](int64_t b0, int64_t b1) {
+  auto body = [&](int64_t b0, int64_t b1) {
     for (int i = 0; i < n; ++i) {
       const int64_t lo = std::max(b0, first_block[i]), hi = std::min(b1, first_block[i + 1]);
       if (lo >= hi) continue;
       k.matmul_rows(jobs[i], (lo - first_block[i]) * block, std::min(w[i].rows, (hi - first_block[i]) * block), 0,
                     n_tokens);
     }
-  });
+  };
+  pool.parallel_for_stream(first_block[n], body);  // as matmul_with's decode
 }
 
 }  // namespace lcx::kernels

@@ -88,4 +88,37 @@ void ThreadPool::parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn)
   });
 }
 
+void ThreadPool::parallel_for_stream(int64_t n, FunctionRef<void(int64_t, int64_t)> fn) {
+  if (n_threads_ != 2 || n < 8 || n > int64_t(UINT32_MAX)) {
+    parallel_for(n, fn);
+    return;
+  }
+  // [lo, hi) still unclaimed, packed as lo << 32 | hi so that one CAS claims from either end.
+  std::atomic<uint64_t> range{uint64_t(n)};
+  const int64_t first = n * 3 / 8, piece = std::max<int64_t>(1, n / 32);
+  run([&](int i, int) {
+    int64_t take_next = first;
+    for (;;) {
+      uint64_t cur = range.load(std::memory_order_relaxed), next;
+      int64_t b, e;
+      do {
+        const int64_t lo = int64_t(cur >> 32), hi = int64_t(cur & 0xffffffffu);
+        if (lo >= hi) return;
+        const int64_t take = std::min(hi - lo, take_next);
+        if (i == 0) {
+          b = lo;
+          e = lo + take;
+          next = uint64_t(e) << 32 | uint64_t(hi);
+        } else {
+          b = hi - take;
+          e = hi;
+          next = uint64_t(lo) << 32 | uint64_t(b);
+        }
+      } while (!range.compare_exchange_weak(cur, next, std::memory_order_relaxed));
+      fn(b, e);
+      take_next = piece;
+    }
+  });
+}
+
 }  // namespace lcx

@@ -29,6 +29,14 @@ class ThreadPool {
   // Splits [0, n) into contiguous chunks, one per thread; fn(begin, end).
   void parallel_for(int64_t n, FunctionRef<void(int64_t, int64_t)> fn);
 
+  // As parallel_for, for streaming work (decode GEMVs read each weight row once): with two
+  // threads, each first takes 3/8 of [0, n) from its own end and then the middle is handed
+  // out in small pieces from both ends, so each thread still reads one region front to back
+  // but the one that runs slower (a busy core, a slower memory path) does less of it; fn may
+  // be called several times per thread, with increasing (thread 0) or decreasing (thread 1)
+  // ranges. Other thread counts: parallel_for.
+  void parallel_for_stream(int64_t n, FunctionRef<void(int64_t, int64_t)> fn);
+
  private:
   void worker(int idx);
 
