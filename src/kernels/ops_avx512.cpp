@@ -804,12 +804,14 @@ void prepare_int8_panel(const MatmulJob& job, int64_t rp, int64_t nr, float* dw,
   }
 }
 
-// Q4_0_R16 panel rows [rp, rp + nr) (rp and nr multiples of 16) in the R16 lane layout, without
-// leaving it: per 16-row group and block, wq gets 8 x 64 bytes (column quad g = 0..7 of the 16
-// rows, lane = row, signed bytes nibble - 8), dw and corr 16 lanes each. Chunk k of an R16 group
-// holds bytes 4k..4k+3 of every row's qs, whose low nibbles are columns 4k.. (quad k) and high
-// nibbles columns 16 + 4k.. (quad 4 + k), so a group is 4 loads, masks and shifts, where the
-// row-major preparation gathered 4 bytes at a time (perf: 16 % of the Q4_0 prompt GEMM).
+// Q4_0_R16 panel rows [rp, rp + nr) (rp and nr multiples of 16) from the R16 lane layout: per
+// 4-row micro-tile and block, wq gets 8 x 16 bytes (column quad g = 0..7 of its 4 rows, signed
+// bytes nibble - 8; micro-tile t of group gi at wq + (gi * 4 + t) * nb * 128), dw and corr 16
+// lanes per group and block. Chunk k of an R16 group holds bytes 4k..4k+3 of every row's qs,
+// whose low nibbles are columns 4k.. (quad k) and high nibbles columns 16 + 4k.. (quad 4 + k),
+// so a group is 4 loads, masks and shifts, where the row-major preparation gathered 4 bytes at a
+// time (perf: 16 % of the Q4_0 prompt GEMM). Micro-tile-major, each tile's weights for a block
+// are two lines (with all 16 rows' quads in one 512-byte block, each tile touched 8 lines).
 void prepare_r16_lanes(const MatmulJob& job, int64_t rp, int64_t nr, float* dw, int32_t* corr, int8_t* wq) {
   const int64_t nb = job.w.cols / kQBlock;
   const __m512i low4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8), ones = _mm512_set1_epi8(1);
@@ -818,14 +820,21 @@ void prepare_r16_lanes(const MatmulJob& job, int64_t rp, int64_t nr, float* dw, 
     const uint8_t* panel = base + size_t((rp / kR16Rows + gi) * nb) * kR16GroupBytes;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* g = panel + size_t(b) * kR16GroupBytes;
-      int8_t* out = wq + (gi * nb + b) * (8 * 64);
+      int8_t* out = wq + gi * nb * (8 * 64) + b * 128;  // micro-tile 0 of the group, block b
       __m512i sum = _mm512_setzero_si512();  // per row: sum of the unsigned nibbles
       for (int k = 0; k < 4; ++k) {
         const __m512i a = _mm512_loadu_si512(g + 2 * kR16Rows + 64 * k);
         const __m512i lo = _mm512_and_si512(a, low4), hi = _mm512_and_si512(_mm512_srli_epi16(a, 4), low4);
         sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(sum, lo, ones), hi, ones);
-        _mm512_store_si512(out + 64 * k, _mm512_sub_epi8(lo, eight));
-        _mm512_store_si512(out + 64 * (4 + k), _mm512_sub_epi8(hi, eight));
+        const __m512i q[2] = {_mm512_sub_epi8(lo, eight), _mm512_sub_epi8(hi, eight)};
+        // quad k (low nibbles) and 4 + k (high) of the four 4-row micro-tiles of the group
+        for (int h = 0; h < 2; ++h) {
+          const int quad = 4 * h + k;
+          _mm_store_si128(reinterpret_cast<__m128i*>(out + 0 * nb * 128 + quad * 16), _mm512_extracti32x4_epi32(q[h], 0));
+          _mm_store_si128(reinterpret_cast<__m128i*>(out + 1 * nb * 128 + quad * 16), _mm512_extracti32x4_epi32(q[h], 1));
+          _mm_store_si128(reinterpret_cast<__m128i*>(out + 2 * nb * 128 + quad * 16), _mm512_extracti32x4_epi32(q[h], 2));
+          _mm_store_si128(reinterpret_cast<__m128i*>(out + 3 * nb * 128 + quad * 16), _mm512_extracti32x4_epi32(q[h], 3));
+        }
       }
       // signed sum = nibble sum - 32 * 8; corr = -128 * signed sum (see prepare_int8_panel)
       const __m512i ssum = _mm512_sub_epi32(sum, _mm512_set1_epi32(32 * 8));
@@ -941,9 +950,9 @@ void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t
         const uint8_t* w[kI8Rows];
         if (lanes) {  // m0 % 4 == 0: a micro-tile never straddles two 16-row groups
           const int64_t gi = m0 / kR16Rows, l0 = m0 % kR16Rows;
-          for (int m = 0; m < mr; ++m) w[m] = reinterpret_cast<const uint8_t*>(wq + gi * nb * (8 * 64) + (l0 + m) * 4);
-          kInt8Tiles<8 * 64, 64>[nv - 1][mr - 1](w, dw + gi * nb * 16 + l0, corr + gi * nb * 16 + l0, 1, 16, nb, xg,
-                                                 gstride, out);
+          for (int m = 0; m < mr; ++m) w[m] = reinterpret_cast<const uint8_t*>(wq + (m0 / kI8Rows) * nb * 128 + m * 4);
+          kInt8Tiles<128, 16>[nv - 1][mr - 1](w, dw + gi * nb * 16 + l0, corr + gi * nb * 16 + l0, 1, 16, nb, xg,
+                                              gstride, out);
         } else {
           for (int m = 0; m < mr; ++m) {
             w[m] = q4 ? reinterpret_cast<const uint8_t*>(wq + (m0 + m) * K)
