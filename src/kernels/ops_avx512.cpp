@@ -584,7 +584,12 @@ void gemv_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 
 constexpr int kMR = 32;    // weight rows per micro-panel (two zmm)
 constexpr int kNR = 12;    // tokens per micro-kernel call: 24 accumulators
-constexpr int64_t kKC = 256;  // columns per panel: 32 KiB of packed weights stays in L1
+// Columns per block: a 12-token activation slice (24 KiB) stays in L1 while kPanels micro-panels
+// of weights (64 KiB each) stream from L2; the output rows are read and written K / kKC times.
+// Zen 5, TinyLlama F16 pp512, alternated against 256 columns x 1 panel (32 KiB of weights in
+// L1, the activation slice streamed): see the commit that introduced it.
+constexpr int64_t kKC = 512;
+constexpr int kPanels = 2;
 
 // y[t, 0..32) (+)= sum_k wp[k, 0..32) * xp[k, t] for NT tokens; wp is [kc, 32], xp [kc, 12].
 template <int NT>
@@ -658,12 +663,28 @@ inline void transpose16x16(__m512* r) {
 // copy cost ~14% of the GEMM's time).
 template <DType T>
 void pack_panel(const MatmulJob& job, int64_t rb, int nr, int64_t k0, int64_t kc, float* wp) {
-  alignas(64) float tmp[16 * kKC];  // [16, kc] with row stride kKC
   const size_t row_bytes = dtype_row_bytes(T, job.w.cols);
+  const uint8_t* base = static_cast<const uint8_t*>(job.w.data) + size_t(rb) * row_bytes;
+  if constexpr (T == DType::F32 || T == DType::F16 || T == DType::BF16) {
+    // Loaded (and widened) straight into the transpose's registers: no row-major copy.
+    for (int h = 0; h < kMR; h += 16) {
+      const int n = int(imax(0, imin(16, nr - h)));
+      for (int64_t k = 0; k < kc; k += 16) {
+        const int64_t nk = imin(16, kc - k);
+        const __mmask16 m = tail_mask(nk);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i)
+          r[i] = i < n ? load16<T>(base + size_t(h + i) * row_bytes, k0 + k, m) : _mm512_setzero_ps();
+        transpose16x16(r);
+        for (int j = 0; j < nk; ++j) _mm512_store_ps(wp + (k + j) * kMR + h, r[j]);
+      }
+    }
+    return;
+  }
+  alignas(64) float tmp[16 * kKC];  // [16, kc] with row stride kKC
   for (int h = 0; h < kMR; h += 16) {
     const int n = int(imax(0, imin(16, nr - h)));
-    for (int i = 0; i < n; ++i)
-      dequant_span<T>(static_cast<const uint8_t*>(job.w.data) + size_t(rb + h + i) * row_bytes, k0, kc, tmp + i * kKC);
+    for (int i = 0; i < n; ++i) dequant_span<T>(base + size_t(h + i) * row_bytes, k0, kc, tmp + i * kKC);
     for (int i = n; i < 16; ++i) std::memset(tmp + i * kKC, 0, size_t(kc) * sizeof(float));
     int64_t k = 0;
     for (; k + 16 <= kc; k += 16) {
@@ -678,43 +699,71 @@ void pack_panel(const MatmulJob& job, int64_t rb, int nr, int64_t k0, int64_t kc
 }
 
 // x[t0..t1, k0..k0+kc) -> xp as blocks of kNR tokens, each [kc, kNR] (missing tokens are 0), so
-// the micro-kernel broadcasts from one stream; x's own rows are often 4 KiB-aliased (cols 2048).
+// the micro-kernel broadcasts from one stream. Sixteen columns of the block's tokens are
+// transposed in registers (the scalar copy was 7 % of F16 pp512).
 void pack_acts(const float* x, int64_t K, int64_t t0, int64_t t1, int64_t k0, int64_t kc, float* xp) {
+  static_assert(kNR <= 16, "one transpose per 16 columns");
+  constexpr __mmask16 kTok = __mmask16((1u << kNR) - 1u);
   for (int64_t tb = t0; tb < t1; tb += kNR) {
     float* dst = xp + (tb - t0) * kc;
     const int64_t nt = imin(kNR, t1 - tb);
-    for (int64_t t = 0; t < nt; ++t) {
-      const float* src = x + (tb + t) * K + k0;
-      for (int64_t k = 0; k < kc; ++k) dst[k * kNR + t] = src[k];
-    }
-    for (int64_t t = nt; t < kNR; ++t) {
-      for (int64_t k = 0; k < kc; ++k) dst[k * kNR + t] = 0.0f;
+    for (int64_t k = 0; k < kc; k += 16) {
+      const int64_t nk = imin(16, kc - k);
+      const __mmask16 m = tail_mask(nk);
+      __m512 r[16];
+      for (int64_t t = 0; t < 16; ++t)
+        r[t] = t < nt ? _mm512_maskz_loadu_ps(m, x + (tb + t) * K + k0 + k) : _mm512_setzero_ps();
+      transpose16x16(r);
+      for (int64_t j = 0; j < nk; ++j) _mm512_mask_storeu_ps(dst + (k + j) * kNR, kTok, r[j]);
     }
   }
 }
 
+// Per-thread scratch of the f32 GEMM, kept between calls: a prompt makes hundreds of GEMM calls
+// and a fresh ~1 MiB malloc each time went to mmap, page faults and zeroing (~5 % of F16 pp512).
+struct GemmScratch {
+  float* p = nullptr;
+  size_t cap = 0;  // floats
+  ~GemmScratch() { std::free(p); }
+  float* get(size_t n) {
+    if (n > cap) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64));
+      if (p == nullptr) std::abort();  // hot path: no exceptions; about a MiB
+      cap = n;
+    }
+    return p;
+  }
+};
+
 template <DType T>
 void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  alignas(64) float wp[kKC * kMR];
+  thread_local GemmScratch scratch;
   const int64_t K = job.w.cols, ldy = job.w.rows;
-  // Packed activations for all tokens of one column block (malloc: no STL in this file).
   const int64_t n_tblocks = (t1 - t0 + kNR - 1) / kNR;
-  float* xp = static_cast<float*>(std::malloc(size_t(n_tblocks * kNR * kKC) * sizeof(float)));
-  if (xp == nullptr) std::abort();  // hot path: no exceptions; a few hundred KiB
+  const size_t wp_floats = size_t(kPanels) * kKC * kMR;
+  float* wp = scratch.get(wp_floats + size_t(n_tblocks * kNR * kKC));  // [kPanels][kc, 32]
+  float* xp = wp + wp_floats;  // packed activations of all tokens for one column block
   for (int64_t k0 = 0; k0 < K; k0 += kKC) {  // k outermost: x[:, k0:k0+kc] stays in L2
     const int64_t kc = imin(kKC, K - k0);
     pack_acts(job.x, K, t0, t1, k0, kc, xp);
-    for (int64_t rb = r0; rb < r1; rb += kMR) {
-      const int nr = int(imin(kMR, r1 - rb));
-      pack_panel<T>(job, rb, nr, k0, kc, wp);
-      const __mmask16 m0 = tail_mask(nr), m1 = nr > 16 ? tail_mask(nr - 16) : 0;
+    for (int64_t rb0 = r0; rb0 < r1; rb0 += kMR * kPanels) {
+      const int np = int(imin(kPanels, (r1 - rb0 + kMR - 1) / kMR));
+      for (int p = 0; p < np; ++p) {
+        const int64_t rb = rb0 + p * kMR;
+        pack_panel<T>(job, rb, int(imin(kMR, r1 - rb)), k0, kc, wp + p * kKC * kMR);
+      }
       for (int64_t t = t0; t < t1; t += kNR) {
         const int nt = int(imin(kNR, t1 - t));
-        kMicro[nt](wp, xp + (t - t0) * kc, kc, job.y + t * ldy + rb, ldy, m0, m1, k0 == 0);
+        for (int p = 0; p < np; ++p) {  // the activation slice is reused from L1
+          const int64_t rb = rb0 + p * kMR;
+          const int nr = int(imin(kMR, r1 - rb));
+          const __mmask16 m0 = tail_mask(nr), m1 = nr > 16 ? tail_mask(nr - 16) : 0;
+          kMicro[nt](wp + p * kKC * kMR, xp + (t - t0) * kc, kc, job.y + t * ldy + rb, ldy, m0, m1, k0 == 0);
+        }
       }
     }
   }
-  std::free(xp);
 }
 
 // ---- Int8 GEMM (Q8_0 / Q4_0, n_tokens > kGemvMaxTokens): vpdpbusd, tokens in lanes ----------
