@@ -99,6 +99,48 @@ TEST(FotMemory, MemMaxTokensCapsMemory) {
   EXPECT_EQ(s.n_memory(), 64);
 }
 
+// borrow_state / return_memory (`longctx bench --mem-fill`): the borrower continues exactly as a
+// clone would, memory rows it appends are dropped on return, and the lender is left unchanged
+// (its next feed equals a clone's), repeatably; with the exact and the HNSW memory search.
+TEST(FotMemory, BorrowedMemoryReturnsUnchanged) {
+  auto m = load("longllama_mem", {{"--last-context-length", "16"}});
+  const auto ids = case_ids("longllama_mem_fwd300_lcl16");
+  const std::vector<int32_t> doc(ids.begin(), ids.begin() + 250), q(ids.begin() + 250, ids.end());
+  for (const char* index : {"exact", "hnsw"}) {
+    SCOPED_TRACE(index);
+    longctx::SessionOptions so;
+    so.n_threads = 1;
+    so.mem_index = index;
+    if (std::string(index) == "hnsw") so.mem_topk = 8;
+    longctx::Session a(m, so);
+    a.feed(doc);
+    const int64_t mem0 = a.n_memory();
+    ASSERT_GT(mem0, 0);
+    std::vector<float> want;
+    a.clone()->feed(q, &want);
+    longctx::Session w(m, so);
+    for (int rep = 0; rep < 2; ++rep) {
+      w.borrow_state(a);
+      EXPECT_EQ(w.history(), a.history());
+      std::vector<float> got;
+      w.feed(q, &got);
+      EXPECT_EQ(max_abs_diff(want, got), 0.0);
+      EXPECT_GT(w.n_memory(), mem0);  // the feed appended rows, dropped on return
+      w.return_memory(a);
+      EXPECT_EQ(w.n_past(), 0);
+      EXPECT_EQ(a.n_memory(), mem0);
+    }
+    std::vector<float> again;
+    a.feed(q, &again);
+    EXPECT_EQ(max_abs_diff(want, again), 0.0);
+    EXPECT_THROW(w.return_memory(a), std::runtime_error);  // nothing borrowed
+    longctx::SessionOptions capped = so;
+    capped.mem_max_tokens = 64;
+    longctx::Session c(m, capped);
+    EXPECT_THROW(c.borrow_state(a), std::runtime_error);
+  }
+}
+
 TEST(FotMemory, SavedStateContinuesExactly) {
   auto m = load("longllama_mem", {{"--last-context-length", "16"}});
   const auto ids = case_ids("longllama_mem_fwd300_lcl16");

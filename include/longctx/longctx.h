@@ -191,6 +191,14 @@ class Session {
   // without a 128k-token ingest. The contents are meaningless; dense decode reads every byte
   // regardless of the values, so the speed is that of a real memory of that size.
   void fill_memory_for_benchmark(int64_t n_tokens);
+  // Benchmarks over a large memory: assign_state(other), except that the FoT memory rows are
+  // moved out of `other` instead of copied, so a 5 GB memory is held once, not twice (peak RSS).
+  // `other` must not be used until return_memory(other) moves the rows back, dropping any this
+  // session appended meanwhile (feeding only appends to the memory), which leaves `other` as it
+  // was and this session reset. Throws where rows could have been dropped from the front
+  // (SessionOptions::mem_max_tokens on this session) or the sessions run different models.
+  void borrow_state(Session& other);
+  void return_memory(Session& other);
 
   // FoT memory persistence (LongLLaMA): save the whole session state, load it back.
   void save_state(const std::string& path) const;

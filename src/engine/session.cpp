@@ -219,6 +219,7 @@ struct Session::Impl {
   std::vector<int32_t> history;
   std::vector<std::string> token_bytes;  // JSON mode: each token's bytes (built on first use)
   std::vector<uint8_t> allowed;          // JSON mode: this step's token mask
+  const Session* lent_by = nullptr;      // borrow_state: whose memory this session holds
 
   const std::vector<std::string>& vocab_bytes() {
     if (token_bytes.empty()) {
@@ -542,6 +543,7 @@ void Session::truncate(int64_t n) {
 void Session::reset() {
   impl_->state.clear();
   impl_->history.clear();
+  impl_->lent_by = nullptr;
 }
 std::unique_ptr<Session> Session::clone() const {
   auto s = std::make_unique<Session>(impl_->model, impl_->opt);
@@ -559,6 +561,52 @@ void Session::assign_state(const Session& other) {
   impl_->last_logits = other.impl_->last_logits;
   impl_->history = other.impl_->history;
   impl_->warned = other.impl_->warned;
+}
+void Session::borrow_state(Session& other) {
+  if (this == &other) fail("borrow_state: a session cannot borrow its own state");
+  if (impl_->model != other.impl_->model)
+    fail("borrow_state: the sessions run different models; copy state only between sessions of one model");
+  if (impl_->opt.mem_max_tokens > 0)
+    fail("borrow_state: this session caps its memory (mem_max_tokens), which drops the oldest rows; "
+         "the borrowed rows could not be returned unchanged: use assign_state");
+  lcx::KvState& src = other.impl_->state;
+  // Move the memory out, copy the rest (local caches, positions), move the memory in.
+  std::vector<lcx::LayerCache> mem(src.layers.size());
+  for (size_t i = 0; i < src.layers.size(); ++i) {
+    mem[i].mem_k = std::move(src.layers[i].mem_k);
+    mem[i].mem_v = std::move(src.layers[i].mem_v);
+    std::swap(mem[i].mem_index, src.layers[i].mem_index);  // a moved-from index is not usable
+  }
+  impl_->state = src;
+  for (size_t i = 0; i < src.layers.size(); ++i) {
+    impl_->state.layers[i].mem_k = std::move(mem[i].mem_k);
+    impl_->state.layers[i].mem_v = std::move(mem[i].mem_v);
+    std::swap(impl_->state.layers[i].mem_index, mem[i].mem_index);
+  }
+  impl_->last_logits = other.impl_->last_logits;
+  impl_->history = other.impl_->history;
+  impl_->warned = other.impl_->warned;
+  impl_->lent_by = &other;
+}
+void Session::return_memory(Session& other) {
+  lcx::KvState& st = impl_->state;
+  lcx::KvState& dst = other.impl_->state;
+  if (impl_->lent_by != &other || st.layers.size() != dst.layers.size() || st.n_mem < dst.n_mem)
+    fail("return_memory: this session does not hold memory borrowed from that one (call borrow_state first)");
+  for (size_t i = 0; i < st.layers.size(); ++i) {
+    lcx::LayerCache& L = st.layers[i];
+    lcx::LayerCache& D = dst.layers[i];
+    // Rows [0, dst.n_mem) are the lent ones, unchanged: feeding appends after them.
+    const size_t row = st.n_mem > 0 ? L.mem_k.size() / size_t(st.n_mem) : 0;
+    L.mem_k.resize(row * size_t(dst.n_mem));
+    L.mem_v.resize(row * size_t(dst.n_mem));
+    D.mem_k = std::move(L.mem_k);
+    D.mem_v = std::move(L.mem_v);
+    // An index that took in the appended rows cannot drop them: rebuilt lazily instead.
+    if (L.mem_index.size() > dst.n_mem) L.mem_index.clear();
+    std::swap(D.mem_index, L.mem_index);
+  }
+  reset();
 }
 const std::vector<int32_t>& Session::history() const { return impl_->history; }
 int64_t Session::n_past() const { return impl_->state.next_pos; }
