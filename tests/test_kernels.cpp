@@ -75,9 +75,10 @@ TEST(Kernels, MatmulFloatAccumulateMatchesScalar) {
     for (DType t : kAllTypes) {
       const bool quant = dtype_is_quantized(t);
       const std::vector<int64_t> cols_list = quant ? std::vector<int64_t>{32, 96, 288, 544}
-                                                   : std::vector<int64_t>{1, 5, 17, 32, 100, 288, 531, 1100};
-      // 1100 columns: three column blocks of the AVX-512 f32 GEMM (512 each), the last partial;
-      // 131 rows: two groups of two 32-row panels and a partial group.
+                                                   : std::vector<int64_t>{1, 5, 17, 32, 100, 288, 531, 1100, 2100};
+      // The AVX-512 f32 GEMM takes rows of up to 2048 columns in one block (1100) and wider rows
+      // in 512-column blocks (2100: four and a partial one); 131 rows: two groups of two 32-row
+      // panels and a partial group.
       for (int64_t rows : {1, 7, 33, 67, 131}) {
         for (int64_t cols : cols_list) {
           const std::vector<uint8_t> wdata = make_weights(t, rows, cols, uint32_t(rows * 131 + cols));
