@@ -58,6 +58,7 @@ TEST(Cli, ErrorsAreClear) {
       {"run -m " + model() + " -p hi -n 1 --cache-type f8", "--cache-type"},
       {"convert -m " + model() + " --tokenizer " + tok() + " --outtype q3_k_m -o /tmp/x.gguf", "unknown dtype"},
       {"run -m " + model() + " --tokenizer " + tok() + " --memory /no/such.mem -p hi", "cannot open"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi --lookup 99", "--lookup must be in 0..15"},
   };
   for (const auto& c : cases) {
     std::string out;
@@ -73,6 +74,15 @@ TEST(Cli, TokenizeRunInfo) {
   EXPECT_EQ(out.substr(0, 3), "[1,");
   ASSERT_EQ(run("run -m " + model() + " --tokenizer " + tok() + " -p 'The quick brown fox' -n 8 --temp 0", &out), 0) << out;
   EXPECT_NE(out.find("generated 8 tokens"), std::string::npos) << out;
+  // Lookup decoding: the same text; the stats line says how many drafts were accepted.
+  std::string plain, fast;
+  const std::string loop = " run -m " + (fs::path(fixtures_dir()) / "models" / "llama_gqa").string() + " --tokenizer " +
+                           tok() + " -p 'The cat sat on the mat. The cat sat' -n 40 --temp 0";
+  ASSERT_EQ(run_cmd(cli() + loop + " 2>/dev/null", &plain), 0) << plain;
+  ASSERT_EQ(run_cmd(cli() + loop + " --lookup 3 2>/dev/null", &fast), 0) << fast;
+  EXPECT_EQ(plain, fast);
+  ASSERT_EQ(run(loop.substr(1) + " --lookup 3", &out), 0) << out;
+  EXPECT_NE(out.find("drafts accepted"), std::string::npos) << out;
   // JSON mode: stdout is (a prefix of) one JSON object.
   ASSERT_EQ(run_cmd(cli() + " run -m " + model() + " --tokenizer " + tok() + " -p 'JSON:' -n 12 --temp 0 --json-object 2>/dev/null",
                     &out), 0) << out;

@@ -40,8 +40,8 @@ void token_logprob(const float* logits, int64_t n_vocab, int32_t id, int n_top, 
 
 Sampler::Sampler(const SamplingParams& p) : p_(p), rng_(p.seed) {}
 
-int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
-                        const uint8_t* allowed) {
+int32_t Sampler::sample_history(const float* logits, int64_t n_vocab, std::span<const int32_t> history,
+                                const uint8_t* allowed) {
   const int32_t id = sample_unmasked(logits, n_vocab, history, allowed);
   if (allowed == nullptr || allowed[id]) return id;
   // Float rounding in the draw can fall through to a zero-probability (masked) candidate:
@@ -52,7 +52,7 @@ int32_t Sampler::sample(const float* logits, int64_t n_vocab, const std::vector<
   return best < 0 ? id : best;
 }
 
-int32_t Sampler::sample_unmasked(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
+int32_t Sampler::sample_unmasked(const float* logits, int64_t n_vocab, std::span<const int32_t> history,
                                  const uint8_t* allowed) {
   cand_.resize(size_t(n_vocab));
   for (int64_t i = 0; i < n_vocab; ++i) cand_[size_t(i)] = {logits[i], int32_t(i)};

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <random>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -24,14 +25,19 @@ struct SamplingParams {
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& p);
-  // logits: [n_vocab]; history: tokens so far (prompt + generated), for the penalty.
+  // logits: [n_vocab]; history: tokens so far (prompt + generated), for the penalty (a span:
+  // lookup decoding passes the history up to the token being sampled, not the drafts after it).
   // allowed: when given, [n_vocab] flags; only tokens with a non-zero flag are drawn (the
   // caller makes sure at least one is set).
   int32_t sample(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
-                 const uint8_t* allowed = nullptr);
+                 const uint8_t* allowed = nullptr) {
+    return sample_history(logits, n_vocab, history, allowed);
+  }
+  int32_t sample_history(const float* logits, int64_t n_vocab, std::span<const int32_t> history,
+                         const uint8_t* allowed = nullptr);
 
  private:
-  int32_t sample_unmasked(const float* logits, int64_t n_vocab, const std::vector<int32_t>& history,
+  int32_t sample_unmasked(const float* logits, int64_t n_vocab, std::span<const int32_t> history,
                           const uint8_t* allowed);
   SamplingParams p_;
   std::mt19937_64 rng_;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "engine/json_constraint.h"
+#include "engine/lookup.h"
 #include "engine/sampler.h"
 #include "engine/state_checksum.h"
 #include "longctx/longctx.h"
@@ -295,6 +296,42 @@ struct Session::Impl {
     state.n_mem = opt.mem_max_tokens;
   }
 
+  // Lookup decoding (GenerateOptions::lookup) rolls back drafts the sampler did not pick. Exact
+  // where a forward call changes nothing but the local cache, positions and history: not with
+  // Dynamic NTK or LongRoPE (their frequency tables depend on the length seen); LongLLaMA is fine
+  // as long as a draft call does not move the local context to memory (draft_room()).
+  bool lookup_ok() const {
+    const lcx::RopeScaling t = m->config.rope.type;
+    return t != lcx::RopeScaling::Dynamic && t != lcx::RopeScaling::LongRope;
+  }
+  // How many drafts may follow the next token in one call. LongLLaMA feeds a token into a full
+  // local cache by first moving that cache to memory, one token at a time as the reference
+  // generates; a call of 1 + k tokens moves when they do not all fit, so k is held to what fits
+  // after the move the next token makes anyway (or to the room left when it makes none).
+  int64_t draft_room() const {
+    if (!fot()) return INT64_MAX;
+    const int64_t w = m->config.n_ctx_train, n_loc = state.n_local();
+    return n_loc > 0 && n_loc + 1 > w ? w - 1 : w - n_loc - 1;
+  }
+  // Removes the last n fed tokens, all still in the local cache (every layer's rows, their
+  // positions, the history): the state a call without them would have left.
+  void drop_last(int64_t n) {
+    if (n <= 0) return;
+    LCX_CHECK(n <= state.n_local() && n <= int64_t(history.size()), "drop_last: more tokens than the local cache holds");
+    const lcx::ModelConfig& c = m->config;
+    const int64_t keep = state.n_local() - n;
+    const size_t row = lcx::kernels::kv_row_bytes(state.local_fmt, c.head_dim) * size_t(c.n_head_kv);
+    const size_t raw = size_t(c.n_head_kv * c.head_dim);
+    for (lcx::LayerCache& L : state.layers) {
+      L.k.resize(size_t(keep) * row);
+      L.v.resize(size_t(keep) * row);
+      if (!L.k_raw.empty()) L.k_raw.resize(size_t(keep) * raw);
+    }
+    state.pos.resize(size_t(keep));
+    state.next_pos -= n;
+    history.resize(history.size() - size_t(n));
+  }
+
   // -c/--ctx-size is a hard limit. Without it, LLaMA runs on, warning once when it passes
   // the context it was trained for (times the RoPE scaling factor).
   bool warned = false;
@@ -430,6 +467,30 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
   };
   lcx::JsonPrefix json;
   if (opt.json_object && !I.m->tokenizer) fail("JSON mode needs the model's tokenizer (pass --tokenizer FILE)");
+  if (opt.lookup < 0 || opt.lookup_min_ngram < 1)
+    fail("lookup: the number of drafts must be >= 0 and the shortest n-gram >= 1");
+  // Prompt lookup decoding (GenerateOptions::lookup). After a call that fed [id, d1 .. dk], row j
+  // of spec_rows holds the logits after its j-th token and the drafts d(j+1).. sit in the cache
+  // unconfirmed. The loop below samples from row j exactly as it would from the logits of a
+  // one-token call; if the sample is d(j+1), that token is already fed and row j + 1 is next,
+  // otherwise the unconfirmed drafts are rolled back (drop_last) before the sample is fed.
+  constexpr int32_t kMaxLookup = 15;
+  const int32_t n_lookup = opt.lookup > 0 && I.lookup_ok() ? std::min(opt.lookup, kMaxLookup) : 0;
+  const int64_t V = I.m->config.n_vocab;
+  std::vector<float> spec_rows;  // [1 + spec.size(), n_vocab]
+  std::vector<int32_t> spec, drafts, batch;
+  size_t spec_used = 0;          // drafts confirmed by the sampler
+  // Drafts per call adapt between 1 and n_lookup (as transformers' assisted generation does):
+  // one more after a call whose drafts were all confirmed, one fewer after a call with none. A
+  // 4-token call costs ~2 one-token calls here, so long drafts must earn their place.
+  int32_t n_cur = std::min<int32_t>(n_lookup, 1);
+  const float* cur = I.last_logits.data();
+  const auto pending = [&] { return spec.size() - spec_used; };
+  const auto drop_pending = [&] {
+    I.drop_last(int64_t(pending()));
+    spec.clear();
+    spec_used = 0;
+  };
   for (int32_t i = 0; i < opt.n_predict; ++i) {
     const uint8_t* allowed = nullptr;
     if (opt.json_object) {
@@ -440,7 +501,9 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
       }
       allowed = I.allowed.data();
     }
-    const int32_t id = sampler.sample(I.last_logits.data(), I.m->config.n_vocab, I.history, allowed);
+    // The history up to this token: drafts fed after it are not part of it yet.
+    const std::span<const int32_t> hist(I.history.data(), I.history.size() - pending());
+    const int32_t id = sampler.sample_history(cur, V, hist, allowed);
     if (I.m->config.is_eog(id) && !opt.ignore_eos) {
       r.stop_reason = "eos";
       break;
@@ -449,7 +512,7 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
     const TokenLogprob* lp = nullptr;
     if (opt.logprobs >= 0) {
       r.logprobs.emplace_back();
-      lcx::token_logprob(I.last_logits.data(), I.m->config.n_vocab, id, opt.logprobs, r.logprobs.back());
+      lcx::token_logprob(cur, V, id, opt.logprobs, r.logprobs.back());
       lp = &r.logprobs.back();
     }
     std::string text = dec ? dec->push(id) : std::string();
@@ -488,12 +551,49 @@ GenerateResult Session::generate(const GenerateOptions& opt, const StreamCallbac
       break;
     }
     if (i + 1 == opt.n_predict) break;  // no need to compute logits nobody reads
+    if (pending() > 0 && id == spec[spec_used]) {  // a confirmed draft: already fed
+      ++spec_used;
+      ++r.n_accepted;
+      cur = spec_rows.data() + spec_used * size_t(V);
+      continue;
+    }
+    if (!spec.empty()) {
+      if (spec_used == spec.size()) n_cur = std::min(n_cur + 1, n_lookup);
+      else if (spec_used == 0) n_cur = std::max(n_cur - 1, 1);
+    }
+    drop_pending();
     if (!I.fot() && I.opt.n_ctx > 0 && I.state.next_pos + 1 > I.opt.n_ctx) {
       r.stop_reason = "context";
       break;
     }
-    I.forward(&id, 1, lcx::ChunkMode::Cached, nullptr);
+    // Drafts only for tokens that will be sampled: n_predict - i - 2 after the next one.
+    int64_t room = std::min<int64_t>(n_cur, int64_t(opt.n_predict) - i - 2);
+    if (!I.fot() && I.opt.n_ctx > 0) room = std::min<int64_t>(room, I.opt.n_ctx - I.state.next_pos - 1);
+    room = std::min(room, I.draft_room());
+    drafts.clear();
+    if (room > 0) {
+      I.history.push_back(id);
+      lcx::lookup_drafts(I.history, opt.lookup_min_ngram, std::max(3, opt.lookup_min_ngram), int(room), drafts);
+      I.history.pop_back();
+    }
+    if (drafts.empty()) {
+      I.forward(&id, 1, lcx::ChunkMode::Cached, nullptr);
+      cur = I.last_logits.data();
+      continue;
+    }
+    batch.assign(1, id);
+    batch.insert(batch.end(), drafts.begin(), drafts.end());
+    spec_rows.resize(batch.size() * size_t(V));
+    I.forward(batch.data(), int64_t(batch.size()), lcx::ChunkMode::Cached, spec_rows.data());
+    spec = drafts;
+    spec_used = 0;
+    r.n_drafted += int64_t(drafts.size());
+    cur = spec_rows.data();
   }
+  // Leave the session as plain decoding would: no unconfirmed drafts in the cache, and logits()
+  // those after the last token fed.
+  drop_pending();
+  if (cur != I.last_logits.data()) std::copy(cur, cur + V, I.last_logits.begin());
   if (r.stop_reason != "stop" && r.stop_reason != "callback") {
     std::string tail = held + (dec ? dec->flush() : std::string());
     if (!tail.empty()) emit(r.ids.empty() ? -1 : r.ids.back(), tail);
@@ -509,6 +609,8 @@ TokenLogprob token_logprob(const float* logits, int32_t n_vocab, int32_t id, int
   lcx::token_logprob(logits, n_vocab, id, n_top, t);
   return t;
 }
+
+bool Session::can_draft() const { return impl_->lookup_ok(); }
 
 bool Session::can_truncate() const {
   const Impl& I = *impl_;

@@ -60,6 +60,8 @@ int cmd_run(int argc, char** argv) {
   longctx::Session s(model, session_options(a));
   auto gopt = generate_options(a);
   gopt.json_object = a.has("--json-object");
+  if (gopt.lookup > 0 && !s.can_draft())
+    std::fprintf(stderr, "warning: --lookup is off for this model: Dynamic NTK and LongRoPE frequencies depend on the length seen, so drafts cannot be rolled back\n");
   // With a saved document (`longctx ingest --save`), the prompt continues it: no second BOS.
   if (a.has("--memory")) s.load_state(a.str("--memory"));
   const auto ids = model->tokenize(prompt, !a.has("--no-bos") && !a.has("--memory"));
@@ -80,6 +82,8 @@ int cmd_run(int argc, char** argv) {
                double(r.ids.size()) / std::max(r.gen_seconds, 1e-9), r.stop_reason.c_str());
   if (model->has_fot_memory())
     std::fprintf(stderr, "; memory: %lld tokens, caches %.1f MiB", (long long)s.n_memory(), double(s.cache_bytes()) / (1 << 20));
+  if (r.n_drafted > 0)
+    std::fprintf(stderr, "; lookup: %lld of %lld drafts accepted", (long long)r.n_accepted, (long long)r.n_drafted);
   std::fprintf(stderr, "\n");
   return 0;
 }
