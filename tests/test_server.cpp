@@ -939,6 +939,31 @@ TEST(ServerPromptCache, ReusesThePrefixExactly) {
   EXPECT_EQ(o.j()["choices"][0]["text"], r3.j()["choices"][0]["text"]);
 }
 
+// --lookup: drafts change how many forward calls an answer takes, not the answer - also when
+// the slot's prompt cache continues from a session that generated with drafts.
+TEST(ServerLookup, SameTextAsPlainDecoding) {
+  const std::string gqa = fixtures_dir() + "/models/llama_gqa";
+  ServerProcess plain({"--parallel", "1", "-c", "512", "--tokenizer", tokenizer_path()}, gqa);
+  ServerProcess fast({"--parallel", "1", "-c", "512", "--tokenizer", tokenizer_path(), "--lookup", "3"}, gqa);
+  std::string prompt = "The cat sat on the mat. The cat sat on the mat. The cat";
+  for (int turn = 0; turn < 3; ++turn) {
+    const json body = greedy({{"prompt", prompt}, {"logprobs", 1}}, 24);
+    auto a = post(plain.port(), "/v1/completions", body), b = post(fast.port(), "/v1/completions", body);
+    ASSERT_EQ(a.status, 200) << a.body;
+    ASSERT_EQ(b.status, 200) << b.body;
+    const std::string text = a.j()["choices"][0]["text"];
+    EXPECT_EQ(b.j()["choices"][0]["text"], text) << "turn " << turn;
+    EXPECT_EQ(b.j()["usage"], a.j()["usage"]) << "turn " << turn;
+    const json la = a.j()["choices"][0]["logprobs"]["token_logprobs"], lb = b.j()["choices"][0]["logprobs"]["token_logprobs"];
+    ASSERT_EQ(la.size(), lb.size());
+    for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(la[i].get<double>(), lb[i].get<double>(), 1e-4) << i;
+    prompt += text + " The dog";  // the next turn extends this one (prompt cache)
+  }
+  const std::string metrics = http(fast.port(), "GET", "/metrics").body;
+  EXPECT_NE(metrics.find("longctx_lookup_draft_tokens_total"), std::string::npos);
+  EXPECT_EQ(metrics.find("longctx_lookup_draft_tokens_total 0\n"), std::string::npos) << metrics;  // drafts were fed
+}
+
 TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   ServerProcess s({"--api-key", "sekrit"});
   const json body = greedy({{"prompt", "hi"}}, 2);

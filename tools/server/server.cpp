@@ -132,6 +132,7 @@ struct Metrics {
   std::mutex mu;
   std::map<std::pair<std::string, int>, uint64_t> requests;  // (endpoint, status) -> count
   uint64_t prompt_tokens = 0, prompt_tokens_cached = 0, generated_tokens = 0, cancelled = 0;
+  uint64_t lookup_drafted = 0, lookup_accepted = 0;  // --lookup
   double prompt_seconds = 0, generation_seconds = 0;
 };
 
@@ -362,6 +363,8 @@ struct Server::Impl {
       std::lock_guard<std::mutex> lock(metrics.mu);
       metrics.generated_tokens += r.ids.size();
       metrics.generation_seconds += r.gen_seconds;
+      metrics.lookup_drafted += uint64_t(r.n_drafted);
+      metrics.lookup_accepted += uint64_t(r.n_accepted);
     }
   }
 
@@ -1002,6 +1005,10 @@ struct Server::Impl {
     out += "# HELP longctx_generation_tokens_per_second Average generation speed per slot.\n# TYPE longctx_generation_tokens_per_second gauge\n";
     line("longctx_generation_tokens_per_second %.3f\n",
          metrics.generation_seconds > 0 ? double(metrics.generated_tokens) / metrics.generation_seconds : 0.0);
+    out += "# HELP longctx_lookup_draft_tokens_total Draft tokens fed by prompt lookup decoding (--lookup).\n# TYPE longctx_lookup_draft_tokens_total counter\n";
+    line("longctx_lookup_draft_tokens_total %llu\n", (unsigned long long)metrics.lookup_drafted);
+    out += "# HELP longctx_lookup_accepted_tokens_total Draft tokens the sampler picked (forward calls saved).\n# TYPE longctx_lookup_accepted_tokens_total counter\n";
+    line("longctx_lookup_accepted_tokens_total %llu\n", (unsigned long long)metrics.lookup_accepted);
     out += "# HELP longctx_requests_cancelled_total Requests abandoned because the client went away.\n# TYPE longctx_requests_cancelled_total counter\n";
     line("longctx_requests_cancelled_total %llu\n", (unsigned long long)metrics.cancelled);
     out += "# HELP longctx_queue_length Requests waiting for a slot.\n# TYPE longctx_queue_length gauge\n";
