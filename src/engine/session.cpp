@@ -137,6 +137,8 @@ std::string Model::describe() const {
      << "context:      " << c.n_ctx_train << " (trained)\n"
      << "rms_norm_eps: " << c.rms_eps << "\n"
      << "tied head:    " << (c.tie_embeddings ? "yes" : "no") << "\n"
+     << "biases:       " << (c.attn_bias && c.mlp_bias ? "attention, mlp" : c.attn_bias ? "attention" : c.mlp_bias ? "mlp" : "none")
+     << "\n"
      << "dtypes:       embed " << lcx::dtype_name(w.tok_embd.dtype) << ", attn_q "
      << lcx::dtype_name(w.layers[0].wq.dtype) << ", ffn_down " << lcx::dtype_name(w.layers[0].w_down.dtype)
      << ", output " << lcx::dtype_name(w.output.dtype) << "\n";

@@ -150,8 +150,11 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   }
   const std::string act = get_or<std::string>(j, "hidden_act", "silu", where);
   if (act != "silu") fail(where + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
-  if (get_or<bool>(j, "attention_bias", false, where) || get_or<bool>(j, "mlp_bias", false, where))
-    fail(where + ": attention_bias / mlp_bias checkpoints are not supported");
+  // LongLLaMA's modeling code builds its Linears without bias whatever the config says.
+  if (c.arch == Arch::Llama) {
+    c.attn_bias = get_or<bool>(j, "attention_bias", false, where);
+    c.mlp_bias = get_or<bool>(j, "mlp_bias", false, where);
+  }
 
   c.n_vocab = get_or<int64_t>(j, "vocab_size", 32000, where);
   c.n_embd = get_or<int64_t>(j, "hidden_size", 0, where);

@@ -38,6 +38,11 @@ struct ModelConfig {
   int64_t n_ctx_train = 0;   // max_position_embeddings
   float rms_eps = 1e-6f;
   bool tie_embeddings = false;
+  // transformers' LlamaConfig attention_bias (q/k/v/o projections) and mlp_bias (gate/up/down):
+  // each Linear then has a bias vector, added after its matmul. GGUF files say so by carrying
+  // blk.N.attn_q.bias etc. (llama.cpp's LLaMA graph takes each one when present).
+  bool attn_bias = false;
+  bool mlp_bias = false;
   int32_t bos_id = 1;
   int32_t eos_id = 2;
   // Other ids that end generation as eos_id does (llama.cpp's "end of generation" set): the rest

@@ -281,6 +281,14 @@ void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
       rope_validate(m.config.rope);
     }
   }
+  // GGUF has no attention_bias / mlp_bias keys: a file has biases when it carries their tensors
+  // (llama.cpp's LLaMA graph adds each one it finds), e.g. LLaMA-architecture conversions of
+  // models trained with q/k/v biases.
+  for (const auto& [name, t] : tensors) {
+    if (!name.starts_with("blk.") || !name.ends_with(".bias")) continue;
+    if (name.find(".attn_") != std::string::npos) m.config.attn_bias = true;
+    if (name.find(".ffn_") != std::string::npos) m.config.mlp_bias = true;
+  }
   m.weights.files.push_back(g.file());
   bind_weights(m.config, tensors, NameKind::GGUF, m.weights);
   m.format = "gguf";
@@ -410,6 +418,7 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
   for (const TensorSlot& slot : tensor_slots(c, const_cast<ModelWeights&>(m.weights))) {
     if (slot.optional && c.tie_embeddings) continue;  // tied head: llama.cpp reuses token_embd
     const TensorView src = *slot.dst;
+    if (slot.gguf_optional && !src.data) continue;  // a bias the source GGUF did not have
     if (!src.data || src.shape != slot.shape)
       fail("convert: tensor '" + slot.hf_name + "' is missing or mis-shaped in the loaded model");
     // llama.cpp keeps 1-D tensors (norms) in F32. Q8_0/Q4_0 need rows that are a multiple of

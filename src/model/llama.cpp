@@ -2,7 +2,7 @@
 // with LongLLaMA's Focused Transformer memory layers (Tworkowski et al. 2023) as configuration:
 // for a plain LLaMA the memory is simply never used.
 //
-// Per layer:  h = RMSNorm(x);  q,k,v = h Wq, h Wk, h Wv;  RoPE(q, k);
+// Per layer:  h = RMSNorm(x);  q,k,v = h Wq (+ bq), h Wk (+ bk), h Wv (+ bv);  RoPE(q, k);
 //             x += Attention(q, [local k; memory k], [local v; memory v]) Wo
 //             h = RMSNorm(x);  x += (silu(h Wgate) * (h Wup)) Wdown
 #include "model/llama.h"
@@ -109,6 +109,15 @@ void append_rows(std::vector<uint8_t>& dst, kernels::KvFormat f, const float* sr
     return;
   }
   for (int64_t r = 0; r < n_rows; ++r) kernels::kv_encode(f, src + r * hd, hd, dst.data() + old + size_t(r) * rb);
+}
+
+// y[i, :] += b for n rows of dim values: a Linear's bias (attention_bias / mlp_bias), added
+// after the matmul as torch's F.linear does. b: [dim] F32, or absent (data == nullptr).
+void add_bias(float* y, int64_t n, int64_t dim, const TensorView& b) {
+  if (b.data == nullptr) return;
+  const float* bb = static_cast<const float*>(b.data);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < dim; ++j) y[i * dim + j] += bb[j];
 }
 
 }  // namespace
@@ -264,6 +273,9 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
       float* const y3[3] = {q, k, v};
       kernels::matmul_multi(w3, 3, h, n, y3, pool);  // one fork-join at decode
     }
+    add_bias(q, n, q_dim, L.bq);  // before RoPE (and before LongLLaMA keeps the raw keys)
+    add_bias(k, n, kv_dim, L.bk);
+    add_bias(v, n, kv_dim, L.bv);
     if (raw) C.k_raw.insert(C.k_raw.end(), k, k + n * kv_dim);
     if (rope_on) {
       for (int64_t i = 0; i < n; ++i) {
@@ -303,6 +315,7 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     a.out = att;
     kernels::attention(a, pool);
     kernels::matmul(mat(L.wo), att, n, h, pool);
+    add_bias(h, n, n_embd, L.bo);
     for (int64_t i = 0; i < n * n_embd; ++i) x[i] += h[i];
 
     // SwiGLU MLP.
@@ -313,8 +326,11 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
       float* const y2[2] = {gate, up};
       kernels::matmul_multi(w2, 2, h, n, y2, pool);
     }
+    add_bias(gate, n, c.n_ff, L.b_gate);
+    add_bias(up, n, c.n_ff, L.b_up);
     kernels::swiglu(gate, up, n * c.n_ff, gate);
     kernels::matmul(mat(L.w_down), gate, n, h, pool);
+    add_bias(h, n, n_embd, L.b_down);
     for (int64_t i = 0; i < n * n_embd; ++i) x[i] += h[i];
   }
 

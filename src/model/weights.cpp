@@ -27,6 +27,18 @@ std::vector<TensorSlot> tensor_slots(const ModelConfig& c, ModelWeights& w) {
     s.push_back({hp + "mlp.gate_proj.weight", gp + "ffn_gate.weight", {c.n_ff, c.n_embd}, &l.w_gate});
     s.push_back({hp + "mlp.up_proj.weight", gp + "ffn_up.weight", {c.n_ff, c.n_embd}, &l.w_up});
     s.push_back({hp + "mlp.down_proj.weight", gp + "ffn_down.weight", {c.n_embd, c.n_ff}, &l.w_down});
+    // Biases keep HF order; GGUF q/k biases are permuted like the rows of their weights.
+    if (c.attn_bias) {
+      s.push_back({hp + "self_attn.q_proj.bias", gp + "attn_q.bias", {q_dim}, &l.bq, true, false, QkPermute::Q, true});
+      s.push_back({hp + "self_attn.k_proj.bias", gp + "attn_k.bias", {kv_dim}, &l.bk, true, false, QkPermute::K, true});
+      s.push_back({hp + "self_attn.v_proj.bias", gp + "attn_v.bias", {kv_dim}, &l.bv, true, false, QkPermute::None, true});
+      s.push_back({hp + "self_attn.o_proj.bias", gp + "attn_output.bias", {c.n_embd}, &l.bo, true, false, QkPermute::None, true});
+    }
+    if (c.mlp_bias) {
+      s.push_back({hp + "mlp.gate_proj.bias", gp + "ffn_gate.bias", {c.n_ff}, &l.b_gate, true, false, QkPermute::None, true});
+      s.push_back({hp + "mlp.up_proj.bias", gp + "ffn_up.bias", {c.n_ff}, &l.b_up, true, false, QkPermute::None, true});
+      s.push_back({hp + "mlp.down_proj.bias", gp + "ffn_down.bias", {c.n_embd}, &l.b_down, true, false, QkPermute::None, true});
+    }
   }
   s.push_back({"model.norm.weight", "output_norm.weight", {c.n_embd}, &w.output_norm, true});
   s.push_back({"lm_head.weight", "output.weight", {c.n_vocab, c.n_embd}, &w.output, false, c.tie_embeddings});
@@ -110,9 +122,11 @@ int repack_weights_for_kernels(ModelWeights& w) {
 std::vector<uint8_t> permute_qk_rows(const TensorView& t, int64_t n_head, bool to_gguf) {
   // llama.cpp's converter reshapes rows as [n_head, 2, head_dim/2] and swaps the middle axes:
   // GGUF row (h, i, j) = HF row (h, j, i), i in {0,1}, j < head_dim/2. The inverse maps back.
-  const int64_t rows = t.rows();
+  // A bias vector [rows] is permuted as rows of one value.
+  const bool vec = t.shape.size() == 1;
+  const int64_t rows = vec ? t.shape[0] : t.rows();
   const int64_t hd = rows / n_head, half = hd / 2;
-  const size_t rb = dtype_row_bytes(t.dtype, t.cols());
+  const size_t rb = dtype_row_bytes(t.dtype, vec ? 1 : t.cols());
   std::vector<uint8_t> out(rb * size_t(rows));
   const auto* src = static_cast<const uint8_t*>(t.data);
   for (int64_t h = 0; h < n_head; ++h)
@@ -133,7 +147,7 @@ void bind_weights(const ModelConfig& c, const std::map<std::string, TensorView>&
     const std::string& name = kind == NameKind::HF ? slot.hf_name : slot.gguf_name;
     auto it = tensors.find(name);
     if (it == tensors.end()) {
-      if (slot.optional) continue;
+      if (slot.optional || (kind == NameKind::GGUF && slot.gguf_optional)) continue;
       fail("missing tensor '" + name + "' (expected shape " + shape_str(slot.shape) +
            "): the checkpoint does not match its config (num_hidden_layers, tie_word_embeddings?)");
     }

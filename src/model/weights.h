@@ -27,6 +27,9 @@ struct LayerWeights {
   TensorView w_gate;     // [n_ff, n_embd]
   TensorView w_up;       // [n_ff, n_embd]
   TensorView w_down;     // [n_embd, n_ff]
+  // Biases (attention_bias / mlp_bias; data == nullptr when absent), F32, added after the matmul.
+  TensorView bq, bk, bv, bo;     // [q_dim], [kv_dim], [kv_dim], [n_embd]
+  TensorView b_gate, b_up, b_down;  // [n_ff], [n_ff], [n_embd]
 };
 
 struct ModelWeights {
@@ -54,9 +57,10 @@ struct TensorSlot {
   std::string gguf_name;  // blk.3.attn_q.weight
   std::vector<int64_t> shape;  // row-major, HF order
   TensorView* dst;
-  bool is_norm = false;   // converted to F32 on load (RMSNorm weights are tiny)
+  bool is_norm = false;   // converted to F32 on load (RMSNorm weights and biases are tiny)
   bool optional = false;  // lm_head when tied
   QkPermute permute = QkPermute::None;
+  bool gguf_optional = false;  // biases: a GGUF file may carry any subset (llama.cpp takes each)
 };
 
 // The single tensor-name table for a config. Slots point into w.
