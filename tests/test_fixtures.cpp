@@ -165,6 +165,11 @@ TEST_P(FixtureTest, MatchesReference) {
     // full forward use the table for the whole length; gen_step_logits_nocache checks them).
     const auto cons = run_logits(c, model, ids, " --feed " + std::to_string(prefill));
     expect_logits(c, "logits", cons, 0, what + " consistent --feed (last row)", true);
+    // A prompt fed in several batches (-b) is still one sequence: every row uses the table of
+    // the whole length, as the reference's single forward does.
+    const int batch = std::max(1, int(ids.size()) / 3);
+    expect_logits(c, "logits", run_logits(c, model, ids, " -b " + std::to_string(batch)), 0,
+                  what + " consistent -b " + std::to_string(batch));
     const std::vector<int> prompt(ids.begin(), ids.begin() + prefill);
     const int n_new = run["n_new"].get<int>();
     const auto want_hf = c.j["expected"]["generated_ids"].get<std::vector<int>>();

@@ -309,3 +309,39 @@ TEST(Loader, ShardIndexErrors) {
 }
 
 }  // namespace
+
+namespace {
+nlohmann::json fixture_json(const std::string& model) {
+  return nlohmann::json::parse(read_file((model_dir(model) / "config.json").string()));
+}
+std::string parse_error(const nlohmann::json& j) {
+  try {
+    lcx::parse_hf_config(j.dump(), "config.json");
+  } catch (const lcx::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+// Config keys read as each reference reads them: LongLLaMA's modeling code derives head_dim
+// from hidden_size / num_attention_heads and ignores a head_dim key; LlamaConfig reads it.
+TEST(HfConfig, HeadDimKeyPerArchitecture) {
+  nlohmann::json ll = fixture_json("longllama_mem");
+  ll["head_dim"] = 99;
+  const lcx::ModelConfig c = lcx::parse_hf_config(ll.dump(), "config.json");
+  EXPECT_EQ(c.head_dim, c.n_embd / c.n_head);
+  nlohmann::json l = fixture_json("llama_mha");
+  l["head_dim"] = 2 * l["hidden_size"].get<int>() / l["num_attention_heads"].get<int>();
+  EXPECT_EQ(lcx::parse_hf_config(l.dump(), "config.json").head_dim, l["head_dim"].get<int64_t>());
+}
+
+// What the references refuse is refused with the key named.
+TEST(HfConfig, RefusedWithTheKeyNamed) {
+  nlohmann::json ll = fixture_json("longllama_grouped");
+  ll["mem_attention_grouping"] = {0, 4};  // modeling_longllama.py: "Attention grouping should be positive"
+  EXPECT_NE(parse_error(ll).find("mem_attention_grouping values must be positive"), std::string::npos) << parse_error(ll);
+  nlohmann::json lr = fixture_json("llama_rope_longrope");
+  lr["rope_scaling"].erase("long_factor");
+  EXPECT_NE(parse_error(lr).find("needs a 'long_factor' list"), std::string::npos) << parse_error(lr);
+}

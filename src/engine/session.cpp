@@ -265,8 +265,9 @@ struct Session::Impl {
     a.mem_index = opt.mem_index == "hnsw" ? lcx::MemIndexKind::Hnsw : lcx::MemIndexKind::Exact;
     a.hnsw.m = opt.hnsw_m;
     a.hnsw.ef_search = opt.hnsw_ef;
+    a.rot_len_hint = rot_len_hint;
     std::vector<int32_t> all;
-    if (lcx::rotation_changes(*m, state, n)) {
+    if (lcx::rotation_changes(*m, state, n, rot_len_hint)) {
       // Consistent Dynamic NTK / LongRoPE switch: the whole sequence must see the table for
       // its new length, in every layer, so recompute it (exactly what a no-cache run does).
       all = history;
@@ -395,8 +396,16 @@ struct Session::Impl {
     const bool one_call = m->config.rope.type == lcx::RopeScaling::Dynamic &&
                           m->config.rope.dynamic_mode == lcx::DynamicCacheMode::HF;
     const int64_t nb = one_call ? L : opt.n_batch;
+    // Every batch of the prompt uses the RoPE table of the prompt's whole length (consistent
+    // Dynamic NTK / LongRoPE switch), so the rows do not depend on -b: as one forward call.
+    rot_len_hint = state.next_pos + L;
+    struct Reset {
+      int64_t& v;
+      ~Reset() { v = 0; }
+    } reset{rot_len_hint};
     for (int64_t b = 0; b < L; b += nb) step(b, std::min(L, b + nb), lcx::ChunkMode::Cached);
   }
+  int64_t rot_len_hint = 0;  // set while feed() runs a LLaMA prompt (see lcx::ForwardArgs)
 };
 
 Session::Session(std::shared_ptr<const Model> model, const SessionOptions& opt)

@@ -117,6 +117,10 @@ void parse_rope_scaling(const json& rs, ModelConfig& c, const json& root, const 
     r.orig_ctx = get_or<int64_t>(root, "original_max_position_embeddings", 0, where);
     if (r.orig_ctx == 0) r.orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
     const size_t half = size_t(c.head_dim / 2);
+    for (const char* key : {"short_factor", "long_factor"})
+      if (!rs.contains(key) || rs[key].is_null())
+        fail(where + ": rope_scaling of type '" + type + "' needs a '" + key + "' list of head_dim/2 = " +
+             std::to_string(half) + " per-dimension factors");
     if (r.short_factor.size() != half || r.long_factor.size() != half)
       fail(where + ": longrope short_factor/long_factor must have head_dim/2 = " +
            std::to_string(half) + " entries");
@@ -162,7 +166,10 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   c.n_layer = get_or<int64_t>(j, "num_hidden_layers", 0, where);
   c.n_head = get_or<int64_t>(j, "num_attention_heads", 0, where);
   c.n_head_kv = get_or<int64_t>(j, "num_key_value_heads", c.n_head, where);
-  c.head_dim = get_or<int64_t>(j, "head_dim", c.n_head > 0 ? c.n_embd / c.n_head : 0, where);
+  // LongLLaMA's modeling code (v4.33 era) always uses hidden_size / num_attention_heads and
+  // ignores a head_dim key; LlamaConfig v4.49 reads it.
+  c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
+  if (c.arch == Arch::Llama) c.head_dim = get_or<int64_t>(j, "head_dim", c.head_dim, where);
   c.n_ctx_train = get_or<int64_t>(j, "max_position_embeddings", 2048, where);
   c.rms_eps = get_or<float>(j, "rms_norm_eps", 1e-6f, where);
   c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
@@ -191,6 +198,10 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
         fail(where + ": mem_attention_grouping must be null or [single_batch_size, group_size]");
       c.mem.attention_grouping_groups = convert<int64_t>(g[0], where + ": mem_attention_grouping");
       c.mem.attention_grouping_size = convert<int64_t>(g[1], where + ": mem_attention_grouping");
+      // modeling_longllama.py asserts "Attention grouping should be positive".
+      if (c.mem.attention_grouping_groups <= 0 || c.mem.attention_grouping_size <= 0)
+        fail(where + ": mem_attention_grouping values must be positive (got [" + g[0].dump() + ", " + g[1].dump() +
+             "]); use null for no grouping");
     }
   }
   c.validate();

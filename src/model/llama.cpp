@@ -122,11 +122,11 @@ void add_bias(float* y, int64_t n, int64_t dim, const TensorView& b) {
 
 }  // namespace
 
-bool rotation_changes(const Model& m, const KvState& st, int64_t n_new) {
+bool rotation_changes(const Model& m, const KvState& st, int64_t n_new, int64_t rot_len_hint) {
   const ModelConfig& c = m.config;
   if (is_longllama(c) || st.n_local() == 0) return false;
   if (c.rope.type == RopeScaling::Dynamic && c.rope.dynamic_mode == DynamicCacheMode::HF) return false;
-  return rotation_len(c.rope, st.next_pos + n_new) != st.rot_seq_len;
+  return rotation_len(c.rope, std::max(st.next_pos + n_new, rot_len_hint)) != st.rot_seq_len;
 }
 
 KvState make_state(const Model& m) {
@@ -219,7 +219,8 @@ void llama_forward(const Model& m, KvState& st, Scratch& s, ThreadPool& pool, co
     if (seq_len < rc.max_pos && st.hf_max_seq_len > rc.max_pos) st.hf_max_seq_len = rc.max_pos;
     fp = &table_for(st.hf_max_seq_len);
   } else {
-    const int64_t rlen = rotation_len(rc, st.pos.back() - offset + 1);
+    const int64_t len = st.pos.back() - offset + 1;
+    const int64_t rlen = rotation_len(rc, is_longllama(c) ? len : std::max(len, args.rot_len_hint));
     fp = &table_for(rlen);
     // Only LongLLaMA's offset can change under a live cache: a LLaMA whose frequency table
     // changes (consistent Dynamic NTK, LongRoPE switch) is recomputed by the engine instead,

@@ -39,6 +39,11 @@ struct ForwardArgs {
   int64_t mem_topk = 0;     // >0: attend to the top-k memory keys per query and head
   MemIndexKind mem_index = MemIndexKind::Exact;  // how those top-k keys are found
   HnswParams hnsw;          // mem_index == Hnsw
+  // LLaMA with a length-dependent table (consistent Dynamic NTK, the LongRoPE switch): the
+  // sequence length this call's prompt will reach once all of its batches are fed (0: this
+  // call's end). A prompt fed in several calls then uses the table for its whole length in every
+  // call, as one forward over it does (transformers: seq_len = max(position_ids) + 1).
+  int64_t rot_len_hint = 0;
 };
 
 // Runs the model over args.tokens at positions state.next_pos.., updating state.
@@ -48,7 +53,7 @@ void llama_forward(const Model& m, KvState& state, Scratch& s, ThreadPool& pool,
 // computed with (consistent Dynamic NTK past the trained context, the LongRoPE switch). Every
 // layer's cached keys and values then depend on the old table, not just the rotation, so the
 // only exact continuation is a recomputation of the whole sequence.
-bool rotation_changes(const Model& m, const KvState& st, int64_t n_new);
+bool rotation_changes(const Model& m, const KvState& st, int64_t n_new, int64_t rot_len_hint = 0);
 
 // Creates an empty state for a model.
 KvState make_state(const Model& m);
