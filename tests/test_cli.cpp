@@ -2,6 +2,7 @@
 // bad input, and the main commands working end to end. Also runs under ASan/UBSan in CI.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -59,6 +60,16 @@ TEST(Cli, ErrorsAreClear) {
       {"convert -m " + model() + " --tokenizer " + tok() + " --outtype q3_k_m -o /tmp/x.gguf", "unknown dtype"},
       {"run -m " + model() + " --tokenizer " + tok() + " --memory /no/such.mem -p hi", "cannot open"},
       {"run -m " + model() + " --tokenizer " + tok() + " -p hi --lookup 99", "--lookup must be in 0..15"},
+      // Integers that would wrap in the type they go to, and values a later flag repeats.
+      {"generate-ids -m " + model() + " --ids 1 -n 4294967297", "--n-predict must be in 0..2147483647"},
+      {"generate-ids -m " + model() + " --ids 1 -n -2", "--n-predict must be in"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi -n 1 --temp 0 --temp -5", "--temp"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi -n 1 -m /no/such/model", "does not exist"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi --top-k -3", "--top-k must be in"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -p hi --hnsw-m 2147483647", "--hnsw-m must be in 2..10000"},
+      {"logits -m " + model() + " --ids 1,,3 --out /tmp/x.f32", "empty item"},
+      {"logits -m " + model() + " --ids 1,2 --feed 3 --out /tmp/x.f32", "--feed must be in 1..2"},
+      {"run -m " + model() + " --tokenizer " + tok() + " -f /tmp -n 1", "is a directory"},
   };
   for (const auto& c : cases) {
     std::string out;
@@ -115,6 +126,55 @@ TEST(Cli, IngestThenAsk) {
   // Same model, other settings: refused with a clear message.
   EXPECT_NE(run("run -m " + m + " --tokenizer " + tok() + " --mem-dtype bfloat16 --memory " + mem + " -p x -n 1", &out), 0);
   EXPECT_NE(out.find("other settings"), std::string::npos) << out;
+}
+
+// Outputs never destroy inputs: a path that is one of the command's inputs is refused; a
+// symbolic link is written through (the link stays); a device is written in place (not replaced
+// by a regular file); an empty document is an error like an empty -p.
+TEST(Cli, OutputsNeverDestroyInputs) {
+  const fs::path d = fs::path(tmp_dir()) / "cli_outputs";
+  fs::remove_all(d);
+  fs::create_directories(d / "m");
+  for (const auto& e : fs::directory_iterator(model())) fs::copy_file(e.path(), d / "m" / e.path().filename());
+  fs::copy_file(tok(), d / "m" / "tokenizer.model");
+  const std::string m = (d / "m").string(), st = (d / "m" / "model.safetensors").string();
+  const auto size_before = fs::file_size(st);
+  std::string out;
+  EXPECT_NE(run("convert -m " + m + " --outtype q8_0 -o " + st, &out), 0);
+  EXPECT_NE(out.find("would destroy an input"), std::string::npos) << out;
+  EXPECT_NE(run("logits -m " + m + " --ids 1,2 --out " + (d / "m" / "tokenizer.model").string(), &out), 0);
+  EXPECT_EQ(fs::file_size(st), size_before);
+  std::ofstream(d / "ids.txt") << "1,2,3\n";
+  EXPECT_NE(run("logits -m " + m + " --ids-file " + (d / "ids.txt").string() + " --out " + (d / "ids.txt").string(), &out), 0);
+  EXPECT_NE(out.find("--ids-file"), std::string::npos) << out;
+  std::ofstream(d / "doc.txt") << "some text to read\n";
+  EXPECT_NE(run("ingest -m " + m + " -f " + (d / "doc.txt").string() + " --save " + (d / "doc.txt").string(), &out), 0);
+  EXPECT_EQ(lcx::test::read_file((d / "doc.txt").string()), "some text to read\n");
+  // Through a symbolic link: the file it names is written, the link stays a link.
+  fs::create_symlink("target.f32", d / "link.f32");
+  ASSERT_EQ(run("logits -m " + m + " --ids 1,2 --out " + (d / "link.f32").string(), &out), 0) << out;
+  EXPECT_TRUE(fs::is_symlink(d / "link.f32"));
+  EXPECT_EQ(fs::file_size(d / "target.f32"), size_t(2 * 32000 * 4));
+  // A device is written in place.
+  ASSERT_EQ(run("logits -m " + m + " --ids 1,2 --out /dev/null", &out), 0) << out;
+  EXPECT_TRUE(fs::is_character_file("/dev/null"));
+  std::ofstream(d / "empty.txt").close();
+  EXPECT_NE(run("run -m " + m + " -f " + (d / "empty.txt").string() + " -n 1", &out), 0);
+  EXPECT_NE(out.find("is empty"), std::string::npos) << out;
+}
+
+// Output that cannot be written is an error, not a silent success.
+TEST(Cli, StdoutWriteErrorIsAnError) {
+  std::string out;
+  EXPECT_NE(run_cmd(cli() + " info -m " + model() + " --tokenizer " + tok() + " 2>&1 >/dev/full", &out), 0);
+  EXPECT_NE(out.find("writing to standard output failed"), std::string::npos) << out;
+}
+
+// The last of a repeated flag wins, as in llama.cpp.
+TEST(Cli, LastRepeatedFlagWins) {
+  std::string out;
+  ASSERT_EQ(run_cmd(cli() + " generate-ids -m " + model() + " --ids 1,2 -n 7 -n 3 2>/dev/null", &out), 0) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), ','), 2) << out;
 }
 
 }  // namespace

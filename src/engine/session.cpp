@@ -20,6 +20,7 @@
 #include "model/llama.h"
 #include "model/model.h"
 #include "model/rope_options.h"
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 #include "runtime/mmap_file.h"
 #include "runtime/thread_pool.h"
@@ -362,9 +363,45 @@ struct Session::Impl {
   }
 
   // rows: when set, receives every fed token's logits, one forward call at a time.
+  // Refuses an input whose caches cannot fit in memory, before growing them: the kernel would
+  // rather kill the process (overcommit) than let an allocation fail with a message.
+  void check_cache_memory(int64_t n_new) const {
+    const lcx::ModelConfig& c = m->config;
+    const double local_row = double(lcx::kernels::kv_row_bytes(state.local_fmt, c.head_dim)) * double(c.n_head_kv);
+    const double raw_row = fot() ? 4.0 * double(c.n_head_kv * c.head_dim) : 0.0;  // LongLLaMA keeps pre-RoPE keys
+    const double per_local = double(c.n_layer) * (2 * local_row + raw_row);
+    // Only inputs that add a lot are checked: reading /proc/meminfo allocates, and a decode step
+    // must not (tests/test_alloc.cpp).
+    if (double(n_new) * std::max(per_local, double(lcx::memory_bytes_per_token(c))) < double(64 << 20)) return;
+    const double total = double(state.next_pos) + double(n_new);
+    double need = 0;
+    if (fot()) {
+      // The local window is bounded; the rest goes to memory (dropped past --mem-max-tokens).
+      const double local = std::min(total, double(std::max(c.n_ctx_train, c.mem.last_context_length)));
+      double mem = std::max(0.0, total - local);
+      if (opt.mem_max_tokens > 0) mem = std::min(mem, double(opt.mem_max_tokens));
+      need = local * per_local + mem * double(lcx::memory_bytes_per_token(c));
+    } else {
+      need = total * per_local;
+    }
+    const size_t avail = lcx::memory_available_bytes();
+    if (avail == 0) return;  // no /proc/meminfo: nothing to compare with
+    const double have = double(lcx::state_bytes(state)) + double(avail);
+    if (need > 0.9 * have) {
+      const double gib = 1024.0 * 1024.0 * 1024.0;
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%.1f GiB of caches, more than the %.1f GiB this machine has free", need / gib,
+                    have / gib);
+      fail("a context of " + std::to_string(int64_t(total)) + " tokens needs " + buf +
+           ": shorten the input, or use a smaller cache (-ctk f16/q8_0" +
+           (fot() ? std::string("; LongLLaMA: --mem-dtype q8_0, --mem-max-tokens N") : std::string()) + ")");
+    }
+  }
+
   void feed(const std::vector<int32_t>& ids, const LogitsCallback& rows, const ProgressCallback& progress) {
     const int64_t L = int64_t(ids.size());
     if (L == 0) fail("empty prompt: give at least one token");
+    check_cache_memory(L);
     const int64_t V = m->config.n_vocab;
     std::vector<float> buf;  // [e - b, n_vocab] of the current call
     auto step = [&](int64_t b, int64_t e, lcx::ChunkMode mode) {
@@ -808,18 +845,9 @@ uint64_t model_fingerprint(const lcx::Model& m) {
 
 class StateWriter {
  public:
-  explicit StateWriter(const std::string& path) : path_(path), tmp_(path + ".tmp." + std::to_string(::getpid())) {
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) fail("cannot create '" + tmp_ + "': " + std::strerror(errno));
-  }
-  ~StateWriter() {
-    if (f_) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
-    }
-  }
+  explicit StateWriter(const std::string& path) : f_(path) {}
   void raw(const void* p, size_t n, bool hashed = true) {
-    if (n && std::fwrite(p, 1, n, f_) != n) fail("cannot write '" + tmp_ + "' (disk full?)");
+    f_.write(p, n);
     if (hashed) hash_.add(p, n);
   }
   template <typename T>
@@ -836,22 +864,12 @@ class StateWriter {
   void commit() {
     const uint64_t h = hash_.finish();
     raw(&h, sizeof h, false);
-    if (std::fflush(f_) != 0 || ::fsync(::fileno(f_)) != 0 || std::fclose(f_) != 0) {
-      f_ = nullptr;
-      std::remove(tmp_.c_str());
-      fail("cannot write '" + tmp_ + "' (disk full?)");
-    }
-    f_ = nullptr;
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      std::remove(tmp_.c_str());
-      fail("cannot rename '" + tmp_ + "' to '" + path_ + "'");
-    }
+    f_.commit();
   }
 
  private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
-  StateHash hash_;  // the checksum of kStateVersion
+  lcx::AtomicFile f_;  // a temporary file renamed on commit: a crash never leaves half a state
+  StateHash hash_;     // the checksum of kStateVersion
 };
 
 class StateReader {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 
 namespace lcx {
@@ -427,21 +428,13 @@ const std::vector<std::string>& GgufFile::get_str_array(const std::string& key) 
 
 namespace {
 
-// Buffered writes to a temporary file; rename on commit, unlink if abandoned.
+// lcx::AtomicFile (a temporary file renamed on commit, removed if abandoned) that counts bytes
+// for the alignment padding.
 class AtomicOut {
  public:
-  explicit AtomicOut(const std::string& path) : path_(path), tmp_(path + ".tmp." + std::to_string(getpid())) {
-    f_ = std::fopen(tmp_.c_str(), "wb");
-    if (!f_) fail("cannot create '" + tmp_ + "': " + std::strerror(errno));
-  }
-  ~AtomicOut() {
-    if (f_) {
-      std::fclose(f_);
-      std::remove(tmp_.c_str());
-    }
-  }
+  explicit AtomicOut(const std::string& path) : f_(path) {}
   void write(const void* p, size_t n) {
-    if (n && std::fwrite(p, 1, n, f_) != n) fail("cannot write '" + tmp_ + "': " + std::strerror(errno) + " (disk full?)");
+    f_.write(p, n);
     written_ += n;
   }
   template <typename T>
@@ -455,25 +448,10 @@ class AtomicOut {
     while (written_ % align) write(zeros, std::min<size_t>(sizeof zeros, align - written_ % align));
   }
   size_t written() const { return written_; }
-  void commit() {
-    const bool ok = std::fflush(f_) == 0 && ::fsync(fileno(f_)) == 0;
-    const int err = errno;
-    const bool closed = std::fclose(f_) == 0;
-    f_ = nullptr;
-    if (!ok || !closed) {
-      std::remove(tmp_.c_str());
-      fail("cannot flush '" + tmp_ + "': " + std::strerror(err));
-    }
-    if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
-      const std::string e = std::strerror(errno);
-      std::remove(tmp_.c_str());
-      fail("cannot rename '" + tmp_ + "' to '" + path_ + "': " + e);
-    }
-  }
+  void commit() { f_.commit(); }
 
  private:
-  std::string path_, tmp_;
-  std::FILE* f_ = nullptr;
+  AtomicFile f_;
   size_t written_ = 0;
 };
 

@@ -163,6 +163,7 @@ class ProtoReader {
 struct ModelProtoInfo {
   std::vector<TokenType> types;  // ModelProto.pieces[i].type (default NORMAL)
   bool add_dummy_prefix = true, remove_extra_whitespaces = true;
+  int model_type = 1;  // TrainerSpec.model_type: UNIGRAM = 1 (the proto default), BPE = 2, WORD, CHAR
   bool ok = false;
 };
 
@@ -177,6 +178,11 @@ ModelProtoInfo read_model_proto(std::string_view serialized) {
         if (piece.field() == 3 && piece.wire() == 0) type = TokenType(int32_t(piece.varint_value()));
       if (!piece.ok()) return info;
       info.types.push_back(type);
+    } else if (top.field() == 2 && top.wire() == 2) {  // TrainerSpec trainer_spec
+      ProtoReader spec(top.bytes());
+      while (spec.next())
+        if (spec.field() == 3 && spec.wire() == 0) info.model_type = int(spec.varint_value());
+      if (!spec.ok()) return info;
     } else if (top.field() == 3 && top.wire() == 2) {  // NormalizerSpec normalizer_spec
       ProtoReader spec(top.bytes());
       while (spec.next()) {
@@ -222,6 +228,7 @@ class SentencePieceTokenizer : public Tokenizer {
     vocab_.unk_id = sp_.unk_id();
     vocab_.pad_id = sp_.pad_id();
     if (info.ok) {
+      vocab_.spm_unigram = info.model_type == 1;
       vocab_.add_dummy_prefix = info.add_dummy_prefix;
       vocab_.remove_extra_whitespaces = info.remove_extra_whitespaces;
     }

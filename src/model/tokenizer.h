@@ -24,6 +24,10 @@ struct SpmVocab {
   // OpenLLaMA's values; Meta's LLaMA tokenizer has remove_extra_whitespaces = false.
   bool add_dummy_prefix = true;
   bool remove_extra_whitespaces = true;  // strip leading/trailing spaces, collapse runs of ' '
+  // A SentencePiece Unigram model (TrainerSpec.model_type): libsentencepiece segments it by
+  // Viterbi over piece scores, while a GGUF "llama" vocabulary is tokenized by BPE-style merges
+  // (llama.cpp, and make_vocab_tokenizer here), which can segment text differently.
+  bool spm_unigram = false;
 
   // Byte-level BPE (GPT-2 style: GGUF tokenizer.ggml.model = "gpt2", e.g. Llama 3). Pieces are
   // then strings over GPT-2's byte-to-unicode alphabet ("Ġthe"), merges are "left right" in

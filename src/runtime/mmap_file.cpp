@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "runtime/error.h"
 
@@ -140,41 +141,26 @@ MappedFile::~MappedFile() {
   if (map_base_) munmap(map_base_, map_len_);
 }
 
-std::string read_text_file(const std::string& path) {
+std::string read_text_file(const std::string& path, size_t max_bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) fail("cannot open '" + path + "': " + std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail("'" + path + "' is a directory, not a file");
+  if (S_ISREG(st.st_mode) && uint64_t(st.st_size) > max_bytes)
+    fail("'" + path + "' is " + std::to_string(st.st_size) + " bytes, more than the " + std::to_string(max_bytes) +
+         " this reads as text");
   std::ifstream in(path, std::ios::binary);
   if (!in) fail("cannot open '" + path + "': " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void write_file_atomic(const std::string& path, const void* data, size_t n) {
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot create '" + tmp + "': " + std::strerror(errno));
-  const auto* p = static_cast<const uint8_t*>(data);
-  size_t left = n;
-  while (left > 0) {
-    const ssize_t w = ::write(fd, p, left);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      const std::string err = std::strerror(errno);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("cannot write '" + tmp + "': " + err);
-    }
-    p += w;
-    left -= size_t(w);
+  // Pipes and devices have no size: read in pieces up to the limit (/dev/zero would never end).
+  std::string out;
+  std::vector<char> buf(size_t(1) << 20);
+  while (in) {
+    in.read(buf.data(), std::streamsize(buf.size()));
+    out.append(buf.data(), size_t(in.gcount()));
+    if (out.size() > max_bytes)
+      fail("'" + path + "' holds more than " + std::to_string(max_bytes) + " bytes, the most this reads as text");
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail("cannot flush '" + tmp + "'");
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string err = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    fail("cannot rename '" + tmp + "' to '" + path + "': " + err);
-  }
+  if (in.bad()) fail("cannot read '" + path + "': " + std::strerror(errno));
+  return out;
 }
 
 }  // namespace lcx

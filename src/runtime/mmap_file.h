@@ -61,9 +61,7 @@ class MappedFile {
 };
 
 // Whole-file read for small text files (config.json, index). Throws on failure.
-std::string read_text_file(const std::string& path);
-// Writes via a temporary file in the same directory and rename(), so readers never see a
-// half-written file and a crash never destroys the old one.
-void write_file_atomic(const std::string& path, const void* data, size_t n);
+// Directories are refused; so is more than max_bytes (default 4 GiB), also from a pipe or device.
+std::string read_text_file(const std::string& path, size_t max_bytes = size_t(4) << 30);
 
 }  // namespace lcx

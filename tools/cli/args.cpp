@@ -1,7 +1,10 @@
 #include "args.h"
 
 #include <cstdint>
+#include <filesystem>
+#include <iterator>
 #include <sstream>
+#include <system_error>
 
 #include "longctx/longctx.h"
 #include "runtime/error.h"
@@ -47,8 +50,8 @@ Args::Args(const std::string& cmd, int argc, char** argv, const std::set<std::st
 }
 
 std::string Args::str(const std::string& f, const std::string& dflt) const {
-  auto it = values_.find(f);
-  return it == values_.end() ? dflt : it->second;
+  const auto [b, e] = values_.equal_range(f);  // in the order given (multimap insertion order)
+  return b == e ? dflt : std::prev(e)->second;
 }
 
 std::vector<std::string> Args::all(const std::string& f) const {
@@ -67,6 +70,13 @@ long long Args::integer(const std::string& f, long long dflt) const {
   } catch (const std::exception&) {
   }
   fail("option " + f + " expects an integer, got '" + s + "'");
+}
+
+long long Args::integer(const std::string& f, long long dflt, long long lo, long long hi) const {
+  const long long v = integer(f, dflt);
+  if (v < lo || v > hi)
+    fail("option " + f + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + str(f));
+  return v;
 }
 
 double Args::number(const std::string& f, double dflt) const {
@@ -90,9 +100,17 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   std::vector<int32_t> ids;
   std::stringstream ss(s);
   std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t b = item.find_first_not_of(" \t\n[]"), e = item.find_last_not_of(" \t\n[]");
-    if (b == std::string::npos) continue;
+  // A trailing newline or "]" after the last id is fine; an empty item between two commas is
+  // a typo that would silently drop an id.
+  std::vector<std::string> items;
+  while (std::getline(ss, item, ',')) items.push_back(item);
+  for (size_t k = 0; k < items.size(); ++k) {
+    item = items[k];
+    size_t b = item.find_first_not_of(" \t\r\n[]"), e = item.find_last_not_of(" \t\r\n[]");
+    if (b == std::string::npos) {
+      if (k + 1 < items.size()) fail("--ids: empty item between two commas (after id " + std::to_string(ids.size()) + ")");
+      continue;
+    }
     item = item.substr(b, e - b + 1);
     try {
       size_t used = 0;
@@ -105,6 +123,29 @@ std::vector<int32_t> parse_ids(const std::string& s) {
   }
   if (ids.empty()) fail("--ids: no token ids given");
   return ids;
+}
+
+void check_output(const Args& a, const std::string& flag, const std::string& path) {
+  namespace fs = std::filesystem;
+  if (path.empty()) return;
+  const fs::path dir = fs::path(path).parent_path();
+  if (!dir.empty() && !fs::is_directory(dir))
+    fail(flag + ": directory '" + dir.string() + "' does not exist; create it or choose another path");
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  std::vector<std::pair<std::string, std::string>> inputs;  // (path, what it is)
+  const std::string model = a.str("--model");
+  if (!model.empty() && fs::is_directory(model, ec)) {
+    for (const auto& e : fs::directory_iterator(model, ec))
+      if (e.is_regular_file(ec)) inputs.emplace_back(e.path().string(), "a file of the model directory");
+  } else if (!model.empty()) {
+    inputs.emplace_back(model, "the model");
+  }
+  for (const char* f : {"--tokenizer", "--file", "--ids-file", "--memory"})
+    if (a.has(f)) inputs.emplace_back(a.str(f), std::string("the ") + f + " input");
+  for (const auto& [in, what] : inputs)
+    if (fs::exists(in, ec) && fs::equivalent(path, in, ec))
+      fail(flag + " '" + path + "' is " + what + " ('" + in + "'): writing it would destroy an input; choose another path");
 }
 
 }  // namespace lcx::cli

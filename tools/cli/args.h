@@ -16,9 +16,12 @@ class Args {
        bool accept_overrides);
 
   bool has(const std::string& f) const { return values_.count(f) > 0; }
+  // A flag given more than once: the last one wins, as in llama.cpp (all() for repeatable ones).
   std::string str(const std::string& f, const std::string& dflt = "") const;
   std::vector<std::string> all(const std::string& f) const;  // repeated flags
   long long integer(const std::string& f, long long dflt) const;
+  // An integer that must lie in [lo, hi] (what the caller stores it in, or a stricter rule).
+  long long integer(const std::string& f, long long dflt, long long lo, long long hi) const;
   double number(const std::string& f, double dflt) const;
   std::string required(const std::string& f) const;
   // Rope / memory overrides in the order given, for longctx::LoadOptions.
@@ -31,5 +34,10 @@ class Args {
 };
 
 std::vector<int32_t> parse_ids(const std::string& s);
+
+// Refuses to write `path` (the value of `flag`) when it is one of the command's inputs — the
+// model's files, --tokenizer, -f/--file, --ids-file, --memory — which writing would destroy, or
+// when its directory does not exist.
+void check_output(const Args& a, const std::string& flag, const std::string& path);
 
 }  // namespace lcx::cli

@@ -15,6 +15,7 @@
 #include "../eval/tasks.h"
 #include "common.h"
 #include "model/model.h"
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 #include "runtime/mmap_file.h"
 
@@ -63,13 +64,6 @@ json common_settings(const Args& a, const longctx::Model& m, const longctx::Sess
 }
 
 // Fails before a long run, not after it, when an output file cannot be written.
-void check_output_dir(const std::string& flag, const std::string& path) {
-  if (path.empty()) return;
-  const fs::path dir = fs::path(path).parent_path();
-  if (!dir.empty() && !fs::is_directory(dir))
-    fail(flag + ": directory '" + dir.string() + "' does not exist; create it or choose another path");
-}
-
 void write_json(const std::string& path, const json& j) {
   const std::string s = j.dump(2) + "\n";
   lcx::write_file_atomic(path, s.data(), s.size());
@@ -114,14 +108,14 @@ int run_grid_command(const Args& a, eval::Task task) {
   cfg.task = task;
   cfg.lengths = eval::parse_lengths(a.str("--lengths", "2k,4k,8k"));
   cfg.depths = eval::parse_depths(a.str("--depths", "0,0.25,0.5,0.75,1"));
-  cfg.trials = int(a.integer("--trials", 5));
+  cfg.trials = int(a.integer("--trials", 5, INT32_MIN, INT32_MAX));
   cfg.seed = uint64_t(a.integer("--seed", 555));
-  cfg.n_needles = int(a.integer("--needles", 4));
+  cfg.n_needles = int(a.integer("--needles", 4, INT32_MIN, INT32_MAX));
   if (cfg.trials < 1 || cfg.trials > 100000) fail("--trials must be between 1 and 100000");
   const std::string json_path = a.str("--json"), png = a.str("--plot");
   if (!png.empty() && fs::path(png).extension() != ".png") fail("--plot: give a .png file name");
-  check_output_dir("--json", json_path);
-  check_output_dir("--plot", png);
+  check_output(a, "--json", json_path);
+  check_output(a, "--plot", png);
 
   auto model = load(a);
   const auto so = session_options(a);
@@ -248,8 +242,8 @@ int cmd_perplexity(int argc, char** argv) {
   Args a("perplexity", argc, argv,
          join({kModelFlags, kSessionFlags, {"--file", "--mode", "--ctx", "--stride", "--chunk", "--max-tokens", "--json"}}),
          {}, kAliases, true);
-  const std::string text = lcx::read_text_file(a.required("--file"));
-  check_output_dir("--json", a.str("--json"));
+  const std::string text = read_document(a);
+  check_output(a, "--json", a.str("--json"));
   const std::string mode = a.str("--mode");
   if (!mode.empty() && mode != "window" && mode != "stream") fail("--mode must be window or stream, got '" + mode + "'");
   const int64_t max_tokens = a.integer("--max-tokens", 0);

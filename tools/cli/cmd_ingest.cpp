@@ -24,8 +24,9 @@ int cmd_ingest(int argc, char** argv) {
     return 0;
   }
   Args a("ingest", argc, argv, join({kModelFlags, kSessionFlags, {"--file", "--save"}}), {"--no-bos"}, kAliases, true);
-  const std::string text = lcx::read_text_file(a.required("--file"));
+  const std::string text = read_document(a);
   const std::string out = a.required("--save");
+  check_output(a, "--save", out);
   auto model = load(a);
   longctx::Session s(model, session_options(a));
   const auto ids = model->tokenize(text, !a.has("--no-bos"));

@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "model/model.h"
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 #include "runtime/mmap_file.h"
 #include "../server/chat_template.h"
@@ -97,16 +98,16 @@ int serve(int argc, char** argv) {
          {"--ignore-eos", "--quiet", "--no-cache-prompt"}, aliases_with({{"-np", "--parallel"}}), true);
   lcx::server::ServerOptions so;
   so.host = a.str("--host", "127.0.0.1");
-  so.port = int(a.integer("--port", 8080));
+  so.port = int(a.integer("--port", 8080, INT32_MIN, INT32_MAX));
   if (so.port < 0 || so.port > 65535) lcx::fail("--port must be in [0, 65535]");
   so.api_key = a.str("--api-key", std::getenv("LONGCTX_API_KEY") ? std::getenv("LONGCTX_API_KEY") : "");
-  so.parallel = int(a.integer("--parallel", 1));
-  so.queue_size = int(a.integer("--queue-size", 16));
+  so.parallel = int(a.integer("--parallel", 1, INT32_MIN, INT32_MAX));
+  so.queue_size = int(a.integer("--queue-size", 16, INT32_MIN, INT32_MAX));
   if (so.parallel < 1 || so.parallel > 256) lcx::fail("--parallel must be in [1, 256]");
   if (so.queue_size < 0 || so.queue_size > 4096) lcx::fail("--queue-size must be in [0, 4096]");
   so.chat_template = a.str("--chat-template");
   so.model_name = a.str("--alias");
-  so.max_documents = int(a.integer("--max-documents", 8));
+  so.max_documents = int(a.integer("--max-documents", 8, INT32_MIN, INT32_MAX));
   so.log_requests = !a.has("--quiet");
   so.cache_prompt = !a.has("--no-cache-prompt");
   so.session = session_options(a);
@@ -114,7 +115,7 @@ int serve(int argc, char** argv) {
   so.limits.defaults = generate_options(a);
   if (!a.has("--n-predict")) so.limits.defaults.n_predict = 512;
   so.limits.fixed_seed = a.has("--seed");
-  so.limits.max_tokens_cap = int32_t(a.integer("--max-tokens", 4096));
+  so.limits.max_tokens_cap = int32_t(a.integer("--max-tokens", 4096, INT32_MIN, INT32_MAX));
   if (so.limits.max_tokens_cap < 1) lcx::fail("--max-tokens must be at least 1");
   if (!so.chat_template.empty()) {
     bool ok = false;
@@ -299,7 +300,7 @@ int chat(int argc, char** argv) {
   if (!a.has("--n-predict")) c.gen.n_predict = 512;
   std::string system = a.str("--system");
   if (a.has("--file")) {
-    const std::string doc = lcx::read_text_file(a.str("--file"));
+    const std::string doc = read_document(a);
     system = system.empty() ? doc : system + "\n\n" + doc;
   }
   c.model = load(a);
@@ -321,12 +322,17 @@ int chat(int argc, char** argv) {
                  c.model->impl().path.c_str(), name.c_str());
   }
   std::string line, msg;
+  int failed_turns = 0;
   for (;;) {
     if (tty) {
       std::printf(msg.empty() ? "> " : ". ");
       std::fflush(stdout);
     }
-    if (!std::getline(std::cin, line)) break;
+    if (!std::getline(std::cin, line)) {
+      // EOF in the middle of a continued message (last line ended in "\\"): send what there is.
+      if (msg.find_first_not_of(" \t\n") == std::string::npos) break;
+      line.clear();
+    }
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (!line.empty() && line.back() == '\\') {
       line.pop_back();
@@ -352,6 +358,7 @@ int chat(int argc, char** argv) {
           std::fprintf(stderr, "usage: /save FILE\n");
         } else {
           try {
+            check_output(a, "/save", arg);
             c.save(arg);
             std::fprintf(stderr, "saved %zu messages to %s\n", c.messages.size(), arg.c_str());
           } catch (const std::exception& e) {
@@ -367,12 +374,14 @@ int chat(int argc, char** argv) {
     try {
       c.turn(text);
     } catch (const std::exception& e) {
-      // A turn that does not fit (context full) is reported; the conversation goes on.
+      // A turn that does not fit (context full) is reported; the conversation goes on. Piped
+      // input (a script) still learns of it from the exit status.
       std::fprintf(stderr, "error: %s (/reset starts a new conversation)\n", e.what());
+      failed_turns++;
     }
   }
   if (tty) std::printf("\n");
-  return 0;
+  return !tty && failed_turns > 0 ? 1 : 0;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime/error.h"
+#include "runtime/mmap_file.h"
 
 namespace lcx::cli {
 
@@ -97,8 +98,8 @@ longctx::SessionOptions session_options(const Args& a) {
   so.mem_topk = a.integer("--mem-topk", 0);
   so.mem_max_tokens = a.integer("--mem-max-tokens", 0);
   so.mem_index = a.str("--mem-index", "exact");
-  so.hnsw_ef = int(a.integer("--hnsw-ef", 0));
-  so.hnsw_m = int(a.integer("--hnsw-m", 16));
+  so.hnsw_ef = int(a.integer("--hnsw-ef", 0, 0, 1 << 24));
+  so.hnsw_m = int(a.integer("--hnsw-m", 16, 2, 10000));  // hnswlib caps M at 10000
   so.cache_type = cache_type(a);
   if (so.n_threads < 0 || so.n_ctx < 0 || so.n_batch < 0 || so.mem_topk < 0 || so.mem_max_tokens < 0)
     lcx::fail("thread, context, batch and memory counts must not be negative");
@@ -108,13 +109,13 @@ longctx::SessionOptions session_options(const Args& a) {
 
 longctx::GenerateOptions generate_options(const Args& a) {
   longctx::GenerateOptions g;
-  g.n_predict = int32_t(a.integer("--n-predict", 128));
+  g.n_predict = int32_t(a.integer("--n-predict", 128, INT32_MIN, INT32_MAX));
   g.sampling.temperature = float(a.number("--temp", 0.8));
-  g.sampling.top_k = int32_t(a.integer("--top-k", 40));
+  g.sampling.top_k = int32_t(a.integer("--top-k", 40, 0, INT32_MAX));
   g.sampling.top_p = float(a.number("--top-p", 0.95));
   g.sampling.min_p = float(a.number("--min-p", 0.05));
   g.sampling.repeat_penalty = float(a.number("--repeat-penalty", 1.0));
-  g.sampling.repeat_last_n = int32_t(a.integer("--repeat-last-n", 64));
+  g.sampling.repeat_last_n = int32_t(a.integer("--repeat-last-n", 64, -1, INT32_MAX));
   g.sampling.seed = uint64_t(a.integer("--seed", 0xC0FFEE));
   g.stop = a.all("--stop");
   g.ignore_eos = a.has("--ignore-eos");
@@ -129,6 +130,14 @@ longctx::GenerateOptions generate_options(const Args& a) {
   if (!(g.sampling.repeat_penalty > 0 && std::isfinite(g.sampling.repeat_penalty)))
     lcx::fail("--repeat-penalty must be a number > 0");
   return g;
+}
+
+std::string read_document(const Args& a) {
+  const std::string path = a.required("--file");
+  // 1 GiB of text is ~250M tokens, far past any context; more is a mistake (/dev/zero, a disk image).
+  std::string text = lcx::read_text_file(path, size_t(1) << 30);
+  if (text.empty()) lcx::fail("-f/--file '" + path + "' is empty: give a file with text");
+  return text;
 }
 
 void Progress::operator()(int64_t done, int64_t total) {

@@ -26,6 +26,8 @@ std::shared_ptr<longctx::Model> load(const Args& a);
 longctx::SessionOptions session_options(const Args& a);
 std::string cache_type(const Args& a);  // -ctk/-ctv/--cache-type (one type for both)
 longctx::GenerateOptions generate_options(const Args& a);
+// The text of -f/--file: an empty file is an error (as an empty -p is), not a BOS-only prompt.
+std::string read_document(const Args& a);
 
 // A progress line on stderr: tokens, tokens/s and ETA, redrawn in place.
 struct Progress {

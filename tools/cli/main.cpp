@@ -1,10 +1,13 @@
 // `longctx`: the command-line front end. Every subcommand goes through the public API in
 // include/longctx/longctx.h (format conversion also uses the GGUF writer directly).
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <new>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -14,6 +17,7 @@
 #include "model/gguf_model.h"
 #include "model/model.h"
 #include "model/rope_options.h"
+#include "runtime/atomic_file.h"
 #include "runtime/error.h"
 
 using namespace lcx::cli;
@@ -55,7 +59,7 @@ int cmd_run(int argc, char** argv) {
          {"--ignore-eos", "--no-bos", "--json-object"}, kAliases, true);
   std::string prompt;
   if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx run` needs exactly one of -p TEXT or -f FILE");
-  prompt = a.has("--prompt") ? a.str("--prompt") : lcx::read_text_file(a.str("--file"));
+  prompt = a.has("--prompt") ? a.str("--prompt") : read_document(a);
   auto model = load(a);
   longctx::Session s(model, session_options(a));
   auto gopt = generate_options(a);
@@ -107,7 +111,7 @@ int cmd_tokenize(int argc, char** argv) {
   }
   Args a("tokenize", argc, argv, join({kModelFlags, {"--prompt", "--file"}}), {"--no-bos"}, kAliases, false);
   if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx tokenize` needs exactly one of -p TEXT or -f FILE");
-  const std::string text = a.has("--prompt") ? a.str("--prompt") : lcx::read_text_file(a.str("--file"));
+  const std::string text = a.has("--prompt") ? a.str("--prompt") : read_document(a);
   auto model = load(a);
   std::printf("%s\n", json(model->tokenize(text, !a.has("--no-bos"))).dump().c_str());
   return 0;
@@ -135,10 +139,11 @@ int cmd_logits(int argc, char** argv) {
          kAliases, true);
   const auto ids = ids_arg(a);
   const std::string out = a.required("--out");
+  check_output(a, "--out", out);
   auto model = load(a);
   longctx::Session s(model, session_options(a));
   std::vector<float> logits;
-  if (a.has("--feed")) s.feed_split(ids, a.integer("--feed", 0), &logits);
+  if (a.has("--feed")) s.feed_split(ids, a.integer("--feed", 0, 1, int64_t(ids.size())), &logits);
   else s.feed(ids, &logits);
   const size_t V = size_t(model->n_vocab());
   const float* p = logits.data();
@@ -167,7 +172,7 @@ int cmd_generate_ids(int argc, char** argv) {
   longctx::Session s(model, session_options(a));
   s.feed(ids);
   longctx::GenerateOptions g;
-  g.n_predict = int32_t(a.integer("--n-predict", 16));
+  g.n_predict = int32_t(a.integer("--n-predict", 16, 0, INT32_MAX));
   g.sampling.temperature = 0.0f;
   g.ignore_eos = true;
   auto r = s.generate(g);
@@ -185,8 +190,15 @@ int cmd_convert(int argc, char** argv) {
   Args a("convert", argc, argv, join({kModelFlags, {"--outtype", "--out"}}), {}, kAliases, true);
   const lcx::DType t = lcx::dtype_from_name(a.str("--outtype", "f16"));
   const std::string out = a.required("--out");
+  check_output(a, "-o/--out", out);
   auto model = load(a);
-  model->impl().tok();  // GGUF embeds the vocabulary: fail early without a tokenizer
+  // GGUF embeds the vocabulary: fail early without a tokenizer
+  if (model->impl().tok().vocab().spm_unigram)
+    std::fprintf(stderr,
+                 "warning: the tokenizer is a SentencePiece Unigram model; a GGUF vocabulary is tokenized by BPE merges "
+                 "(llama.cpp and longctx alike), which can split some text differently. For identical tokens, run the GGUF "
+                 "with --tokenizer %s or keep using the Hugging Face directory\n",
+                 (std::filesystem::path(a.str("--model")) / "tokenizer.model").string().c_str());
   lcx::convert_to_gguf(model->impl(), out, t);
   std::fprintf(stderr, "wrote %s (%s)\n", out.c_str(), lcx::dtype_name(t));
   return 0;
@@ -202,9 +214,11 @@ int cmd_rope(int argc, char** argv) {
   Args a("rope", argc, argv, join({kModelFlags, {"--seq-len"}}), {}, kAliases, true);
   auto model = load(a);
   const auto& c = model->impl().config;
-  std::printf("%s", lcx::rope_table_report(c.rope, a.integer("--seq-len", c.n_ctx_train)).c_str());
+  std::printf("%s", lcx::rope_table_report(c.rope, a.integer("--seq-len", c.n_ctx_train, 1, int64_t(1) << 40)).c_str());
   return 0;
 }
+
+int run_command(const std::string& cmd, int sub_argc, char** sub_argv);
 
 }  // namespace
 
@@ -214,8 +228,19 @@ int main(int argc, char** argv) {
     return argc < 2 ? 1 : 0;
   }
   const std::string cmd = argv[1];
-  const int sub_argc = argc - 2;
-  char** sub_argv = argv + 2;
+  const int rc = run_command(cmd, argc - 2, argv + 2);
+  // Output that did not reach its destination (a full disk, a closed pipe, /dev/full) is an
+  // error, not a success with lost data.
+  std::cout.flush();
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) || !std::cout) {
+    std::fprintf(stderr, "error: writing to standard output failed: %s\n", std::strerror(errno));
+    return 1;
+  }
+  return rc;
+}
+
+namespace {
+int run_command(const std::string& cmd, int sub_argc, char** sub_argv) {
   try {
     if (cmd == "run") return cmd_run(sub_argc, sub_argv);
     if (cmd == "info") return cmd_info(sub_argc, sub_argv);
@@ -233,8 +258,14 @@ int main(int argc, char** argv) {
     if (cmd == "bench") return cmd_bench(sub_argc, sub_argv);
     std::fprintf(stderr, "error: unknown command '%s'\n\n%s", cmd.c_str(), kUsage);
     return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "error: out of memory: the model, context or lengths asked for need more memory than is available "
+                 "(check the config's sizes, -c/--ctx-size, -d/--lengths, or use a quantised model)\n");
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
 }
+}  // namespace
