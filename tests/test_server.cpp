@@ -986,6 +986,21 @@ TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   EXPECT_EQ(s.stop(), 0);  // SIGTERM: a clean exit
 }
 
+// A second server on a port in use fails with a clear message instead of sharing the port
+// (httplib's default SO_REUSEPORT let both listen, and the kernel split the requests).
+TEST(ServerPort, PortInUseIsAnError) {
+  ServerProcess a({});
+  std::string out;
+  const int rc = run_cmd("timeout 30 " + bin_dir() + "/longctx serve -m " + model_dir() + " --tokenizer " + tokenizer_path() +
+                             " --port " + std::to_string(a.port()) + " 2>&1",
+                         &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(rc, 124) << "the second server listened: " << out;
+  EXPECT_NE(out.find("port is in use"), std::string::npos) << out;
+  EXPECT_EQ(out.find("listening on"), std::string::npos) << out;
+  EXPECT_EQ(http(a.port(), "GET", "/health").status, 200);
+}
+
 // One slot, one queue place: a third request gets 429; disconnecting clients cancel their
 // requests, and the server is free again at once.
 TEST(ServerBusy, QueueFullAndCancellation) {

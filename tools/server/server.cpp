@@ -859,6 +859,13 @@ struct Server::Impl {
 
   void routes() {
     http.set_payload_max_length(opt.max_body_bytes);
+    // SO_REUSEADDR only, so a restart binds while old connections linger in TIME_WAIT.
+    // httplib's default sets SO_REUSEPORT instead, with which a second server on a port in
+    // use also "listens" and the kernel splits the connections between the two.
+    http.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     const size_t n_http = size_t(opt.parallel + opt.queue_size + 8);
     http.new_task_queue = [n_http] { return new httplib::ThreadPool(n_http); };
 
