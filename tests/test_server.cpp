@@ -975,6 +975,13 @@ TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit2"}).status, 401);
   EXPECT_EQ(http(s.port(), "GET", "/v1/models").status, 401);
   EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit"}).status, 200);
+  // The scheme is case-insensitive (RFC 7235); the key is not.
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: bearer sekrit"}).status, 200);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: BEARER sekrit"}).status, 200);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer SEKRIT"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Basic sekrit"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearersekrit"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: sekrit"}).status, 401);
   EXPECT_EQ(http(s.port(), "GET", "/health").status, 200);
   EXPECT_EQ(post(s.port(), "/tokenize", {{"content", "hi"}}).status, 401);
   EXPECT_EQ(post(s.port(), "/detokenize", {{"tokens", {1}}}).status, 401);
@@ -984,6 +991,17 @@ TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   EXPECT_EQ(chat.status, 400);
   EXPECT_NE(chat.j()["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
   EXPECT_EQ(s.stop(), 0);  // SIGTERM: a clean exit
+}
+
+// An empty key would serve without authentication: refused at startup like a bad flag.
+TEST(ServerAuth, EmptyApiKeyIsRefused) {
+  const std::string serve = "timeout 30 " + bin_dir() + "/longctx serve -m " + model_dir() + " --tokenizer " + tokenizer_path() +
+                            " --port 0";
+  std::string out;
+  EXPECT_EQ(run_cmd(serve + " --api-key '' 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("--api-key is empty"), std::string::npos) << out;
+  EXPECT_EQ(run_cmd("LONGCTX_API_KEY= " + serve + " 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("$LONGCTX_API_KEY is empty"), std::string::npos) << out;
 }
 
 // A second server on a port in use fails with a clear message instead of sharing the port

@@ -873,11 +873,16 @@ struct Server::Impl {
       const bool guarded_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize" ||
                                 req.path == "/tokenizer_info";
       if (opt.api_key.empty() || !guarded_path) return httplib::Server::HandlerResponse::Unhandled;
-      const std::string want = "Bearer " + opt.api_key;
       const std::string got = req.get_header_value("Authorization");
-      bool ok = got.size() == want.size();
+      // "Bearer KEY"; the scheme is case-insensitive (RFC 7235 2.1), the key is not.
+      std::string scheme = got.substr(0, std::min(got.find(' '), got.size()));
+      for (auto& c : scheme) c = char(std::tolower(static_cast<unsigned char>(c)));
+      const size_t at = got.find_first_not_of(' ', scheme.size());
+      const std::string key = scheme == "bearer" && at != std::string::npos ? got.substr(at) : std::string();
+      const std::string& want = opt.api_key;
+      bool ok = key.size() == want.size();
       unsigned diff = 0;  // compare every byte: the time does not tell how much matched
-      for (size_t i = 0; ok && i < want.size(); ++i) diff |= unsigned(got[i] ^ want[i]);
+      for (size_t i = 0; ok && i < want.size(); ++i) diff |= unsigned(key[i] ^ want[i]);
       if (ok && diff == 0) return httplib::Server::HandlerResponse::Unhandled;
       send_error(res, ApiError(401,
                                got.empty() ? "missing API key: send the header 'Authorization: Bearer KEY'"
