@@ -427,6 +427,16 @@ TEST_F(ServerTest, PromptOverContextIs400) {
   EXPECT_EQ(r.status, 400);
   EXPECT_TRUE(is_openai_error(r));
   EXPECT_EQ(r.j()["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(r.j()["error"]["param"], "prompt");
+  // param names the field that holds the text of each endpoint.
+  auto c = post(port(), "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", long_text}}}}});
+  EXPECT_EQ(c.status, 400);
+  EXPECT_EQ(c.j()["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(c.j()["error"]["param"], "messages");
+  auto d = post(port(), "/v1/documents", {{"text", long_text}});
+  EXPECT_EQ(d.status, 400);
+  EXPECT_EQ(d.j()["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(d.j()["error"]["param"], "text");
   auto m = post(port(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 100000}});
   EXPECT_EQ(m.status, 400);
   EXPECT_EQ(m.j()["error"]["param"], "max_tokens");

@@ -494,13 +494,14 @@ struct Server::Impl {
     return it->second;
   }
 
-  void check_context(int64_t n_tokens, const char* what) const {
+  // param: the field that holds the text (prompt, messages, text).
+  void check_context(int64_t n_tokens, const char* what, const char* param) const {
     if (ctx_limit > 0 && n_tokens > ctx_limit)
       throw ApiError(400,
                      std::string(what) + " is " + std::to_string(n_tokens) + " tokens, more than this server's context of " +
                          std::to_string(ctx_limit) + " tokens: shorten it, or restart the server with a larger -c/--ctx-size "
                          "(past the trained context add RoPE scaling, e.g. --rope-scaling yarn --rope-scale 4)",
-                     "invalid_request_error", "messages", "context_length_exceeded");
+                     "invalid_request_error", param, "context_length_exceeded");
   }
 
   void check_ids(const std::vector<int32_t>& ids) const {
@@ -564,7 +565,7 @@ struct Server::Impl {
       if (q.ids.empty())
         throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
                        chat ? "messages" : "prompt", "invalid_value");
-      check_context(doc_tokens + int64_t(q.ids.size()), "the prompt");
+      check_context(doc_tokens + int64_t(q.ids.size()), "the prompt", chat ? "messages" : "prompt");
       n_prompt += doc_tokens + int64_t(q.ids.size());
     }
     const int n_choices = rq.n * int(job->prompts.size());
@@ -724,7 +725,7 @@ struct Server::Impl {
     auto job = std::make_shared<Job>();
     job->kind = Job::Kind::Ingest;
     job->prompt_ids = model->tokenize(t->get<std::string>(), true);
-    check_context(int64_t(job->prompt_ids.size()), "the document");
+    check_context(int64_t(job->prompt_ids.size()), "the document", "text");
     queue_or_429(job)->wait();
     if (job->error) throw *job->error;
     log("document %s: %s tokens\n", job->ingested->id, std::to_string(job->ingested->n_tokens));
