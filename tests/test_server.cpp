@@ -210,6 +210,39 @@ Response post(int port, const std::string& path, const json& body, const std::ve
   return http(port, "POST", path, body.dump(), headers);
 }
 
+// Sends bytes as they are (headers of our choosing, or no HTTP at all) and reads the answer:
+// up to the end of its Content-Length body (the server may keep the connection open), else to
+// the end of the connection.
+Response raw_request(int port, const std::string& raw) {
+  const int fd = connect_to(port);
+  if (fd < 0) return {};
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  send_all(fd, raw);
+  std::string got;
+  char buf[8192];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) {
+    got.append(buf, size_t(n));
+    const size_t he = got.find("\r\n\r\n");
+    if (he == std::string::npos) continue;
+    std::string lower = got.substr(0, he);
+    for (auto& c : lower) c = char(std::tolower(c));
+    const size_t cl = lower.find("\r\ncontent-length: ");
+    if (cl != std::string::npos && got.size() >= he + 4 + std::stoul(lower.substr(cl + 18))) break;
+  }
+  close(fd);
+  return parse_response(got);
+}
+
+std::string error_message(const Response& r) {
+  try {
+    return r.j().at("error").at("message").get<std::string>();
+  } catch (...) {
+    return "";
+  }
+}
+
 // SSE: the JSON payloads of `data:` events, in order; *done when `data: [DONE]` ended it.
 std::vector<json> sse_events(const std::string& body, bool* done) {
   std::vector<json> out;
@@ -795,6 +828,62 @@ TEST_F(ServerTest, JsonMode) {
     }
   }
   EXPECT_EQ(post(port(), "/v1/completions", greedy({{"prompt", "x"}, {"response_format", {{"type", "text"}}}}, 2)).status, 200);
+}
+
+// curl -d sends application/x-www-form-urlencoded; the body is JSON all the same, and the
+// 64 MiB limit holds for it (httplib alone caps such bodies at 8 KiB).
+TEST_F(ServerTest, FormContentTypeIsReadAsJson) {
+  const json body = greedy({{"prompt", "Hello world"}, {"padding", std::string(20 << 10, 'x')}}, 4);
+  const std::string b = body.dump();
+  for (const char* type : {"application/x-www-form-urlencoded", "text/plain"}) {
+    auto r = raw_request(port(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " +
+                                     std::string(type) + "\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+    ASSERT_EQ(r.status, 200) << type << " " << r.body;
+    EXPECT_EQ(r.j()["usage"]["completion_tokens"], 4);
+  }
+  // Chunked bodies are read too.
+  std::string chunked = "POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string t = json{{"content", "hi"}}.dump();
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%zx", t.size());
+  chunked += std::string(hex) + "\r\n" + t + "\r\n0\r\n\r\n";
+  auto c = raw_request(port(), chunked);
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_GE(c.j()["count"].get<int>(), 1);
+}
+
+// Requests httplib refuses before a handler sees them, and bodies our reader refuses: OpenAI's
+// error shape with a message that says what to fix, answered at once (no read timeout).
+TEST_F(ServerTest, HttpErrorsSayWhatToFix) {
+  const auto t0 = Clock::now();
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  const std::string b = greedy({{"prompt", "hi"}}, 2).dump();
+  auto no_len = raw_request(port(), head + "\r\n");  // curl -X POST without -d
+  EXPECT_EQ(no_len.status, 411) << no_len.body;
+  EXPECT_TRUE(is_openai_error(no_len)) << no_len.body;
+  EXPECT_NE(error_message(no_len).find("Content-Length"), std::string::npos) << no_len.body;
+  auto neg = raw_request(port(), head + "Content-Length: -5\r\n\r\n");
+  EXPECT_EQ(neg.status, 400) << neg.body;
+  EXPECT_NE(error_message(neg).find("invalid Content-Length '-5'"), std::string::npos) << neg.body;
+  auto gz = raw_request(port(), head + "Content-Encoding: gzip\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+  EXPECT_EQ(gz.status, 400) << gz.body;
+  EXPECT_NE(error_message(gz).find("not valid gzip"), std::string::npos) << gz.body;
+  auto zstd = raw_request(port(), head + "Content-Encoding: zstd\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+  EXPECT_EQ(zstd.status, 415) << zstd.body;
+  EXPECT_NE(error_message(zstd).find("uncompressed"), std::string::npos) << zstd.body;
+  const std::string mp = "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhi\r\n--XyZ--\r\n";
+  auto multi = raw_request(port(), head + "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: " +
+                                       std::to_string(mp.size()) + "\r\n\r\n" + mp);
+  EXPECT_EQ(multi.status, 415) << multi.body;
+  EXPECT_NE(error_message(multi).find("JSON body"), std::string::npos) << multi.body;
+  for (const char* raw : {"GARBAGE\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "FETCH /v1/models HTTP/1.1\r\n\r\n"}) {
+    auto g = raw_request(port(), raw);
+    EXPECT_EQ(g.status, 400) << raw;
+    EXPECT_TRUE(is_openai_error(g)) << raw << " -> " << g.body;
+    EXPECT_NE(error_message(g).find("malformed HTTP request line"), std::string::npos) << g.body;
+  }
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 4.0);  // httplib's read timeout is 5 s
+  EXPECT_EQ(post(port(), "/v1/completions", greedy({{"prompt", "hi"}}, 2)).status, 200);
 }
 
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {

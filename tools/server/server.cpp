@@ -465,18 +465,77 @@ struct Server::Impl {
   static void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
 
   // Every handler goes through this: a bad request is a 4xx JSON error, never a crash.
+  static void guard(httplib::Response& res, const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const lcx::Error& e) {
+      send_error(res, ApiError(400, e.what()));
+    } catch (const std::exception& e) {
+      send_error(res, ApiError(500, std::string("internal error: ") + e.what(), "server_error"));
+    }
+  }
   httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> fn) {
-    return [fn = std::move(fn)](const httplib::Request& req, httplib::Response& res) {
-      try {
-        fn(req, res);
-      } catch (const ApiError& e) {
-        send_error(res, e);
-      } catch (const lcx::Error& e) {
-        send_error(res, ApiError(400, e.what()));
-      } catch (const std::exception& e) {
-        send_error(res, ApiError(500, std::string("internal error: ") + e.what(), "server_error"));
-      }
+    return [fn = std::move(fn)](const httplib::Request& req, httplib::Response& res) { guard(res, [&] { fn(req, res); }); };
+  }
+
+  // Routes with a JSON body read it here rather than letting httplib fill Request::body:
+  // Debian's libcpp-httplib is compiled with an 8 KiB cap on bodies whose Content-Type is
+  // application/x-www-form-urlencoded (curl -d's default; a macro our code cannot change), and
+  // answers a missing or invalid Content-Length with a bare 400 after a read timeout (or a
+  // 413 for "-5"). The body is JSON whatever the Content-Type says.
+  using BodyHandler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+  httplib::Server::HandlerWithContentReader with_body(BodyHandler fn) {
+    return [this, fn = std::move(fn)](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      guard(res, [&] { fn(req, read_body(req, res, reader), res); });
     };
+  }
+
+  std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const {
+    std::string te = req.get_header_value("Transfer-Encoding");
+    for (auto& c : te) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (te != "chunked") {
+      // A request without Content-Length or chunked encoding has no body (RFC 9112 6.3).
+      if (!req.has_header("Content-Length"))
+        throw ApiError(411, "the request has no Content-Length: send the JSON body with a Content-Length header (or chunked encoding)",
+                       "invalid_request_error", "", "length_required");
+      const std::string cl = req.get_header_value("Content-Length");
+      if (cl.empty() || cl.find_first_not_of("0123456789") != std::string::npos)
+        throw ApiError(400, "invalid Content-Length '" + cl + "': it must be the body's size in bytes", "invalid_request_error",
+                       "", "invalid_content_length");
+    }
+    const std::string mib = std::to_string(opt.max_body_bytes >> 20) + " MiB";
+    const ApiError too_large(413, "the request body is larger than this server's limit of " + mib, "invalid_request_error", "",
+                             "request_too_large");
+    if (req.is_multipart_form_data()) {
+      // Read past it (the connection may carry another request), then refuse it.
+      reader([](const httplib::MultipartFormData&) { return true; }, [](const char*, size_t) { return true; });
+      if (res.status == 413) throw too_large;
+      throw ApiError(415, "multipart/form-data is not accepted: send the request as a JSON body (Content-Type: application/json)",
+                     "invalid_request_error", "", "unsupported_media_type");
+    }
+    // httplib decompresses gzip, deflate and br; the limit applies to the decompressed body.
+    const std::string enc = req.get_header_value("Content-Encoding");
+    const bool known_enc = enc.empty() || enc == "identity" || enc == "gzip" || enc == "deflate" || enc == "br";
+    std::string body;
+    bool over = false;
+    const bool ok = reader([&](const char* p, size_t n) {
+      over = body.size() + n > opt.max_body_bytes;
+      if (!over) body.append(p, n);
+      return !over;
+    });
+    if (over || res.status == 413) throw too_large;
+    if (!known_enc)
+      throw ApiError(415, "Content-Encoding '" + enc + "' is not supported: send the body uncompressed (or gzip, deflate, br)",
+                     "invalid_request_error", "", "unsupported_media_type");
+    if (!ok)
+      throw ApiError(400,
+                     enc.empty() || enc == "identity"
+                         ? "could not read the request body: the connection ended or timed out before all of it arrived"
+                         : "could not read the request body: it is not valid " + enc + " data (Content-Encoding: " + enc + ")",
+                     "invalid_request_error", "", "invalid_body");
+    return body;
   }
 
   void check_model(const std::string& name) const {
@@ -522,9 +581,9 @@ struct Server::Impl {
 
   // ---------------------------------------------------------------- completions
 
-  void completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  void completion(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat) {
     auto job = std::make_shared<Job>();
-    job->req = parse_completion_request(req.body, chat, opt.limits);
+    job->req = parse_completion_request(body, chat, opt.limits);
     CompletionRequest& rq = job->req;
     check_model(rq.model);
     if (!rq.document.empty()) job->doc = find_document(rq.document);
@@ -707,8 +766,8 @@ struct Server::Impl {
             {"cache_bytes", d.session->cache_bytes()}};
   }
 
-  void create_document(const httplib::Request& req, httplib::Response& res) {
-    json j = json::parse(req.body, nullptr, false);
+  void create_document(const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    json j = json::parse(body, nullptr, false);
     if (j.is_discarded() || !j.is_object())
       throw ApiError(400, "the request body must be a JSON object {\"text\": ...}", "invalid_request_error", "", "invalid_json");
     auto t = j.find("text");
@@ -809,8 +868,8 @@ struct Server::Impl {
   // vLLM's {"prompt", "add_special_tokens"}; answers {"tokens", "count", "max_model_len"}
   // (pieces as {"id", "piece"} with with_pieces). BOS is added only when asked, as both servers
   // default; special-token text ("</s>") is that token unless "parse_special": false.
-  void tokenize(const httplib::Request& req, httplib::Response& res) {
-    const json j = parse_object(req.body, "{\"content\": TEXT}");
+  void tokenize(const std::string& body, httplib::Response& res) {
+    const json j = parse_object(body, "{\"content\": TEXT}");
     const char* key = j.contains("content") ? "content" : "prompt";
     auto t = j.find(key);
     if (t == j.end() || t->is_null())
@@ -835,8 +894,8 @@ struct Server::Impl {
 
   // POST /detokenize: {"tokens": [ids]} -> {"content": TEXT} (llama.cpp's and vLLM's shape,
   // vLLM's key "prompt" in the answer too).
-  void detokenize(const httplib::Request& req, httplib::Response& res) {
-    const json j = parse_object(req.body, "{\"tokens\": [ids]}");
+  void detokenize(const std::string& body, httplib::Response& res) {
+    const json j = parse_object(body, "{\"tokens\": [ids]}");
     auto t = j.find("tokens");
     if (t == j.end() || !t->is_array())
       throw ApiError(400, "'tokens' is required: an array of token ids", "invalid_request_error", "tokens",
@@ -891,12 +950,38 @@ struct Server::Impl {
                                "invalid_request_error", "", "invalid_api_key"));
       return httplib::Server::HandlerResponse::Handled;
     });
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    // httplib's own errors (before or instead of a handler) get a message that says what to fix.
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;  // our own JSON error
-      const std::string msg = res.status == 404 ? "no route " + req.method + " " + req.path + ": see docs/SERVER.md for the endpoints"
-                              : res.status == 413 ? "the request body is too large"
-                                                  : "request failed with HTTP status " + std::to_string(res.status);
-      res.set_content(dump(error_body(msg, "invalid_request_error", "", res.status == 404 ? "not_found" : "")), "application/json");
+      std::string msg, code;
+      switch (res.status) {
+        case 404:
+          msg = "no route " + req.method + " " + req.path + ": see docs/SERVER.md for the endpoints";
+          code = "not_found";
+          break;
+        case 400:
+          // No path: the request line did not parse (httplib sets the path last).
+          msg = req.path.empty() ? "malformed HTTP request line: expected 'METHOD /path HTTP/1.1' (plain HTTP, not HTTPS)"
+                                 : "malformed HTTP request: check the headers, and send a JSON body with a Content-Length (or "
+                                   "chunked encoding), uncompressed or gzip / deflate / br";
+          code = "bad_request";
+          break;
+        case 413:
+          msg = "the request body is larger than this server's limit of " + std::to_string(opt.max_body_bytes >> 20) + " MiB";
+          code = "request_too_large";
+          break;
+        case 414:
+          msg = "the request URI is longer than 8192 bytes: send parameters in the JSON body";
+          code = "uri_too_long";
+          break;
+        case 415:
+          msg = "unsupported Content-Encoding '" + req.get_header_value("Content-Encoding") + "': send the body uncompressed";
+          code = "unsupported_media_type";
+          break;
+        default:
+          msg = "request failed with HTTP status " + std::to_string(res.status);
+      }
+      res.set_content(dump(error_body(msg, "invalid_request_error", "", code)), "application/json");
     });
     http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       std::string msg = "internal error";
@@ -917,8 +1002,8 @@ struct Server::Impl {
         std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
     });
 
-    http.Post("/v1/completions", guarded([this](const auto& q, auto& r) { completion(q, r, false); }));
-    http.Post("/v1/chat/completions", guarded([this](const auto& q, auto& r) { completion(q, r, true); }));
+    http.Post("/v1/completions", with_body([this](const auto& q, const auto& b, auto& r) { completion(q, b, r, false); }));
+    http.Post("/v1/chat/completions", with_body([this](const auto& q, const auto& b, auto& r) { completion(q, b, r, true); }));
     http.Get("/v1/models", guarded([this](const auto&, auto& r) {
       send_json(r, 200, {{"object", "list"}, {"data", json::array({model_json()})}});
     }));
@@ -926,7 +1011,7 @@ struct Server::Impl {
       check_model(q.matches[1].str());
       send_json(r, 200, model_json());
     }));
-    http.Post("/v1/documents", guarded([this](const auto& q, auto& r) { create_document(q, r); }));
+    http.Post("/v1/documents", with_body([this](const auto& q, const auto& b, auto& r) { create_document(q, b, r); }));
     http.Get("/v1/documents", guarded([this](const auto&, auto& r) {
       json data = json::array();
       std::lock_guard<std::mutex> lock(dmu);
@@ -945,8 +1030,8 @@ struct Server::Impl {
       }
       send_json(r, 200, {{"id", id}, {"object", "document"}, {"deleted", true}});
     }));
-    http.Post("/tokenize", guarded([this](const auto& q, auto& r) { tokenize(q, r); }));
-    http.Post("/detokenize", guarded([this](const auto& q, auto& r) { detokenize(q, r); }));
+    http.Post("/tokenize", with_body([this](const auto&, const auto& b, auto& r) { tokenize(b, r); }));
+    http.Post("/detokenize", with_body([this](const auto&, const auto& b, auto& r) { detokenize(b, r); }));
     http.Get("/tokenizer_info", guarded([this](const auto&, auto& r) { send_json(r, 200, tokenizer_info()); }));
     http.Get("/health", guarded([this](const auto&, auto& r) {
       std::lock_guard<std::mutex> lock(qmu);
