@@ -1168,6 +1168,38 @@ TEST(ServerBusy, QueueFullAndCancellation) {
   EXPECT_NE(m.body.find("endpoint=\"/v1/completions\",status=\"429\"}"), std::string::npos);
 }
 
+// Non-streaming requests are cancelled too when their client disconnects: the running one
+// stops within a fraction of a second, the queued one leaves the queue.
+TEST(ServerBusy, NonStreamingCancelledOnDisconnect) {
+  ServerProcess s({"--parallel", "1", "--queue-size", "1", "-c", "16384", "--max-tokens", "16000"});
+  const json longgen = {{"prompt", "go"}, {"max_tokens", 15000}, {"temperature", 0}, {"ignore_eos", true}};
+  auto wait_health = [&](const char* key, int want) {
+    for (int i = 0; i < 500; ++i) {
+      auto h = http(s.port(), "GET", "/health");
+      if (h.status == 200 && h.j()[key] == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  const int a = connect_to(s.port());
+  send_all(a, request_text("POST", "/v1/completions", longgen.dump(), {}));
+  ASSERT_TRUE(wait_health("slots_processing", 1));
+  const int b = connect_to(s.port());
+  send_all(b, request_text("POST", "/v1/completions", greedy({{"prompt", "queued"}}, 4).dump(), {}));
+  ASSERT_TRUE(wait_health("queue", 1));
+  close(b);  // the queued one first: it leaves the queue while the slot is still busy
+  EXPECT_TRUE(wait_health("queue", 0));
+  EXPECT_EQ(http(s.port(), "GET", "/health").j()["slots_processing"], 1);
+  const auto t0 = Clock::now();
+  close(a);
+  EXPECT_TRUE(wait_health("slots_processing", 0));
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 3.0);
+  auto d = post(s.port(), "/v1/completions", greedy({{"prompt", "after"}}, 4));
+  EXPECT_EQ(d.status, 200) << d.body;
+  auto m = http(s.port(), "GET", "/metrics");
+  EXPECT_NE(m.body.find("longctx_requests_cancelled_total 2"), std::string::npos) << m.body;
+}
+
 TEST(Chat, PipedStdinJsonModeAndSave) {
   const std::string dir = tmp_dir();
   const std::string save = dir + "/chat.json";

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -14,6 +15,10 @@
 #include <optional>
 #include <random>
 #include <thread>
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "chat_template.h"
 #include "http.h"
@@ -42,6 +47,50 @@ std::string random_id(const std::string& prefix) {
 
 // Thrown from the progress / stream callbacks to abandon a cancelled request.
 struct Cancelled {};
+
+// An address as httplib writes Request::remote_addr / local_addr (numeric host) and its port.
+bool is_endpoint(const sockaddr_storage& a, socklen_t len, const std::string& addr, int port) {
+  int p = -1;
+  if (a.ss_family == AF_INET) p = ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+  else if (a.ss_family == AF_INET6) p = ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  char host[NI_MAXHOST];
+  return p == port && getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, nullptr, 0, NI_NUMERICHOST) == 0 &&
+         addr == host;
+}
+
+// The socket of a request's connection, or -1. cpp-httplib 0.11 gives a handler no way to see
+// it (later versions have Request::is_connection_closed), and a non-streaming handler writes
+// nothing until its answer is ready, so to notice a client that left we look for the one open
+// socket whose two ends are the request's (a TCP connection is unique by them). It stays open
+// until the handler returns: the handler runs on the thread that owns the connection.
+int connection_socket(const httplib::Request& req) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    try {
+      fd = std::stoi(e.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof local, pl = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) == 0 &&
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) == 0 &&
+        is_endpoint(local, ll, req.local_addr, req.local_port) && is_endpoint(peer, pl, req.remote_addr, req.remote_port))
+      return fd;
+  }
+  return -1;
+}
+
+// True when the client closed (or reset) the connection: a read would see end of file. Data
+// waiting (a pipelined request) is left where it is.
+bool peer_closed(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 // A document ingested once (POST /v1/documents); requests naming it start from a clone().
 // Immutable after creation, so several slots may clone it at once.
@@ -538,6 +587,36 @@ struct Server::Impl {
     return body;
   }
 
+  // Waits for a job of a non-streaming request. A client that disconnects meanwhile cancels it
+  // (checked a few times a second), as a streaming client does at the next write.
+  void wait_or_cancel(const std::shared_ptr<Job>& job, const httplib::Request& req) {
+    const int fd = connection_socket(req);
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(job->mu);
+        if (job->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return job->done; })) return;
+      }
+      if (fd >= 0 && !job->cancelled && peer_closed(fd)) cancel(job);
+    }
+  }
+
+  // Cancels a job: a slot running it stops at its next batch or token; a queued one leaves the
+  // queue now, so it does not hold a queue place until a slot is free.
+  void cancel(const std::shared_ptr<Job>& job) {
+    job->cancelled = true;
+    {
+      std::lock_guard<std::mutex> lock(qmu);
+      auto it = std::find(queue.begin(), queue.end(), job);
+      if (it == queue.end()) return;  // running (or done): the slot counts it
+      queue.erase(it);
+    }
+    {
+      std::lock_guard<std::mutex> lock(metrics.mu);
+      ++metrics.cancelled;
+    }
+    job->finish(ApiError(499, "request cancelled", "cancelled"));
+  }
+
   void check_model(const std::string& name) const {
     if (!name.empty() && name != opt.model_name)
       throw ApiError(404, "the model '" + name + "' does not exist: this server serves '" + opt.model_name + "' (see GET /v1/models)",
@@ -643,7 +722,7 @@ struct Server::Impl {
     };
 
     if (!rq.stream) {
-      job->wait();
+      wait_or_cancel(job, req);
       if (job->error) throw *job->error;
       json choices = json::array();
       for (int i = 0; i < n_choices; ++i) {
@@ -785,7 +864,7 @@ struct Server::Impl {
     job->kind = Job::Kind::Ingest;
     job->prompt_ids = model->tokenize(t->get<std::string>(), true);
     check_context(int64_t(job->prompt_ids.size()), "the document", "text");
-    queue_or_429(job)->wait();
+    wait_or_cancel(queue_or_429(job), req);
     if (job->error) throw *job->error;
     log("document %s: %s tokens\n", job->ingested->id, std::to_string(job->ingested->n_tokens));
     send_json(res, 200, document_json(*job->ingested));
