@@ -210,6 +210,39 @@ Response post(int port, const std::string& path, const json& body, const std::ve
   return http(port, "POST", path, body.dump(), headers);
 }
 
+// Sends bytes as they are (headers of our choosing, or no HTTP at all) and reads the answer:
+// up to the end of its Content-Length body (the server may keep the connection open), else to
+// the end of the connection.
+Response raw_request(int port, const std::string& raw) {
+  const int fd = connect_to(port);
+  if (fd < 0) return {};
+  timeval tv{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  send_all(fd, raw);
+  std::string got;
+  char buf[8192];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) {
+    got.append(buf, size_t(n));
+    const size_t he = got.find("\r\n\r\n");
+    if (he == std::string::npos) continue;
+    std::string lower = got.substr(0, he);
+    for (auto& c : lower) c = char(std::tolower(c));
+    const size_t cl = lower.find("\r\ncontent-length: ");
+    if (cl != std::string::npos && got.size() >= he + 4 + std::stoul(lower.substr(cl + 18))) break;
+  }
+  close(fd);
+  return parse_response(got);
+}
+
+std::string error_message(const Response& r) {
+  try {
+    return r.j().at("error").at("message").get<std::string>();
+  } catch (...) {
+    return "";
+  }
+}
+
 // SSE: the JSON payloads of `data:` events, in order; *done when `data: [DONE]` ended it.
 std::vector<json> sse_events(const std::string& body, bool* done) {
   std::vector<json> out;
@@ -427,6 +460,16 @@ TEST_F(ServerTest, PromptOverContextIs400) {
   EXPECT_EQ(r.status, 400);
   EXPECT_TRUE(is_openai_error(r));
   EXPECT_EQ(r.j()["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(r.j()["error"]["param"], "prompt");
+  // param names the field that holds the text of each endpoint.
+  auto c = post(port(), "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", long_text}}}}});
+  EXPECT_EQ(c.status, 400);
+  EXPECT_EQ(c.j()["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(c.j()["error"]["param"], "messages");
+  auto d = post(port(), "/v1/documents", {{"text", long_text}});
+  EXPECT_EQ(d.status, 400);
+  EXPECT_EQ(d.j()["error"]["code"], "context_length_exceeded");
+  EXPECT_EQ(d.j()["error"]["param"], "text");
   auto m = post(port(), "/v1/completions", {{"prompt", "x"}, {"max_tokens", 100000}});
   EXPECT_EQ(m.status, 400);
   EXPECT_EQ(m.j()["error"]["param"], "max_tokens");
@@ -787,6 +830,62 @@ TEST_F(ServerTest, JsonMode) {
   EXPECT_EQ(post(port(), "/v1/completions", greedy({{"prompt", "x"}, {"response_format", {{"type", "text"}}}}, 2)).status, 200);
 }
 
+// curl -d sends application/x-www-form-urlencoded; the body is JSON all the same, and the
+// 64 MiB limit holds for it (httplib alone caps such bodies at 8 KiB).
+TEST_F(ServerTest, FormContentTypeIsReadAsJson) {
+  const json body = greedy({{"prompt", "Hello world"}, {"padding", std::string(20 << 10, 'x')}}, 4);
+  const std::string b = body.dump();
+  for (const char* type : {"application/x-www-form-urlencoded", "text/plain"}) {
+    auto r = raw_request(port(), "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " +
+                                     std::string(type) + "\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+    ASSERT_EQ(r.status, 200) << type << " " << r.body;
+    EXPECT_EQ(r.j()["usage"]["completion_tokens"], 4);
+  }
+  // Chunked bodies are read too.
+  std::string chunked = "POST /tokenize HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+  const std::string t = json{{"content", "hi"}}.dump();
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "%zx", t.size());
+  chunked += std::string(hex) + "\r\n" + t + "\r\n0\r\n\r\n";
+  auto c = raw_request(port(), chunked);
+  ASSERT_EQ(c.status, 200) << c.body;
+  EXPECT_GE(c.j()["count"].get<int>(), 1);
+}
+
+// Requests httplib refuses before a handler sees them, and bodies our reader refuses: OpenAI's
+// error shape with a message that says what to fix, answered at once (no read timeout).
+TEST_F(ServerTest, HttpErrorsSayWhatToFix) {
+  const auto t0 = Clock::now();
+  const std::string head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n";
+  const std::string b = greedy({{"prompt", "hi"}}, 2).dump();
+  auto no_len = raw_request(port(), head + "\r\n");  // curl -X POST without -d
+  EXPECT_EQ(no_len.status, 411) << no_len.body;
+  EXPECT_TRUE(is_openai_error(no_len)) << no_len.body;
+  EXPECT_NE(error_message(no_len).find("Content-Length"), std::string::npos) << no_len.body;
+  auto neg = raw_request(port(), head + "Content-Length: -5\r\n\r\n");
+  EXPECT_EQ(neg.status, 400) << neg.body;
+  EXPECT_NE(error_message(neg).find("invalid Content-Length '-5'"), std::string::npos) << neg.body;
+  auto gz = raw_request(port(), head + "Content-Encoding: gzip\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+  EXPECT_EQ(gz.status, 400) << gz.body;
+  EXPECT_NE(error_message(gz).find("not valid gzip"), std::string::npos) << gz.body;
+  auto zstd = raw_request(port(), head + "Content-Encoding: zstd\r\nContent-Length: " + std::to_string(b.size()) + "\r\n\r\n" + b);
+  EXPECT_EQ(zstd.status, 415) << zstd.body;
+  EXPECT_NE(error_message(zstd).find("uncompressed"), std::string::npos) << zstd.body;
+  const std::string mp = "--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nhi\r\n--XyZ--\r\n";
+  auto multi = raw_request(port(), head + "Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: " +
+                                       std::to_string(mp.size()) + "\r\n\r\n" + mp);
+  EXPECT_EQ(multi.status, 415) << multi.body;
+  EXPECT_NE(error_message(multi).find("JSON body"), std::string::npos) << multi.body;
+  for (const char* raw : {"GARBAGE\r\n\r\n", "GET / HTTP/9.9\r\n\r\n", "FETCH /v1/models HTTP/1.1\r\n\r\n"}) {
+    auto g = raw_request(port(), raw);
+    EXPECT_EQ(g.status, 400) << raw;
+    EXPECT_TRUE(is_openai_error(g)) << raw << " -> " << g.body;
+    EXPECT_NE(error_message(g).find("malformed HTTP request line"), std::string::npos) << g.body;
+  }
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 4.0);  // httplib's read timeout is 5 s
+  EXPECT_EQ(post(port(), "/v1/completions", greedy({{"prompt", "hi"}}, 2)).status, 200);
+}
+
 TEST_F(ServerTest, MalformedRequestsNeverCrash) {
   const auto t0 = Clock::now();
   const json ok_chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"max_tokens", 2}};
@@ -975,6 +1074,13 @@ TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit2"}).status, 401);
   EXPECT_EQ(http(s.port(), "GET", "/v1/models").status, 401);
   EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer sekrit"}).status, 200);
+  // The scheme is case-insensitive (RFC 7235); the key is not.
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: bearer sekrit"}).status, 200);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: BEARER sekrit"}).status, 200);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearer SEKRIT"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Basic sekrit"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: Bearersekrit"}).status, 401);
+  EXPECT_EQ(post(s.port(), "/v1/completions", body, {"Authorization: sekrit"}).status, 401);
   EXPECT_EQ(http(s.port(), "GET", "/health").status, 200);
   EXPECT_EQ(post(s.port(), "/tokenize", {{"content", "hi"}}).status, 401);
   EXPECT_EQ(post(s.port(), "/detokenize", {{"tokens", {1}}}).status, 401);
@@ -984,6 +1090,32 @@ TEST(ServerAuth, ApiKeyAndMissingChatTemplate) {
   EXPECT_EQ(chat.status, 400);
   EXPECT_NE(chat.j()["error"]["message"].get<std::string>().find("--chat-template"), std::string::npos);
   EXPECT_EQ(s.stop(), 0);  // SIGTERM: a clean exit
+}
+
+// An empty key would serve without authentication: refused at startup like a bad flag.
+TEST(ServerAuth, EmptyApiKeyIsRefused) {
+  const std::string serve = "timeout 30 " + bin_dir() + "/longctx serve -m " + model_dir() + " --tokenizer " + tokenizer_path() +
+                            " --port 0";
+  std::string out;
+  EXPECT_EQ(run_cmd(serve + " --api-key '' 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("--api-key is empty"), std::string::npos) << out;
+  EXPECT_EQ(run_cmd("LONGCTX_API_KEY= " + serve + " 2>&1", &out), 1) << out;
+  EXPECT_NE(out.find("$LONGCTX_API_KEY is empty"), std::string::npos) << out;
+}
+
+// A second server on a port in use fails with a clear message instead of sharing the port
+// (httplib's default SO_REUSEPORT let both listen, and the kernel split the requests).
+TEST(ServerPort, PortInUseIsAnError) {
+  ServerProcess a({});
+  std::string out;
+  const int rc = run_cmd("timeout 30 " + bin_dir() + "/longctx serve -m " + model_dir() + " --tokenizer " + tokenizer_path() +
+                             " --port " + std::to_string(a.port()) + " 2>&1",
+                         &out);
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_NE(rc, 124) << "the second server listened: " << out;
+  EXPECT_NE(out.find("port is in use"), std::string::npos) << out;
+  EXPECT_EQ(out.find("listening on"), std::string::npos) << out;
+  EXPECT_EQ(http(a.port(), "GET", "/health").status, 200);
 }
 
 // One slot, one queue place: a third request gets 429; disconnecting clients cancel their
@@ -1034,6 +1166,38 @@ TEST(ServerBusy, QueueFullAndCancellation) {
   auto m = http(s.port(), "GET", "/metrics");
   EXPECT_NE(m.body.find("longctx_requests_cancelled_total 2"), std::string::npos) << m.body;
   EXPECT_NE(m.body.find("endpoint=\"/v1/completions\",status=\"429\"}"), std::string::npos);
+}
+
+// Non-streaming requests are cancelled too when their client disconnects: the running one
+// stops within a fraction of a second, the queued one leaves the queue.
+TEST(ServerBusy, NonStreamingCancelledOnDisconnect) {
+  ServerProcess s({"--parallel", "1", "--queue-size", "1", "-c", "16384", "--max-tokens", "16000"});
+  const json longgen = {{"prompt", "go"}, {"max_tokens", 15000}, {"temperature", 0}, {"ignore_eos", true}};
+  auto wait_health = [&](const char* key, int want) {
+    for (int i = 0; i < 500; ++i) {
+      auto h = http(s.port(), "GET", "/health");
+      if (h.status == 200 && h.j()[key] == want) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  };
+  const int a = connect_to(s.port());
+  send_all(a, request_text("POST", "/v1/completions", longgen.dump(), {}));
+  ASSERT_TRUE(wait_health("slots_processing", 1));
+  const int b = connect_to(s.port());
+  send_all(b, request_text("POST", "/v1/completions", greedy({{"prompt", "queued"}}, 4).dump(), {}));
+  ASSERT_TRUE(wait_health("queue", 1));
+  close(b);  // the queued one first: it leaves the queue while the slot is still busy
+  EXPECT_TRUE(wait_health("queue", 0));
+  EXPECT_EQ(http(s.port(), "GET", "/health").j()["slots_processing"], 1);
+  const auto t0 = Clock::now();
+  close(a);
+  EXPECT_TRUE(wait_health("slots_processing", 0));
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - t0).count(), 3.0);
+  auto d = post(s.port(), "/v1/completions", greedy({{"prompt", "after"}}, 4));
+  EXPECT_EQ(d.status, 200) << d.body;
+  auto m = http(s.port(), "GET", "/metrics");
+  EXPECT_NE(m.body.find("longctx_requests_cancelled_total 2"), std::string::npos) << m.body;
 }
 
 TEST(Chat, PipedStdinJsonModeAndSave) {

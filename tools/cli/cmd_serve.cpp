@@ -100,7 +100,13 @@ int serve(int argc, char** argv) {
   so.host = a.str("--host", "127.0.0.1");
   so.port = int(a.integer("--port", 8080, INT32_MIN, INT32_MAX));
   if (so.port < 0 || so.port > 65535) lcx::fail("--port must be in [0, 65535]");
-  so.api_key = a.str("--api-key", std::getenv("LONGCTX_API_KEY") ? std::getenv("LONGCTX_API_KEY") : "");
+  // An empty key would turn authentication off without a word (a shell variable that happened
+  // to be empty): refuse it like any bad flag.
+  const char* env_key = std::getenv("LONGCTX_API_KEY");
+  so.api_key = a.str("--api-key", env_key ? env_key : "");
+  if ((a.has("--api-key") || env_key) && so.api_key.empty())
+    lcx::fail(std::string(a.has("--api-key") ? "--api-key" : "$LONGCTX_API_KEY") +
+              " is empty: give a non-empty key, or leave it unset to serve without authentication");
   so.parallel = int(a.integer("--parallel", 1, INT32_MIN, INT32_MAX));
   so.queue_size = int(a.integer("--queue-size", 16, INT32_MIN, INT32_MAX));
   if (so.parallel < 1 || so.parallel > 256) lcx::fail("--parallel must be in [1, 256]");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -14,6 +15,10 @@
 #include <optional>
 #include <random>
 #include <thread>
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "chat_template.h"
 #include "http.h"
@@ -42,6 +47,50 @@ std::string random_id(const std::string& prefix) {
 
 // Thrown from the progress / stream callbacks to abandon a cancelled request.
 struct Cancelled {};
+
+// An address as httplib writes Request::remote_addr / local_addr (numeric host) and its port.
+bool is_endpoint(const sockaddr_storage& a, socklen_t len, const std::string& addr, int port) {
+  int p = -1;
+  if (a.ss_family == AF_INET) p = ntohs(reinterpret_cast<const sockaddr_in*>(&a)->sin_port);
+  else if (a.ss_family == AF_INET6) p = ntohs(reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  char host[NI_MAXHOST];
+  return p == port && getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host, sizeof host, nullptr, 0, NI_NUMERICHOST) == 0 &&
+         addr == host;
+}
+
+// The socket of a request's connection, or -1. cpp-httplib 0.11 gives a handler no way to see
+// it (later versions have Request::is_connection_closed), and a non-streaming handler writes
+// nothing until its answer is ready, so to notice a client that left we look for the one open
+// socket whose two ends are the request's (a TCP connection is unique by them). It stays open
+// until the handler returns: the handler runs on the thread that owns the connection.
+int connection_socket(const httplib::Request& req) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    int fd = -1;
+    try {
+      fd = std::stoi(e.path().filename().string());
+    } catch (const std::exception&) {
+      continue;
+    }
+    struct stat st {};
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof local, pl = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) == 0 &&
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) == 0 &&
+        is_endpoint(local, ll, req.local_addr, req.local_port) && is_endpoint(peer, pl, req.remote_addr, req.remote_port))
+      return fd;
+  }
+  return -1;
+}
+
+// True when the client closed (or reset) the connection: a read would see end of file. Data
+// waiting (a pipelined request) is left where it is.
+bool peer_closed(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
 
 // A document ingested once (POST /v1/documents); requests naming it start from a clone().
 // Immutable after creation, so several slots may clone it at once.
@@ -465,18 +514,107 @@ struct Server::Impl {
   static void send_error(httplib::Response& res, const ApiError& e) { send_json(res, e.status, error_body(e)); }
 
   // Every handler goes through this: a bad request is a 4xx JSON error, never a crash.
+  static void guard(httplib::Response& res, const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const lcx::Error& e) {
+      send_error(res, ApiError(400, e.what()));
+    } catch (const std::exception& e) {
+      send_error(res, ApiError(500, std::string("internal error: ") + e.what(), "server_error"));
+    }
+  }
   httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> fn) {
-    return [fn = std::move(fn)](const httplib::Request& req, httplib::Response& res) {
-      try {
-        fn(req, res);
-      } catch (const ApiError& e) {
-        send_error(res, e);
-      } catch (const lcx::Error& e) {
-        send_error(res, ApiError(400, e.what()));
-      } catch (const std::exception& e) {
-        send_error(res, ApiError(500, std::string("internal error: ") + e.what(), "server_error"));
-      }
+    return [fn = std::move(fn)](const httplib::Request& req, httplib::Response& res) { guard(res, [&] { fn(req, res); }); };
+  }
+
+  // Routes with a JSON body read it here rather than letting httplib fill Request::body:
+  // Debian's libcpp-httplib is compiled with an 8 KiB cap on bodies whose Content-Type is
+  // application/x-www-form-urlencoded (curl -d's default; a macro our code cannot change), and
+  // answers a missing or invalid Content-Length with a bare 400 after a read timeout (or a
+  // 413 for "-5"). The body is JSON whatever the Content-Type says.
+  using BodyHandler = std::function<void(const httplib::Request&, const std::string& body, httplib::Response&)>;
+  httplib::Server::HandlerWithContentReader with_body(BodyHandler fn) {
+    return [this, fn = std::move(fn)](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+      guard(res, [&] { fn(req, read_body(req, res, reader), res); });
     };
+  }
+
+  std::string read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) const {
+    std::string te = req.get_header_value("Transfer-Encoding");
+    for (auto& c : te) c = char(std::tolower(static_cast<unsigned char>(c)));
+    if (te != "chunked") {
+      // A request without Content-Length or chunked encoding has no body (RFC 9112 6.3).
+      if (!req.has_header("Content-Length"))
+        throw ApiError(411, "the request has no Content-Length: send the JSON body with a Content-Length header (or chunked encoding)",
+                       "invalid_request_error", "", "length_required");
+      const std::string cl = req.get_header_value("Content-Length");
+      if (cl.empty() || cl.find_first_not_of("0123456789") != std::string::npos)
+        throw ApiError(400, "invalid Content-Length '" + cl + "': it must be the body's size in bytes", "invalid_request_error",
+                       "", "invalid_content_length");
+    }
+    const std::string mib = std::to_string(opt.max_body_bytes >> 20) + " MiB";
+    const ApiError too_large(413, "the request body is larger than this server's limit of " + mib, "invalid_request_error", "",
+                             "request_too_large");
+    if (req.is_multipart_form_data()) {
+      // Read past it (the connection may carry another request), then refuse it.
+      reader([](const httplib::MultipartFormData&) { return true; }, [](const char*, size_t) { return true; });
+      if (res.status == 413) throw too_large;
+      throw ApiError(415, "multipart/form-data is not accepted: send the request as a JSON body (Content-Type: application/json)",
+                     "invalid_request_error", "", "unsupported_media_type");
+    }
+    // httplib decompresses gzip, deflate and br; the limit applies to the decompressed body.
+    const std::string enc = req.get_header_value("Content-Encoding");
+    const bool known_enc = enc.empty() || enc == "identity" || enc == "gzip" || enc == "deflate" || enc == "br";
+    std::string body;
+    bool over = false;
+    const bool ok = reader([&](const char* p, size_t n) {
+      over = body.size() + n > opt.max_body_bytes;
+      if (!over) body.append(p, n);
+      return !over;
+    });
+    if (over || res.status == 413) throw too_large;
+    if (!known_enc)
+      throw ApiError(415, "Content-Encoding '" + enc + "' is not supported: send the body uncompressed (or gzip, deflate, br)",
+                     "invalid_request_error", "", "unsupported_media_type");
+    if (!ok)
+      throw ApiError(400,
+                     enc.empty() || enc == "identity"
+                         ? "could not read the request body: the connection ended or timed out before all of it arrived"
+                         : "could not read the request body: it is not valid " + enc + " data (Content-Encoding: " + enc + ")",
+                     "invalid_request_error", "", "invalid_body");
+    return body;
+  }
+
+  // Waits for a job of a non-streaming request. A client that disconnects meanwhile cancels it
+  // (checked a few times a second), as a streaming client does at the next write.
+  void wait_or_cancel(const std::shared_ptr<Job>& job, const httplib::Request& req) {
+    const int fd = connection_socket(req);
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(job->mu);
+        if (job->cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return job->done; })) return;
+      }
+      if (fd >= 0 && !job->cancelled && peer_closed(fd)) cancel(job);
+    }
+  }
+
+  // Cancels a job: a slot running it stops at its next batch or token; a queued one leaves the
+  // queue now, so it does not hold a queue place until a slot is free.
+  void cancel(const std::shared_ptr<Job>& job) {
+    job->cancelled = true;
+    {
+      std::lock_guard<std::mutex> lock(qmu);
+      auto it = std::find(queue.begin(), queue.end(), job);
+      if (it == queue.end()) return;  // running (or done): the slot counts it
+      queue.erase(it);
+    }
+    {
+      std::lock_guard<std::mutex> lock(metrics.mu);
+      ++metrics.cancelled;
+    }
+    job->finish(ApiError(499, "request cancelled", "cancelled"));
   }
 
   void check_model(const std::string& name) const {
@@ -494,13 +632,14 @@ struct Server::Impl {
     return it->second;
   }
 
-  void check_context(int64_t n_tokens, const char* what) const {
+  // param: the field that holds the text (prompt, messages, text).
+  void check_context(int64_t n_tokens, const char* what, const char* param) const {
     if (ctx_limit > 0 && n_tokens > ctx_limit)
       throw ApiError(400,
                      std::string(what) + " is " + std::to_string(n_tokens) + " tokens, more than this server's context of " +
                          std::to_string(ctx_limit) + " tokens: shorten it, or restart the server with a larger -c/--ctx-size "
                          "(past the trained context add RoPE scaling, e.g. --rope-scaling yarn --rope-scale 4)",
-                     "invalid_request_error", "messages", "context_length_exceeded");
+                     "invalid_request_error", param, "context_length_exceeded");
   }
 
   void check_ids(const std::vector<int32_t>& ids) const {
@@ -521,9 +660,9 @@ struct Server::Impl {
 
   // ---------------------------------------------------------------- completions
 
-  void completion(const httplib::Request& req, httplib::Response& res, bool chat) {
+  void completion(const httplib::Request& req, const std::string& body, httplib::Response& res, bool chat) {
     auto job = std::make_shared<Job>();
-    job->req = parse_completion_request(req.body, chat, opt.limits);
+    job->req = parse_completion_request(body, chat, opt.limits);
     CompletionRequest& rq = job->req;
     check_model(rq.model);
     if (!rq.document.empty()) job->doc = find_document(rq.document);
@@ -564,7 +703,7 @@ struct Server::Impl {
       if (q.ids.empty())
         throw ApiError(400, "the prompt is empty: give at least one token of text after the document", "invalid_request_error",
                        chat ? "messages" : "prompt", "invalid_value");
-      check_context(doc_tokens + int64_t(q.ids.size()), "the prompt");
+      check_context(doc_tokens + int64_t(q.ids.size()), "the prompt", chat ? "messages" : "prompt");
       n_prompt += doc_tokens + int64_t(q.ids.size());
     }
     const int n_choices = rq.n * int(job->prompts.size());
@@ -583,7 +722,7 @@ struct Server::Impl {
     };
 
     if (!rq.stream) {
-      job->wait();
+      wait_or_cancel(job, req);
       if (job->error) throw *job->error;
       json choices = json::array();
       for (int i = 0; i < n_choices; ++i) {
@@ -706,8 +845,8 @@ struct Server::Impl {
             {"cache_bytes", d.session->cache_bytes()}};
   }
 
-  void create_document(const httplib::Request& req, httplib::Response& res) {
-    json j = json::parse(req.body, nullptr, false);
+  void create_document(const httplib::Request& req, const std::string& body, httplib::Response& res) {
+    json j = json::parse(body, nullptr, false);
     if (j.is_discarded() || !j.is_object())
       throw ApiError(400, "the request body must be a JSON object {\"text\": ...}", "invalid_request_error", "", "invalid_json");
     auto t = j.find("text");
@@ -724,8 +863,8 @@ struct Server::Impl {
     auto job = std::make_shared<Job>();
     job->kind = Job::Kind::Ingest;
     job->prompt_ids = model->tokenize(t->get<std::string>(), true);
-    check_context(int64_t(job->prompt_ids.size()), "the document");
-    queue_or_429(job)->wait();
+    check_context(int64_t(job->prompt_ids.size()), "the document", "text");
+    wait_or_cancel(queue_or_429(job), req);
     if (job->error) throw *job->error;
     log("document %s: %s tokens\n", job->ingested->id, std::to_string(job->ingested->n_tokens));
     send_json(res, 200, document_json(*job->ingested));
@@ -808,8 +947,8 @@ struct Server::Impl {
   // vLLM's {"prompt", "add_special_tokens"}; answers {"tokens", "count", "max_model_len"}
   // (pieces as {"id", "piece"} with with_pieces). BOS is added only when asked, as both servers
   // default; special-token text ("</s>") is that token unless "parse_special": false.
-  void tokenize(const httplib::Request& req, httplib::Response& res) {
-    const json j = parse_object(req.body, "{\"content\": TEXT}");
+  void tokenize(const std::string& body, httplib::Response& res) {
+    const json j = parse_object(body, "{\"content\": TEXT}");
     const char* key = j.contains("content") ? "content" : "prompt";
     auto t = j.find(key);
     if (t == j.end() || t->is_null())
@@ -834,8 +973,8 @@ struct Server::Impl {
 
   // POST /detokenize: {"tokens": [ids]} -> {"content": TEXT} (llama.cpp's and vLLM's shape,
   // vLLM's key "prompt" in the answer too).
-  void detokenize(const httplib::Request& req, httplib::Response& res) {
-    const json j = parse_object(req.body, "{\"tokens\": [ids]}");
+  void detokenize(const std::string& body, httplib::Response& res) {
+    const json j = parse_object(body, "{\"tokens\": [ids]}");
     auto t = j.find("tokens");
     if (t == j.end() || !t->is_array())
       throw ApiError(400, "'tokens' is required: an array of token ids", "invalid_request_error", "tokens",
@@ -859,6 +998,13 @@ struct Server::Impl {
 
   void routes() {
     http.set_payload_max_length(opt.max_body_bytes);
+    // SO_REUSEADDR only, so a restart binds while old connections linger in TIME_WAIT.
+    // httplib's default sets SO_REUSEPORT instead, with which a second server on a port in
+    // use also "listens" and the kernel splits the connections between the two.
+    http.set_socket_options([](socket_t sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
     const size_t n_http = size_t(opt.parallel + opt.queue_size + 8);
     http.new_task_queue = [n_http] { return new httplib::ThreadPool(n_http); };
 
@@ -866,11 +1012,16 @@ struct Server::Impl {
       const bool guarded_path = req.path.rfind("/v1/", 0) == 0 || req.path == "/tokenize" || req.path == "/detokenize" ||
                                 req.path == "/tokenizer_info";
       if (opt.api_key.empty() || !guarded_path) return httplib::Server::HandlerResponse::Unhandled;
-      const std::string want = "Bearer " + opt.api_key;
       const std::string got = req.get_header_value("Authorization");
-      bool ok = got.size() == want.size();
+      // "Bearer KEY"; the scheme is case-insensitive (RFC 7235 2.1), the key is not.
+      std::string scheme = got.substr(0, std::min(got.find(' '), got.size()));
+      for (auto& c : scheme) c = char(std::tolower(static_cast<unsigned char>(c)));
+      const size_t at = got.find_first_not_of(' ', scheme.size());
+      const std::string key = scheme == "bearer" && at != std::string::npos ? got.substr(at) : std::string();
+      const std::string& want = opt.api_key;
+      bool ok = key.size() == want.size();
       unsigned diff = 0;  // compare every byte: the time does not tell how much matched
-      for (size_t i = 0; ok && i < want.size(); ++i) diff |= unsigned(got[i] ^ want[i]);
+      for (size_t i = 0; ok && i < want.size(); ++i) diff |= unsigned(key[i] ^ want[i]);
       if (ok && diff == 0) return httplib::Server::HandlerResponse::Unhandled;
       send_error(res, ApiError(401,
                                got.empty() ? "missing API key: send the header 'Authorization: Bearer KEY'"
@@ -878,12 +1029,38 @@ struct Server::Impl {
                                "invalid_request_error", "", "invalid_api_key"));
       return httplib::Server::HandlerResponse::Handled;
     });
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    // httplib's own errors (before or instead of a handler) get a message that says what to fix.
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;  // our own JSON error
-      const std::string msg = res.status == 404 ? "no route " + req.method + " " + req.path + ": see docs/SERVER.md for the endpoints"
-                              : res.status == 413 ? "the request body is too large"
-                                                  : "request failed with HTTP status " + std::to_string(res.status);
-      res.set_content(dump(error_body(msg, "invalid_request_error", "", res.status == 404 ? "not_found" : "")), "application/json");
+      std::string msg, code;
+      switch (res.status) {
+        case 404:
+          msg = "no route " + req.method + " " + req.path + ": see docs/SERVER.md for the endpoints";
+          code = "not_found";
+          break;
+        case 400:
+          // No path: the request line did not parse (httplib sets the path last).
+          msg = req.path.empty() ? "malformed HTTP request line: expected 'METHOD /path HTTP/1.1' (plain HTTP, not HTTPS)"
+                                 : "malformed HTTP request: check the headers, and send a JSON body with a Content-Length (or "
+                                   "chunked encoding), uncompressed or gzip / deflate / br";
+          code = "bad_request";
+          break;
+        case 413:
+          msg = "the request body is larger than this server's limit of " + std::to_string(opt.max_body_bytes >> 20) + " MiB";
+          code = "request_too_large";
+          break;
+        case 414:
+          msg = "the request URI is longer than 8192 bytes: send parameters in the JSON body";
+          code = "uri_too_long";
+          break;
+        case 415:
+          msg = "unsupported Content-Encoding '" + req.get_header_value("Content-Encoding") + "': send the body uncompressed";
+          code = "unsupported_media_type";
+          break;
+        default:
+          msg = "request failed with HTTP status " + std::to_string(res.status);
+      }
+      res.set_content(dump(error_body(msg, "invalid_request_error", "", code)), "application/json");
     });
     http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
       std::string msg = "internal error";
@@ -904,8 +1081,8 @@ struct Server::Impl {
         std::fprintf(stderr, "%s %s %d\n", req.method.c_str(), req.path.c_str(), res.status);
     });
 
-    http.Post("/v1/completions", guarded([this](const auto& q, auto& r) { completion(q, r, false); }));
-    http.Post("/v1/chat/completions", guarded([this](const auto& q, auto& r) { completion(q, r, true); }));
+    http.Post("/v1/completions", with_body([this](const auto& q, const auto& b, auto& r) { completion(q, b, r, false); }));
+    http.Post("/v1/chat/completions", with_body([this](const auto& q, const auto& b, auto& r) { completion(q, b, r, true); }));
     http.Get("/v1/models", guarded([this](const auto&, auto& r) {
       send_json(r, 200, {{"object", "list"}, {"data", json::array({model_json()})}});
     }));
@@ -913,7 +1090,7 @@ struct Server::Impl {
       check_model(q.matches[1].str());
       send_json(r, 200, model_json());
     }));
-    http.Post("/v1/documents", guarded([this](const auto& q, auto& r) { create_document(q, r); }));
+    http.Post("/v1/documents", with_body([this](const auto& q, const auto& b, auto& r) { create_document(q, b, r); }));
     http.Get("/v1/documents", guarded([this](const auto&, auto& r) {
       json data = json::array();
       std::lock_guard<std::mutex> lock(dmu);
@@ -932,8 +1109,8 @@ struct Server::Impl {
       }
       send_json(r, 200, {{"id", id}, {"object", "document"}, {"deleted", true}});
     }));
-    http.Post("/tokenize", guarded([this](const auto& q, auto& r) { tokenize(q, r); }));
-    http.Post("/detokenize", guarded([this](const auto& q, auto& r) { detokenize(q, r); }));
+    http.Post("/tokenize", with_body([this](const auto&, const auto& b, auto& r) { tokenize(b, r); }));
+    http.Post("/detokenize", with_body([this](const auto&, const auto& b, auto& r) { detokenize(b, r); }));
     http.Get("/tokenizer_info", guarded([this](const auto&, auto& r) { send_json(r, 200, tokenizer_info()); }));
     http.Get("/health", guarded([this](const auto&, auto& r) {
       std::lock_guard<std::mutex> lock(qmu);

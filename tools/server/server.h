@@ -5,8 +5,8 @@
 // queue (full: 429). One of --parallel worker threads ("slots"), each with its own Session on
 // the shared Model, runs it: feed the prompt (or a clone() of a stored document's session),
 // generate with a streaming callback that pushes text events to the job; the HTTP thread
-// turns them into one JSON response or server-sent events. A client that disconnects while
-// streaming cancels its job (the callback returns false). See docs/SERVER.md.
+// turns them into one JSON response or server-sent events. A client that disconnects cancels
+// its job (the callback returns false). See docs/SERVER.md.
 #pragma once
 #include <functional>
 #include <memory>
