@@ -2,6 +2,7 @@
 // that names the problem — never a crash (this binary also runs under ASan/UBSan in CI).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -233,6 +234,81 @@ TEST(Loader, OffsetsPastEnd) {
   st.replace(p + 16, 1, "9");  // first digit of the first offset: now far beyond the data
   write(d / "model.safetensors", st);
   EXPECT_FALSE(load_error(d).empty());
+}
+
+// The fixture's safetensors header (JSON text) and data, to rewrite the header of a copy.
+std::pair<std::string, std::string> split_safetensors(const fs::path& file) {
+  const std::string full = read_file(file.string());
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | uint8_t(full[size_t(i)]);
+  return {full.substr(8, size_t(hlen)), full.substr(8 + size_t(hlen))};
+}
+void write_safetensors(const fs::path& file, const std::string& header, const std::string& data) {
+  std::string out(8, '\0');
+  for (int b = 0; b < 8; ++b) out[size_t(b)] = char((uint64_t(header.size()) >> (8 * b)) & 0xff);
+  write(file, out + header + data);
+}
+
+// A tensor named twice: nlohmann would keep one silently; the reference reader refuses it.
+TEST(Loader, DuplicateTensorName) {
+  auto d = copy_model("llama_mha", "duptensor");
+  const auto [header, data] = split_safetensors(d / "model.safetensors");
+  const nlohmann::json h = nlohmann::json::parse(header);
+  ASSERT_EQ(header[0], '{');
+  write_safetensors(d / "model.safetensors",
+                    "{\"model.norm.weight\":" + h["model.norm.weight"].dump() + "," + header.substr(1), data);
+  EXPECT_NE(load_error(d).find("tensor 'model.norm.weight' is listed twice"), std::string::npos) << load_error(d);
+  // A key repeated inside one entry is as ambiguous.
+  nlohmann::json e = h["model.norm.weight"];
+  std::string entry = e.dump();
+  entry.insert(1, "\"dtype\":\"F16\",");
+  nlohmann::json rest = h;
+  rest.erase("model.norm.weight");
+  write_safetensors(d / "model.safetensors", "{\"model.norm.weight\":" + entry + "," + rest.dump().substr(1), data);
+  EXPECT_NE(load_error(d).find("key 'dtype' appears twice"), std::string::npos) << load_error(d);
+}
+
+// Tensors sharing bytes are refused with both names; reversed offsets are called reversed; a
+// gap between tensors (as a writer that aligns tensors leaves) still loads.
+TEST(Loader, OverlappingAndReversedOffsets) {
+  auto d = copy_model("llama_mha", "overlap");
+  const auto [header, data] = split_safetensors(d / "model.safetensors");
+  const nlohmann::json h = nlohmann::json::parse(header);
+  const std::string a = "model.layers.0.input_layernorm.weight", b = "model.layers.1.input_layernorm.weight";
+  nlohmann::json j = h;
+  j[a]["data_offsets"] = h[b]["data_offsets"];
+  write_safetensors(d / "model.safetensors", j.dump(), data);
+  std::string err = load_error(d);
+  EXPECT_NE(err.find("overlap"), std::string::npos) << err;
+  EXPECT_NE(err.find("'" + a + "'"), std::string::npos) << err;
+  EXPECT_NE(err.find("'" + b + "'"), std::string::npos) << err;
+  // Partly overlapping: a range shifted by one element into its neighbour.
+  j = h;
+  const uint64_t b0 = h[b]["data_offsets"][0].get<uint64_t>(), b1 = h[b]["data_offsets"][1].get<uint64_t>();
+  j[b]["data_offsets"] = {b0 - 4, b1 - 4};
+  write_safetensors(d / "model.safetensors", j.dump(), data);
+  EXPECT_NE(load_error(d).find("overlap"), std::string::npos) << load_error(d);
+  j = h;
+  j[b]["data_offsets"] = {b1, b0};
+  write_safetensors(d / "model.safetensors", j.dump(), data);
+  err = load_error(d);
+  EXPECT_NE(err.find("reversed"), std::string::npos) << err;
+  EXPECT_EQ(err.find("past the end"), std::string::npos) << err;
+  // Gaps: every tensor moved 64 bytes further than the last, the data padded to match.
+  j = h;
+  std::vector<std::pair<uint64_t, std::string>> order;
+  for (auto it = h.begin(); it != h.end(); ++it)
+    if (it.key() != "__metadata__") order.emplace_back(it.value()["data_offsets"][0].get<uint64_t>(), it.key());
+  std::sort(order.begin(), order.end());
+  std::string gapped;
+  for (const auto& [begin, name] : order) {
+    gapped.append(64, '\0');
+    const uint64_t n = h[name]["data_offsets"][1].get<uint64_t>() - begin;
+    j[name]["data_offsets"] = {gapped.size(), gapped.size() + n};
+    gapped += data.substr(size_t(begin), size_t(n));
+  }
+  write_safetensors(d / "model.safetensors", j.dump(), gapped);
+  EXPECT_EQ(load_error(d), "");
 }
 
 // Random bit flips in the header and data: any outcome but a crash is acceptable (an error,
