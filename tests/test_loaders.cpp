@@ -332,10 +332,11 @@ TEST(Loader, BitFlipsNeverCrash) {
   }
 }
 
-TEST(Loader, ShardedIndex) {
-  // Split the fixture's tensors into two shards with an index, as save_pretrained does.
+// Splits llama_mha's tensors into two shards with an index in tmp_dir()/tag, as save_pretrained
+// does; returns the index.
+nlohmann::json write_sharded(const std::string& tag) {
   auto src = lcx::open_safetensors((model_dir("llama_mha") / "model.safetensors").string());
-  const fs::path d = fs::path(tmp_dir()) / "sharded";
+  const fs::path d = fs::path(tmp_dir()) / tag;
   fs::remove_all(d);
   fs::create_directories(d);
   fs::copy_file(model_dir("llama_mha") / "config.json", d / "config.json");
@@ -360,10 +361,41 @@ TEST(Loader, ShardedIndex) {
     write(d / files[size_t(s)].first, out + h + data[s]);
   }
   write(d / "model.safetensors.index.json", index.dump());
+  return index;
+}
+
+TEST(Loader, ShardedIndex) {
+  write_sharded("sharded");
+  const fs::path d = fs::path(tmp_dir()) / "sharded";
   auto a = lcx::load_model(model_dir("llama_mha").string());
   auto b = lcx::load_model(d.string());
   ASSERT_EQ(a->weights.layers.size(), b->weights.layers.size());
   EXPECT_EQ(0, std::memcmp(a->weights.layers[1].w_down.data, b->weights.layers[1].w_down.data, a->weights.layers[1].w_down.nbytes));
+}
+
+// An index that disagrees with its shards names the shard and the tensor.
+TEST(Loader, ShardIndexDisagreesWithShards) {
+  nlohmann::json index = write_sharded("sharded_mismatch");
+  const fs::path d = fs::path(tmp_dir()) / "sharded_mismatch";
+  const std::string name = index["weight_map"].begin().key();
+  const std::string right = index["weight_map"][name].get<std::string>();
+  const std::string wrong = right == "model-00001-of-00002.safetensors" ? "model-00002-of-00002.safetensors"
+                                                                          : "model-00001-of-00002.safetensors";
+  nlohmann::json j = index;
+  j["weight_map"][name] = wrong;
+  write(d / "model.safetensors.index.json", j.dump());
+  std::string err = load_error(d);
+  EXPECT_NE(err.find("names shard '" + wrong + "' for tensor '" + name + "' but that shard does not contain it: it is in '" +
+                     right + "'"),
+            std::string::npos)
+      << err;
+  j = index;
+  j["weight_map"]["model.layers.9.mlp.up_proj.weight"] = right;
+  write(d / "model.safetensors.index.json", j.dump());
+  err = load_error(d);
+  EXPECT_NE(err.find("for tensor 'model.layers.9.mlp.up_proj.weight' but that shard does not contain it (nor does any other)"),
+            std::string::npos)
+      << err;
 }
 
 // A broken index names the file and the problem.

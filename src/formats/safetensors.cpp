@@ -110,6 +110,8 @@ SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
   const fs::path single = fs::path(dir) / "model.safetensors";
   const fs::path index = fs::path(dir) / "model.safetensors.index.json";
   std::vector<std::string> shards;
+  std::map<std::string, std::string> listed;  // weight_map: tensor -> shard
+  std::string index_where;
   if (fs::exists(index)) {
     // Quoted once: "'" + path + ... per message made g++ 12 warn (-Wrestrict, a false positive).
     const std::string where = std::string("'").append(index.string()).append("'");
@@ -128,7 +130,9 @@ SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
       if (shard.find('/') != std::string::npos || shard.find("..") != std::string::npos)
         fail(where + ": shard name '" + shard + "' must be a plain file name");
       names.insert(shard);
+      listed[it.key()] = shard;
     }
+    index_where = where;
     shards.assign(names.begin(), names.end());
     if (shards.empty()) fail(where + " lists no shards");
   } else if (fs::exists(single)) {
@@ -137,13 +141,27 @@ SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
     fail("no model.safetensors or model.safetensors.index.json in '" + dir +
          "': pass a Hugging Face model directory or a .gguf file");
   }
+  std::map<std::string, std::string> found;  // tensor -> shard that holds it
   for (const auto& s : shards) {
     SafetensorsFile f = open_safetensors((fs::path(dir) / s).string(), how);
     for (auto& [name, v] : f.tensors) {
       if (set.tensors.count(name)) fail("tensor '" + name + "' appears in more than one shard of '" + dir + "'");
       set.tensors[name] = v;
+      found[name] = s;
     }
     set.files.push_back(f.file);
+  }
+  // An index that disagrees with its shards means mismatched files (a shard from another save);
+  // without this check the tensor would only be reported as missing or unexpected later.
+  // Tensors a shard holds beyond the index still load, as transformers loads whole shards.
+  for (const auto& [name, shard] : listed) {
+    auto it = found.find(name);
+    if (it == found.end())
+      fail(index_where + " names shard '" + shard + "' for tensor '" + name +
+           "' but that shard does not contain it (nor does any other): the index and the shards are from different saves");
+    if (it->second != shard)
+      fail(index_where + " names shard '" + shard + "' for tensor '" + name + "' but that shard does not contain it: it is in '" +
+           it->second + "' (the index and the shards are from different saves)");
   }
   return set;
 }
