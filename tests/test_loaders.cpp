@@ -453,3 +453,17 @@ TEST(HfConfig, RefusedWithTheKeyNamed) {
   lr["rope_scaling"].erase("long_factor");
   EXPECT_NE(parse_error(lr).find("needs a 'long_factor' list"), std::string::npos) << parse_error(lr);
 }
+
+// A config without a shape key says which key is missing (not "hidden_size must be > 0").
+TEST(HfConfig, MissingShapeKeyIsNamed) {
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {
+    nlohmann::json j = fixture_json("llama_mha");
+    j.erase(key);
+    EXPECT_NE(parse_error(j).find(std::string("key '") + key + "' is missing"), std::string::npos) << parse_error(j);
+    EXPECT_NE(parse_error(j).find("save_pretrained"), std::string::npos) << parse_error(j);
+    j[key] = nullptr;
+    EXPECT_NE(parse_error(j).find(std::string("key '") + key + "' is missing"), std::string::npos) << parse_error(j);
+  }
+  EXPECT_NE(parse_error(nlohmann::json::object()).find("is missing"), std::string::npos)
+      << parse_error(nlohmann::json::object());
+}

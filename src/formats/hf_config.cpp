@@ -160,6 +160,11 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
     c.mlp_bias = get_or<bool>(j, "mlp_bias", false, where);
   }
 
+  // LlamaConfig has defaults for these (the 7B shapes), but a checkpoint's config.json always
+  // lists them: one without them is not the file save_pretrained wrote for these weights.
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"})
+    if (!j.contains(key) || j[key].is_null())
+      fail(where + ": key '" + key + "' is missing; the file should be the config.json that save_pretrained wrote for this checkpoint");
   c.n_vocab = get_or<int64_t>(j, "vocab_size", 32000, where);
   c.n_embd = get_or<int64_t>(j, "hidden_size", 0, where);
   c.n_ff = get_or<int64_t>(j, "intermediate_size", 0, where);
