@@ -467,3 +467,32 @@ TEST(HfConfig, MissingShapeKeyIsNamed) {
   EXPECT_NE(parse_error(nlohmann::json::object()).find("is missing"), std::string::npos)
       << parse_error(nlohmann::json::object());
 }
+
+// Absurd shapes are refused by name before anything is sized by them (num_hidden_layers = 10^9
+// ended in std::bad_alloc), and shapes whose product passes any model are refused as a whole.
+TEST(HfConfig, ImplausibleShapesRefused) {
+  for (auto [key, value] : {std::pair{"num_hidden_layers", int64_t(1000000000)}, {"hidden_size", int64_t(1) << 40},
+                            {"intermediate_size", int64_t(1) << 40}, {"num_attention_heads", int64_t(1) << 40},
+                            {"vocab_size", int64_t(1) << 40}, {"head_dim", int64_t(1) << 40}}) {
+    nlohmann::json j = fixture_json("llama_mha");
+    j[key] = value;
+    if (std::string(key) == "num_attention_heads") j["num_key_value_heads"] = value;
+    const std::string err = parse_error(j);
+    EXPECT_NE(err.find(std::string(key) + " = " + std::to_string(value) + " is implausibly large"), std::string::npos)
+        << key << ": " << err;
+  }
+  // Each within its cap, together 2^16 layers of 2^20 x 2^22 matrices.
+  nlohmann::json j = fixture_json("llama_mha");
+  j["num_hidden_layers"] = 1 << 16;
+  j["hidden_size"] = 1 << 20;
+  j["intermediate_size"] = 1 << 22;
+  j["num_attention_heads"] = j["num_key_value_heads"] = 1 << 10;
+  j.erase("head_dim");
+  EXPECT_NE(parse_error(j).find("parameters, far more than any model"), std::string::npos) << parse_error(j);
+  // The whole load path: an error naming the key, not std::bad_alloc.
+  auto d = copy_model("llama_mha", "hugelayers");
+  j = fixture_json("llama_mha");
+  j["num_hidden_layers"] = 1000000000;
+  write(d / "config.json", j.dump());
+  EXPECT_NE(load_error(d).find("num_hidden_layers = 1000000000 is implausibly large"), std::string::npos) << load_error(d);
+}

@@ -209,7 +209,11 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
              "]); use null for no grouping");
     }
   }
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(where + ": " + e.what());  // which file, as the GGUF loader says
+  }
   return c;
 }
 
