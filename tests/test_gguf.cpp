@@ -745,6 +745,33 @@ TEST(GgufErrors, OverlappingTensorData) {
   }
 }
 
+// Values config.json refuses are refused in GGUF files too (ModelConfig::validate).
+TEST(GgufErrors, LastContextLengthAndTokenIds) {
+  auto m = synthetic_model();
+  const std::string good = tmp_dir() + "/lcl_src.gguf";
+  RemoveOnExit cleanup_good{good};
+  convert_to_gguf(*m, good, DType::F32);
+  const std::string p = tmp_dir() + "/lcl.gguf";
+  RemoveOnExit cleanup_p{p};
+  auto expect_error = [&](const std::string& what) {
+    try {
+      gguf_read_config(GgufFile::open(p));
+      ADD_FAILURE() << "accepted; expected an error mentioning '" << what << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+    }
+  };
+  for (uint32_t bad : {0u, (1u << 30) + 1, 0xffffffffu}) {
+    rewrite(good, p, [&](GgufWriter& w) { w.set_u32("longllama.last_context_length", bad); });
+    expect_error("last_context_length must be in [1, 2^30], got " + std::to_string(bad));
+  }
+  rewrite(good, p, [](GgufWriter& w) { w.set_u32("tokenizer.ggml.bos_token_id", 99999); });
+  expect_error("bos_token_id 99999 is outside the vocabulary");
+  rewrite(good, p, [](GgufWriter& w) { w.set_u32("longllama.last_context_length", 1u << 30); });
+  EXPECT_EQ(gguf_read_config(GgufFile::open(p)).mem.last_context_length, int64_t(1) << 30);
+}
+
 TEST(GgufErrors, ShapeAndTensorSetMismatch) {
   auto m = synthetic_model();
   const std::string good = tmp_dir() + "/mm_src.gguf";

@@ -496,3 +496,36 @@ TEST(HfConfig, ImplausibleShapesRefused) {
   write(d / "config.json", j.dump());
   EXPECT_NE(load_error(d).find("num_hidden_layers = 1000000000 is implausibly large"), std::string::npos) << load_error(d);
 }
+
+// Token ids must name a token (the GGUF loader already refused the same); null keeps LLaMA's
+// defaults, as before. LongLLaMA's last_context_length must fit a cache.
+TEST(HfConfig, TokenIdsAndLastContextLengthChecked) {
+  const nlohmann::json good = fixture_json("llama_mha");
+  auto with = [&](const char* key, nlohmann::json value) {
+    nlohmann::json j = good;
+    j[key] = std::move(value);
+    return j;
+  };
+  EXPECT_NE(parse_error(with("bos_token_id", 99999)).find("bos_token_id 99999 is outside the vocabulary [0, 32000)"),
+            std::string::npos)
+      << parse_error(with("bos_token_id", 99999));
+  EXPECT_NE(parse_error(with("eos_token_id", 32000)).find("eos_token_id 32000 is outside the vocabulary"), std::string::npos)
+      << parse_error(with("eos_token_id", 32000));
+  for (const auto& [key, value] : {std::pair{"bos_token_id", nlohmann::json(-1)}, {"eos_token_id", nlohmann::json(-5)},
+                                   {"eos_token_id", nlohmann::json::array({2, -1})}}) {
+    const std::string err = parse_error(with(key, value));
+    EXPECT_NE(err.find(std::string(key) + " -"), std::string::npos) << err;
+    EXPECT_NE(err.find("is negative"), std::string::npos) << err;
+  }
+  const lcx::ModelConfig nulls = lcx::parse_hf_config(with("bos_token_id", nullptr).dump(), "config.json");
+  EXPECT_EQ(nulls.bos_id, 1);
+  EXPECT_EQ(lcx::parse_hf_config(with("eos_token_id", nullptr).dump(), "config.json").eos_id, 2);
+  EXPECT_EQ(lcx::parse_hf_config(with("eos_token_id", {2, 7}).dump(), "config.json").eog_ids, (std::vector<int32_t>{7}));
+
+  for (int64_t bad : {int64_t(0), int64_t(-16), (int64_t(1) << 30) + 1}) {
+    nlohmann::json ll = fixture_json("longllama_mem");
+    ll["last_context_length"] = bad;
+    EXPECT_NE(parse_error(ll).find("last_context_length must be in [1, 2^30], got " + std::to_string(bad)), std::string::npos)
+        << parse_error(ll);
+  }
+}

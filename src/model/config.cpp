@@ -51,7 +51,14 @@ void ModelConfig::validate() const {
        "hidden_size, intermediate_size, num_hidden_layers, num_attention_heads, head_dim or vocab_size is corrupt");
   for (int l : mem.layers)
     need(l >= 0 && l < n_layer, "mem_layers entry " + std::to_string(l) + " is not a layer index");
-  need(mem.last_context_length > 0, "last_context_length must be > 0");
+  // Tokens of a prompt's end kept in the local cache: past 2^30 it could never be filled.
+  need(mem.last_context_length > 0 && mem.last_context_length <= (int64_t(1) << 30),
+       "last_context_length must be in [1, 2^30], got " + std::to_string(mem.last_context_length));
+  // -1 is "none" in GGUF files (llama.cpp's LLAMA_TOKEN_NULL); config.json refuses negatives
+  // itself. Other ids must name a token, as the GGUF vocabulary reader requires.
+  for (auto [id, key] : {std::pair{bos_id, "bos_token_id"}, {eos_id, "eos_token_id"}})
+    need(id >= -1 && id < n_vocab, std::string(key) + " " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                       std::to_string(n_vocab) + ") (vocab_size)");
   need(mem.dtype == DType::F32 || mem.dtype == DType::BF16 || mem.dtype == DType::F16 ||
            mem.dtype == DType::Q8_0,
        "mem_dtype must be float32, bfloat16, float16 or q8_0");
