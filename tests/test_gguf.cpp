@@ -698,6 +698,80 @@ TEST(GgufErrors, TensorOffsetPastEndAndUnknownType) {
   }
 }
 
+// Tensors sharing bytes load garbage: refused with both tensors named, whether two offsets
+// coincide or a type implies more bytes than lie before the next tensor.
+TEST(GgufErrors, OverlappingTensorData) {
+  auto m = synthetic_model();
+  const std::string good = tmp_dir() + "/overlap_src.gguf";
+  RemoveOnExit cleanup_good{good};
+  convert_to_gguf(*m, good, DType::Q8_0);
+  const std::string bytes = read_bytes(good);
+  const std::string p = tmp_dir() + "/overlap.gguf";
+  RemoveOnExit cleanup_p{p};
+  const GgufFile g = GgufFile::open(good);
+  auto info = [&](const std::string& name) {
+    for (const GgufTensorInfo& ti : g.tensor_infos())
+      if (ti.name == name) return ti;
+    ADD_FAILURE() << name;
+    return GgufTensorInfo{};
+  };
+  auto expect_overlap = [&](const std::string& b, const std::string& a, const std::string& c) {
+    write_bytes(p, b);
+    try {
+      load_gguf(p);
+      ADD_FAILURE() << "overlapping tensors '" << a << "' and '" << c << "' accepted";
+    } catch (const Error& e) {
+      const std::string msg = e.what();
+      EXPECT_NE(msg.find("overlaps"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("'" + a + "'"), std::string::npos) << msg;
+      EXPECT_NE(msg.find("'" + c + "'"), std::string::npos) << msg;
+    }
+  };
+  // 2-D records: n_dims, ne[2], type, offset.
+  const std::string q = "blk.0.attn_q.weight", k = "blk.0.attn_k.weight";
+  ASSERT_EQ(info(q).dtype, DType::Q8_0);
+  ASSERT_LT(info(q).offset, info(k).offset);
+  {  // attn_k's offset moved onto attn_q's
+    std::string b = bytes;
+    const uint64_t off = info(q).offset;
+    std::memcpy(b.data() + tensor_info_pos(bytes, k) + 4 + 16 + 4, &off, 8);
+    expect_overlap(b, q, k);
+  }
+  {  // Q8_0 attn_q relabelled F16: twice the bytes, into attn_k
+    std::string b = bytes;
+    const uint32_t f16 = kGgmlF16;
+    std::memcpy(b.data() + tensor_info_pos(bytes, q) + 4 + 16, &f16, 4);
+    expect_overlap(b, q, k);
+  }
+}
+
+// Values config.json refuses are refused in GGUF files too (ModelConfig::validate).
+TEST(GgufErrors, LastContextLengthAndTokenIds) {
+  auto m = synthetic_model();
+  const std::string good = tmp_dir() + "/lcl_src.gguf";
+  RemoveOnExit cleanup_good{good};
+  convert_to_gguf(*m, good, DType::F32);
+  const std::string p = tmp_dir() + "/lcl.gguf";
+  RemoveOnExit cleanup_p{p};
+  auto expect_error = [&](const std::string& what) {
+    try {
+      gguf_read_config(GgufFile::open(p));
+      ADD_FAILURE() << "accepted; expected an error mentioning '" << what << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+    }
+  };
+  for (uint32_t bad : {0u, (1u << 30) + 1, 0xffffffffu}) {
+    rewrite(good, p, [&](GgufWriter& w) { w.set_u32("longllama.last_context_length", bad); });
+    expect_error("last_context_length must be in [1, 2^30], got " + std::to_string(bad));
+  }
+  rewrite(good, p, [](GgufWriter& w) { w.set_u32("tokenizer.ggml.bos_token_id", 99999); });
+  expect_error("bos_token_id 99999 is outside the vocabulary");
+  rewrite(good, p, [](GgufWriter& w) { w.set_u32("longllama.last_context_length", 1u << 30); });
+  EXPECT_EQ(gguf_read_config(GgufFile::open(p)).mem.last_context_length, int64_t(1) << 30);
+}
+
 TEST(GgufErrors, ShapeAndTensorSetMismatch) {
   auto m = synthetic_model();
   const std::string good = tmp_dir() + "/mm_src.gguf";

@@ -2,6 +2,7 @@
 // that names the problem — never a crash (this binary also runs under ASan/UBSan in CI).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -235,6 +236,81 @@ TEST(Loader, OffsetsPastEnd) {
   EXPECT_FALSE(load_error(d).empty());
 }
 
+// The fixture's safetensors header (JSON text) and data, to rewrite the header of a copy.
+std::pair<std::string, std::string> split_safetensors(const fs::path& file) {
+  const std::string full = read_file(file.string());
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | uint8_t(full[size_t(i)]);
+  return {full.substr(8, size_t(hlen)), full.substr(8 + size_t(hlen))};
+}
+void write_safetensors(const fs::path& file, const std::string& header, const std::string& data) {
+  std::string out(8, '\0');
+  for (int b = 0; b < 8; ++b) out[size_t(b)] = char((uint64_t(header.size()) >> (8 * b)) & 0xff);
+  write(file, out + header + data);
+}
+
+// A tensor named twice: nlohmann would keep one silently; the reference reader refuses it.
+TEST(Loader, DuplicateTensorName) {
+  auto d = copy_model("llama_mha", "duptensor");
+  const auto [header, data] = split_safetensors(d / "model.safetensors");
+  const nlohmann::json h = nlohmann::json::parse(header);
+  ASSERT_EQ(header[0], '{');
+  write_safetensors(d / "model.safetensors",
+                    "{\"model.norm.weight\":" + h["model.norm.weight"].dump() + "," + header.substr(1), data);
+  EXPECT_NE(load_error(d).find("tensor 'model.norm.weight' is listed twice"), std::string::npos) << load_error(d);
+  // A key repeated inside one entry is as ambiguous.
+  nlohmann::json e = h["model.norm.weight"];
+  std::string entry = e.dump();
+  entry.insert(1, "\"dtype\":\"F16\",");
+  nlohmann::json rest = h;
+  rest.erase("model.norm.weight");
+  write_safetensors(d / "model.safetensors", "{\"model.norm.weight\":" + entry + "," + rest.dump().substr(1), data);
+  EXPECT_NE(load_error(d).find("key 'dtype' appears twice"), std::string::npos) << load_error(d);
+}
+
+// Tensors sharing bytes are refused with both names; reversed offsets are called reversed; a
+// gap between tensors (as a writer that aligns tensors leaves) still loads.
+TEST(Loader, OverlappingAndReversedOffsets) {
+  auto d = copy_model("llama_mha", "overlap");
+  const auto [header, data] = split_safetensors(d / "model.safetensors");
+  const nlohmann::json h = nlohmann::json::parse(header);
+  const std::string a = "model.layers.0.input_layernorm.weight", b = "model.layers.1.input_layernorm.weight";
+  nlohmann::json j = h;
+  j[a]["data_offsets"] = h[b]["data_offsets"];
+  write_safetensors(d / "model.safetensors", j.dump(), data);
+  std::string err = load_error(d);
+  EXPECT_NE(err.find("overlap"), std::string::npos) << err;
+  EXPECT_NE(err.find("'" + a + "'"), std::string::npos) << err;
+  EXPECT_NE(err.find("'" + b + "'"), std::string::npos) << err;
+  // Partly overlapping: a range shifted by one element into its neighbour.
+  j = h;
+  const uint64_t b0 = h[b]["data_offsets"][0].get<uint64_t>(), b1 = h[b]["data_offsets"][1].get<uint64_t>();
+  j[b]["data_offsets"] = {b0 - 4, b1 - 4};
+  write_safetensors(d / "model.safetensors", j.dump(), data);
+  EXPECT_NE(load_error(d).find("overlap"), std::string::npos) << load_error(d);
+  j = h;
+  j[b]["data_offsets"] = {b1, b0};
+  write_safetensors(d / "model.safetensors", j.dump(), data);
+  err = load_error(d);
+  EXPECT_NE(err.find("reversed"), std::string::npos) << err;
+  EXPECT_EQ(err.find("past the end"), std::string::npos) << err;
+  // Gaps: every tensor moved 64 bytes further than the last, the data padded to match.
+  j = h;
+  std::vector<std::pair<uint64_t, std::string>> order;
+  for (auto it = h.begin(); it != h.end(); ++it)
+    if (it.key() != "__metadata__") order.emplace_back(it.value()["data_offsets"][0].get<uint64_t>(), it.key());
+  std::sort(order.begin(), order.end());
+  std::string gapped;
+  for (const auto& [begin, name] : order) {
+    gapped.append(64, '\0');
+    const uint64_t n = h[name]["data_offsets"][1].get<uint64_t>() - begin;
+    j[name]["data_offsets"] = {gapped.size(), gapped.size() + n};
+    gapped += data.substr(size_t(begin), size_t(n));
+  }
+  write_safetensors(d / "model.safetensors", j.dump(), gapped);
+  EXPECT_EQ(load_error(d), "");
+}
+
 // Random bit flips in the header and data: any outcome but a crash is acceptable (an error,
 // or a successful load when the flip only touched weight values or JSON whitespace).
 TEST(Loader, BitFlipsNeverCrash) {
@@ -256,10 +332,11 @@ TEST(Loader, BitFlipsNeverCrash) {
   }
 }
 
-TEST(Loader, ShardedIndex) {
-  // Split the fixture's tensors into two shards with an index, as save_pretrained does.
+// Splits llama_mha's tensors into two shards with an index in tmp_dir()/tag, as save_pretrained
+// does; returns the index.
+nlohmann::json write_sharded(const std::string& tag) {
   auto src = lcx::open_safetensors((model_dir("llama_mha") / "model.safetensors").string());
-  const fs::path d = fs::path(tmp_dir()) / "sharded";
+  const fs::path d = fs::path(tmp_dir()) / tag;
   fs::remove_all(d);
   fs::create_directories(d);
   fs::copy_file(model_dir("llama_mha") / "config.json", d / "config.json");
@@ -284,10 +361,41 @@ TEST(Loader, ShardedIndex) {
     write(d / files[size_t(s)].first, out + h + data[s]);
   }
   write(d / "model.safetensors.index.json", index.dump());
+  return index;
+}
+
+TEST(Loader, ShardedIndex) {
+  write_sharded("sharded");
+  const fs::path d = fs::path(tmp_dir()) / "sharded";
   auto a = lcx::load_model(model_dir("llama_mha").string());
   auto b = lcx::load_model(d.string());
   ASSERT_EQ(a->weights.layers.size(), b->weights.layers.size());
   EXPECT_EQ(0, std::memcmp(a->weights.layers[1].w_down.data, b->weights.layers[1].w_down.data, a->weights.layers[1].w_down.nbytes));
+}
+
+// An index that disagrees with its shards names the shard and the tensor.
+TEST(Loader, ShardIndexDisagreesWithShards) {
+  nlohmann::json index = write_sharded("sharded_mismatch");
+  const fs::path d = fs::path(tmp_dir()) / "sharded_mismatch";
+  const std::string name = index["weight_map"].begin().key();
+  const std::string right = index["weight_map"][name].get<std::string>();
+  const std::string wrong = right == "model-00001-of-00002.safetensors" ? "model-00002-of-00002.safetensors"
+                                                                          : "model-00001-of-00002.safetensors";
+  nlohmann::json j = index;
+  j["weight_map"][name] = wrong;
+  write(d / "model.safetensors.index.json", j.dump());
+  std::string err = load_error(d);
+  EXPECT_NE(err.find("names shard '" + wrong + "' for tensor '" + name + "' but that shard does not contain it: it is in '" +
+                     right + "'"),
+            std::string::npos)
+      << err;
+  j = index;
+  j["weight_map"]["model.layers.9.mlp.up_proj.weight"] = right;
+  write(d / "model.safetensors.index.json", j.dump());
+  err = load_error(d);
+  EXPECT_NE(err.find("for tensor 'model.layers.9.mlp.up_proj.weight' but that shard does not contain it (nor does any other)"),
+            std::string::npos)
+      << err;
 }
 
 // A broken index names the file and the problem.
@@ -344,4 +452,80 @@ TEST(HfConfig, RefusedWithTheKeyNamed) {
   nlohmann::json lr = fixture_json("llama_rope_longrope");
   lr["rope_scaling"].erase("long_factor");
   EXPECT_NE(parse_error(lr).find("needs a 'long_factor' list"), std::string::npos) << parse_error(lr);
+}
+
+// A config without a shape key says which key is missing (not "hidden_size must be > 0").
+TEST(HfConfig, MissingShapeKeyIsNamed) {
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {
+    nlohmann::json j = fixture_json("llama_mha");
+    j.erase(key);
+    EXPECT_NE(parse_error(j).find(std::string("key '") + key + "' is missing"), std::string::npos) << parse_error(j);
+    EXPECT_NE(parse_error(j).find("save_pretrained"), std::string::npos) << parse_error(j);
+    j[key] = nullptr;
+    EXPECT_NE(parse_error(j).find(std::string("key '") + key + "' is missing"), std::string::npos) << parse_error(j);
+  }
+  EXPECT_NE(parse_error(nlohmann::json::object()).find("is missing"), std::string::npos)
+      << parse_error(nlohmann::json::object());
+}
+
+// Absurd shapes are refused by name before anything is sized by them (num_hidden_layers = 10^9
+// ended in std::bad_alloc), and shapes whose product passes any model are refused as a whole.
+TEST(HfConfig, ImplausibleShapesRefused) {
+  for (auto [key, value] : {std::pair{"num_hidden_layers", int64_t(1000000000)}, {"hidden_size", int64_t(1) << 40},
+                            {"intermediate_size", int64_t(1) << 40}, {"num_attention_heads", int64_t(1) << 40},
+                            {"vocab_size", int64_t(1) << 40}, {"head_dim", int64_t(1) << 40}}) {
+    nlohmann::json j = fixture_json("llama_mha");
+    j[key] = value;
+    if (std::string(key) == "num_attention_heads") j["num_key_value_heads"] = value;
+    const std::string err = parse_error(j);
+    EXPECT_NE(err.find(std::string(key) + " = " + std::to_string(value) + " is implausibly large"), std::string::npos)
+        << key << ": " << err;
+  }
+  // Each within its cap, together 2^16 layers of 2^20 x 2^22 matrices.
+  nlohmann::json j = fixture_json("llama_mha");
+  j["num_hidden_layers"] = 1 << 16;
+  j["hidden_size"] = 1 << 20;
+  j["intermediate_size"] = 1 << 22;
+  j["num_attention_heads"] = j["num_key_value_heads"] = 1 << 10;
+  j.erase("head_dim");
+  EXPECT_NE(parse_error(j).find("parameters, far more than any model"), std::string::npos) << parse_error(j);
+  // The whole load path: an error naming the key, not std::bad_alloc.
+  auto d = copy_model("llama_mha", "hugelayers");
+  j = fixture_json("llama_mha");
+  j["num_hidden_layers"] = 1000000000;
+  write(d / "config.json", j.dump());
+  EXPECT_NE(load_error(d).find("num_hidden_layers = 1000000000 is implausibly large"), std::string::npos) << load_error(d);
+}
+
+// Token ids must name a token (the GGUF loader already refused the same); null keeps LLaMA's
+// defaults, as before. LongLLaMA's last_context_length must fit a cache.
+TEST(HfConfig, TokenIdsAndLastContextLengthChecked) {
+  const nlohmann::json good = fixture_json("llama_mha");
+  auto with = [&](const char* key, nlohmann::json value) {
+    nlohmann::json j = good;
+    j[key] = std::move(value);
+    return j;
+  };
+  EXPECT_NE(parse_error(with("bos_token_id", 99999)).find("bos_token_id 99999 is outside the vocabulary [0, 32000)"),
+            std::string::npos)
+      << parse_error(with("bos_token_id", 99999));
+  EXPECT_NE(parse_error(with("eos_token_id", 32000)).find("eos_token_id 32000 is outside the vocabulary"), std::string::npos)
+      << parse_error(with("eos_token_id", 32000));
+  for (const auto& [key, value] : {std::pair{"bos_token_id", nlohmann::json(-1)}, {"eos_token_id", nlohmann::json(-5)},
+                                   {"eos_token_id", nlohmann::json::array({2, -1})}}) {
+    const std::string err = parse_error(with(key, value));
+    EXPECT_NE(err.find(std::string(key) + " -"), std::string::npos) << err;
+    EXPECT_NE(err.find("is negative"), std::string::npos) << err;
+  }
+  const lcx::ModelConfig nulls = lcx::parse_hf_config(with("bos_token_id", nullptr).dump(), "config.json");
+  EXPECT_EQ(nulls.bos_id, 1);
+  EXPECT_EQ(lcx::parse_hf_config(with("eos_token_id", nullptr).dump(), "config.json").eos_id, 2);
+  EXPECT_EQ(lcx::parse_hf_config(with("eos_token_id", {2, 7}).dump(), "config.json").eog_ids, (std::vector<int32_t>{7}));
+
+  for (int64_t bad : {int64_t(0), int64_t(-16), (int64_t(1) << 30) + 1}) {
+    nlohmann::json ll = fixture_json("longllama_mem");
+    ll["last_context_length"] = bad;
+    EXPECT_NE(parse_error(ll).find("last_context_length must be in [1, 2^30], got " + std::to_string(bad)), std::string::npos)
+        << parse_error(ll);
+  }
 }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -348,6 +349,23 @@ GgufFile GgufFile::open(const std::string& path, FileLoad how) {
     v.nbytes = ti.nbytes;
     v.data = g.file_->data() + g.data_offset_ + ti.offset;
     g.tensors_[ti.name] = v;
+  }
+  // Each tensor's bytes must end at or before the next tensor's start: a wrong type (a Q8_0
+  // tensor relabelled F16), shape or offset otherwise reads its neighbour's bytes as weights.
+  // Gaps are fine (writers pad each tensor to the alignment).
+  std::vector<const GgufTensorInfo*> by_offset;
+  by_offset.reserve(g.infos_.size());
+  for (const GgufTensorInfo& ti : g.infos_) by_offset.push_back(&ti);
+  std::stable_sort(by_offset.begin(), by_offset.end(),
+                   [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->offset < b->offset; });
+  for (size_t k = 1; k < by_offset.size(); ++k) {
+    const GgufTensorInfo& a = *by_offset[k - 1];
+    const GgufTensorInfo& b = *by_offset[k];
+    if (a.offset + a.nbytes > b.offset)
+      fail("'" + path + "': corrupt GGUF file: tensor '" + a.name + "' (" + ggml_type_name(a.ggml_type) + " " +
+           shape_str(a.shape) + ", " + std::to_string(a.nbytes) + " bytes at data offset " + std::to_string(a.offset) +
+           ") overlaps tensor '" + b.name + "' (at data offset " + std::to_string(b.offset) +
+           "): a tensor's type, shape or offset is wrong; re-convert or re-download the file");
   }
   return g;
 }

@@ -160,6 +160,11 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
     c.mlp_bias = get_or<bool>(j, "mlp_bias", false, where);
   }
 
+  // LlamaConfig has defaults for these (the 7B shapes), but a checkpoint's config.json always
+  // lists them: one without them is not the file save_pretrained wrote for these weights.
+  for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"})
+    if (!j.contains(key) || j[key].is_null())
+      fail(where + ": key '" + key + "' is missing; the file should be the config.json that save_pretrained wrote for this checkpoint");
   c.n_vocab = get_or<int64_t>(j, "vocab_size", 32000, where);
   c.n_embd = get_or<int64_t>(j, "hidden_size", 0, where);
   c.n_ff = get_or<int64_t>(j, "intermediate_size", 0, where);
@@ -173,14 +178,21 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   c.n_ctx_train = get_or<int64_t>(j, "max_position_embeddings", 2048, where);
   c.rms_eps = get_or<float>(j, "rms_norm_eps", 1e-6f, where);
   c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
-  c.bos_id = get_or<int32_t>(j, "bos_token_id", 1, where);
+  // Token ids: an int (eos_token_id also a list, Llama 3) or null (then LLaMA's 1 / 2).
+  // A negative id names no token; -1 means "none" only in GGUF files.
+  auto token_id = [&](const json& v, const char* key) {
+    const int32_t id = convert<int32_t>(v, where + ": " + key);
+    if (id < 0) fail(where + ": " + key + " " + std::to_string(id) + " is negative: use a token id or null");
+    return id;
+  };
+  c.bos_id = j.contains("bos_token_id") && !j["bos_token_id"].is_null() ? token_id(j["bos_token_id"], "bos_token_id") : 1;
   if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
-    c.eos_id = j["eos_token_id"].empty() ? 2 : convert<int32_t>(j["eos_token_id"][0], where + ": eos_token_id");
+    c.eos_id = j["eos_token_id"].empty() ? 2 : token_id(j["eos_token_id"][0], "eos_token_id");
     for (size_t k = 1; k < j["eos_token_id"].size(); ++k)
-      c.eog_ids.push_back(convert<int32_t>(j["eos_token_id"][k], where + ": eos_token_id"));
+      c.eog_ids.push_back(token_id(j["eos_token_id"][k], "eos_token_id"));
+  } else {
+    c.eos_id = j.contains("eos_token_id") && !j["eos_token_id"].is_null() ? token_id(j["eos_token_id"], "eos_token_id") : 2;
   }
-  else
-    c.eos_id = get_or<int32_t>(j, "eos_token_id", 2, where);
 
   c.rope.head_dim = c.head_dim;
   c.rope.theta = get_or<float>(j, "rope_theta", 10000.0f, where);
@@ -204,7 +216,11 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
              "]); use null for no grouping");
     }
   }
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail(where + ": " + e.what());  // which file, as the GGUF loader says
+  }
   return c;
 }
 
