@@ -814,5 +814,22 @@ TEST(GgufErrors, ShapeAndTensorSetMismatch) {
   expect_error("wavy");
 }
 
+// modeling_longllama.py asserts "Attention grouping should be positive"; so does the loader.
+TEST(GgufModel, NonPositiveAttentionGroupingRefused) {
+  auto hf = load_model(model_dir("longllama_grouped"));
+  const std::string out = tmp_dir() + "/grouped.gguf", bad = tmp_dir() + "/grouped_bad.gguf";
+  RemoveOnExit c1{out}, c2{bad};
+  convert_to_gguf(*hf, out, DType::F32);
+  rewrite(out, bad, [](GgufWriter& w) {
+    w.set("longllama.mem_attention_grouping", GgufValue::int_array(GgufType::I32, {0, 4}));
+  });
+  try {
+    load_gguf(bad);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must be positive"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace lcx

@@ -185,6 +185,9 @@ ModelConfig gguf_read_config(const GgufFile& g) {
       const auto grp = g.get_int_array("longllama.mem_attention_grouping");
       if (grp.size() != 2)
         fail("'" + path + "': longllama.mem_attention_grouping must hold 2 integers [single_batch_size, group_size]");
+      if (grp[0] <= 0 || grp[1] <= 0)  // modeling_longllama.py: "Attention grouping should be positive"
+        fail("'" + path + "': longllama.mem_attention_grouping values must be positive, got [" +
+             std::to_string(grp[0]) + ", " + std::to_string(grp[1]) + "]; leave the key out for no grouping");
       c.mem.attention_grouping_groups = grp[0];
       c.mem.attention_grouping_size = grp[1];
     }
