@@ -170,6 +170,22 @@ TEST(Cli, StdoutWriteErrorIsAnError) {
   EXPECT_NE(out.find("writing to standard output failed"), std::string::npos) << out;
 }
 
+// A tokenizer_config.json that is there but broken is named as broken, not as "no template".
+TEST(Cli, BrokenTokenizerConfigIsNamed) {
+  const fs::path d = fs::path(tmp_dir()) / "cli_tokcfg";
+  fs::remove_all(d);
+  fs::create_directories(d);
+  for (const auto& e : fs::directory_iterator(model())) fs::copy_file(e.path(), d / e.path().filename());
+  fs::copy_file(tok(), d / "tokenizer.model");
+  std::string out;
+  std::ofstream(d / "tokenizer_config.json") << "{bad";
+  EXPECT_NE(run("chat -m " + d.string() + " < /dev/null", &out), 0);
+  EXPECT_NE(out.find("is not valid JSON"), std::string::npos) << out;
+  std::ofstream(d / "tokenizer_config.json") << R"({"chat_template": 5})";
+  EXPECT_NE(run("chat -m " + d.string() + " < /dev/null", &out), 0);
+  EXPECT_NE(out.find("not a string"), std::string::npos) << out;
+}
+
 // The last of a repeated flag wins, as in llama.cpp.
 TEST(Cli, LastRepeatedFlagWins) {
   std::string out;

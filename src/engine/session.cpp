@@ -76,6 +76,7 @@ void apply_overrides(lcx::ModelConfig& c, const LoadOptions& opt) {
         std::string item;
         while (std::getline(ss, item, ',')) c.mem.layers.push_back(int(parse_int(flag, item)));
       }
+      lcx::normalize_mem_layers(c.mem.layers);
     } else if (flag == "--mem-positionals") {
       c.mem.positionals = parse_bool(flag, value);
     } else {

@@ -201,6 +201,7 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
 
   if (c.arch == Arch::LongLlama) {
     c.mem.layers = get_or<std::vector<int>>(j, "mem_layers", {}, where);
+    normalize_mem_layers(c.mem.layers);
     c.mem.positionals = get_or<bool>(j, "mem_positionals", true, where);
     c.mem.dtype = mem_dtype_from(get_or<std::string>(j, "mem_dtype", "bfloat16", where), where);
     c.mem.last_context_length = get_or<int64_t>(j, "last_context_length", 1024, where);

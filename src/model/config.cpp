@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "runtime/error.h"
@@ -62,6 +63,11 @@ void ModelConfig::validate() const {
   need(mem.dtype == DType::F32 || mem.dtype == DType::BF16 || mem.dtype == DType::F16 ||
            mem.dtype == DType::Q8_0,
        "mem_dtype must be float32, bfloat16, float16 or q8_0");
+}
+
+void normalize_mem_layers(std::vector<int>& layers) {
+  std::sort(layers.begin(), layers.end());
+  layers.erase(std::unique(layers.begin(), layers.end()), layers.end());
 }
 
 }  // namespace lcx

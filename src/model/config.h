@@ -65,4 +65,8 @@ struct ModelConfig {
 
 const char* arch_name(Arch a);
 
+// mem_layers as a set: sorted, each layer once. The reference only asks `layer in mem_layers`,
+// so a repeated entry means nothing more; counting memory per listed entry would double it.
+void normalize_mem_layers(std::vector<int>& layers);
+
 }  // namespace lcx

@@ -178,6 +178,7 @@ ModelConfig gguf_read_config(const GgufFile& g) {
              std::to_string(c.n_layer) + ")");
       c.mem.layers.push_back(int(l));
     }
+    normalize_mem_layers(c.mem.layers);
     c.mem.positionals = g.get_bool("longllama.mem_positionals", true);
     c.mem.dtype = mem_dtype_from_key(g.get_str("longllama.mem_dtype", "bfloat16"), path);
     c.mem.last_context_length = g.get_int("longllama.last_context_length", 1024);

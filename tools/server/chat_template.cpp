@@ -105,7 +105,12 @@ std::string ChatTemplate::detect(const longctx::Model& model, std::string* what)
       where = cfg.string();
       std::ifstream in(cfg);
       if (in) {
+        // A file that is there but unreadable is reported as such, not as "no chat_template".
         const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+        if (j.is_discarded()) {
+          if (what) *what = cfg.string() + " is not valid JSON";
+          return "";
+        }
         if (j.is_object() && j.contains("chat_template")) {
           const auto& t = j["chat_template"];
           if (t.is_string()) jinja = t.get<std::string>();
@@ -114,6 +119,12 @@ std::string ChatTemplate::detect(const longctx::Model& model, std::string* what)
             for (const auto& e : t)
               if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
                 jinja = e["template"].get<std::string>();
+          if (jinja.empty()) {
+            if (what)
+              *what = cfg.string() + "'s chat_template is " +
+                      (t.is_array() ? std::string("a list without a \"default\" entry") : "not a string (" + t.dump() + ")");
+            return "";
+          }
         }
       }
     }
