@@ -186,6 +186,23 @@ TEST(Bpe, TokenizerJson) {
   }
   std::ofstream(dir + "/broken.json") << "{\"model\": ";
   EXPECT_THROW(load_hf_tokenizer_json(dir + "/broken.json", 1, 2, 0), Error);
+
+  // As the tokenizers library refuses them: a merge of pieces the vocabulary lacks, and (ours)
+  // one id given to two pieces.
+  const auto expect_error = [&](const nlohmann::json& bad, const std::string& what) {
+    try {
+      load_hf_tokenizer_json(write(bad, "bad.json"), 50256, 50256, 0);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  nlohmann::json bad_merge = j;
+  bad_merge["model"]["merges"].push_back("zzq\u00e9 xq");
+  expect_error(bad_merge, "not in model.vocab");
+  nlohmann::json dup = j;
+  dup["model"]["vocab"]["a-new-piece"] = 0;
+  expect_error(dup, "gives id 0 to both");
 }
 
 }  // namespace

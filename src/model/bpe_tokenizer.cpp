@@ -16,6 +16,7 @@
 #include <sstream>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "model/tokenizer.h"
 #include "runtime/error.h"
@@ -373,8 +374,11 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, int32
   v.types.assign(size_t(n), TokenType::Unused);
   v.scores.assign(size_t(n), 0.0f);
   for (const auto& [piece, id] : model["vocab"].items()) {
-    v.pieces[size_t(id.get<int64_t>())] = piece;
-    v.types[size_t(id.get<int64_t>())] = TokenType::Normal;
+    const size_t i = size_t(id.get<int64_t>());
+    if (v.types[i] == TokenType::Normal)
+      why("model.vocab gives id " + std::to_string(i) + " to both '" + v.pieces[i] + "' and '" + piece + "'");
+    v.pieces[i] = piece;
+    v.types[i] = TokenType::Normal;
   }
   for (const auto& a : added) {
     const size_t id = size_t(a["id"].get<int64_t>());
@@ -384,14 +388,27 @@ std::unique_ptr<Tokenizer> load_hf_tokenizer_json(const std::string& path, int32
   for (size_t i = 0; i < v.pieces.size(); ++i)
     if (v.types[i] == TokenType::Unused) v.pieces[i] = "[PAD" + std::to_string(i) + "]";  // as llama.cpp pads
   if (!model.contains("merges") || !model["merges"].is_array()) why("model.merges is missing");
+  // As the tokenizers library (MergeTokenOutOfVocabulary): both sides of a merge and their
+  // concatenation must be vocabulary pieces.
+  std::unordered_set<std::string> known;
+  for (const auto& [piece, id] : model["vocab"].items()) known.insert(piece);
   for (const auto& m : model["merges"]) {
+    std::string a, b;
     if (m.is_string()) {
-      v.merges.push_back(m.get<std::string>());
+      const std::string t = m.get<std::string>();
+      const size_t sp = t.find(' ', 1);
+      if (sp == std::string::npos) why("merges entry '" + t + "' is not two pieces separated by a space");
+      a = t.substr(0, sp);
+      b = t.substr(sp + 1);
     } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {  // newer files: pairs
-      v.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+      a = m[0].get<std::string>();
+      b = m[1].get<std::string>();
     } else {
       why("bad merges entry");
     }
+    for (const std::string& piece : {a, b, a + b})
+      if (!known.count(piece)) why("merge '" + a + " " + b + "' uses '" + piece + "', which is not in model.vocab");
+    v.merges.push_back(a + " " + b);
   }
   v.bos_id = bos_id >= 0 && bos_id < n ? bos_id : -1;
   v.eos_id = eos_id >= 0 && eos_id < n ? eos_id : -1;
