@@ -111,7 +111,8 @@ int cmd_tokenize(int argc, char** argv) {
   }
   Args a("tokenize", argc, argv, join({kModelFlags, {"--prompt", "--file"}}), {"--no-bos"}, kAliases, false);
   if (a.has("--prompt") == a.has("--file")) lcx::fail("`longctx tokenize` needs exactly one of -p TEXT or -f FILE");
-  const std::string text = a.has("--prompt") ? a.str("--prompt") : read_document(a);
+  // An empty text tokenizes to [BOS], from -p "" or an empty file alike.
+  const std::string text = a.has("--prompt") ? a.str("--prompt") : lcx::read_text_file(a.str("--file"), size_t(1) << 30);
   auto model = load(a);
   std::printf("%s\n", json(model->tokenize(text, !a.has("--no-bos"))).dump().c_str());
   return 0;
