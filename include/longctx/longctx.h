@@ -190,6 +190,10 @@ class Session {
   bool can_truncate() const;
   // Whether GenerateOptions::lookup is used by this session's model (not Dynamic NTK / LongRoPE).
   bool can_draft() const;
+  // Throws longctx's error when the caches for n_tokens more tokens cannot fit in the memory
+  // this machine has free (feed() checks the same before it starts): lets a tool refuse a
+  // length before spending time building its input.
+  void check_memory_for(int64_t n_tokens) const;
   void truncate(int64_t n_tokens);
   // An independent copy of this session's state (caches, memory, history): process a long
   // document once, then ask several questions, each in its own clone.

@@ -660,6 +660,7 @@ TokenLogprob token_logprob(const float* logits, int32_t n_vocab, int32_t id, int
 }
 
 bool Session::can_draft() const { return impl_->lookup_ok(); }
+void Session::check_memory_for(int64_t n_tokens) const { impl_->check_cache_memory(n_tokens); }
 
 bool Session::can_truncate() const {
   const Impl& I = *impl_;

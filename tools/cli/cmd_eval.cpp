@@ -3,6 +3,7 @@
 // file parses flags, connects them to a model and a session, and writes tables, JSON and plots.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -124,6 +125,8 @@ int run_grid_command(const Args& a, eval::Task task) {
       fail("--lengths " + std::to_string(len) + " does not fit -c/--ctx-size " + std::to_string(so.n_ctx) +
            " (the prompt and the answer must fit): raise -c or drop that length");
   longctx::Session s(model, so);
+  // Before building a prompt of the longest length (minutes at millions of tokens).
+  s.check_memory_for(*std::max_element(cfg.lengths.begin(), cfg.lengths.end()) + 64);
   const bool tty = ::isatty(2);
   // One session, reset before every trial: each trial starts from empty caches and memory.
   auto answer = [&](const std::vector<int32_t>& ids, int32_t n) {
