@@ -68,6 +68,8 @@ TEST(Cli, ErrorsAreClear) {
       {"run -m " + model() + " --tokenizer " + tok() + " -p hi --top-k -3", "--top-k must be in"},
       {"run -m " + model() + " --tokenizer " + tok() + " -p hi --hnsw-m 2147483647", "--hnsw-m must be in 2..10000"},
       {"logits -m " + model() + " --ids 1,,3 --out /tmp/x.f32", "empty item"},
+      // Caches that cannot fit are refused before any work (1 TiB of f32 KV cache here).
+      {"bench -m " + model() + " -p 8 -n 0 -d 999999999", "GiB of caches"},
       {"logits -m " + model() + " --ids 1,2 --feed 3 --out /tmp/x.f32", "--feed must be in 1..2"},
       {"run -m " + model() + " --tokenizer " + tok() + " -f /tmp -n 1", "is a directory"},
   };
