@@ -771,8 +771,9 @@ void Session::fill_memory_for_benchmark(int64_t n_tokens) {
   if (c.arch != lcx::Arch::LongLlama) fail("--mem-fill needs a LongLLaMA model (this one has no FoT memory)");
   if (n_tokens <= st.n_mem) return;
   if (st.n_mem == 0)
-    fail("--mem-fill: the memory is empty; give a depth of at least two windows (-d " +
-         std::to_string(2 * c.n_ctx_train) + ") so there are rows to repeat");
+    fail("--mem-fill: the memory is empty; give a depth longer than last_context_length (" +
+         std::to_string(c.mem.last_context_length) + "; e.g. two windows: -d " + std::to_string(2 * c.n_ctx_train) +
+         ") so there are rows to repeat");
   for (int il = 0; il < int(st.layers.size()); ++il) {
     if (!c.mem.is_mem_layer(il)) continue;
     lcx::LayerCache& L = st.layers[size_t(il)];

@@ -290,7 +290,8 @@ const char* kBenchHelp =
     "  -d, --n-depth D[,D..]     tokens already in the context before the timed part (default 0)\n"
     "  --mem-fill N              LongLLaMA: after the depth, repeat the memory rows until the memory\n"
     "                            holds N tokens (times decode over a large memory without ingesting it;\n"
-    "                            needs a depth of two windows or more)\n"
+    "                            needs a depth that leaves tokens in memory: longer than\n"
+    "                            last_context_length, e.g. two windows)\n"
     "  --mem-topk K              LongLLaMA: attend to the K best memory keys (default: all)\n"
     "  -t, --threads N[,N..]     threads (default: all cores)\n"
     "  -b, --batch-size N        prompt tokens per forward call (default 512)\n"
@@ -359,8 +360,8 @@ int cmd_bench(int argc, char** argv) {
 
   for (int64_t d : depths)
     if (mem_fill > 0 && d == 0)
-      fail("--mem-fill repeats the memory a depth left behind: give -d of at least two windows (-d " +
-           std::to_string(2 * run.model->n_ctx_train()) + ")");
+      fail("--mem-fill repeats the memory a depth left behind: give -d longer than last_context_length (e.g. "
+           "two windows: -d " + std::to_string(2 * run.model->n_ctx_train()) + ")");
   std::vector<BenchTest> tests;
   for (int64_t th : threads)
     for (int64_t d : depths) {

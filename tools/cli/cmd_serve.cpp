@@ -43,7 +43,8 @@ const char* kServeHelp =
     "server:\n"
     "  --host ADDR               address to bind (default 127.0.0.1: this machine only)\n"
     "  --port N                  port (default 8080; 0 = any free port, printed on stdout)\n"
-    "  --api-key KEY             require 'Authorization: Bearer KEY' on /v1/* (or $LONGCTX_API_KEY)\n"
+    "  --api-key KEY             require 'Authorization: Bearer KEY' on /v1/*, /tokenize,\n"
+    "                            /detokenize and /tokenizer_info (or $LONGCTX_API_KEY)\n"
     "  --parallel N              requests processed at once, one worker and session each (default 1)\n"
     "  --queue-size Q            requests that may wait for a worker; more get HTTP 429 (default 16)\n"
     "  --chat-template NAME      llama2, llama3, chatml or longllama (default: from the model's\n"
@@ -88,7 +89,7 @@ const char* kChatHelp =
 
 int serve(int argc, char** argv) {
   if (wants_help(argc, argv)) {
-    std::printf(kServeHelp, kModelHelp, kSessionHelp, kSamplingHelp, longctx::override_flags_help().c_str());
+    std::printf(kServeHelp, kModelHelp, kSessionHelp, sampling_help(512).c_str(), longctx::override_flags_help().c_str());
     return 0;
   }
   Args a("serve", argc, argv,
@@ -295,7 +296,7 @@ void chat_help() {
 
 int chat(int argc, char** argv) {
   if (wants_help(argc, argv)) {
-    std::printf(kChatHelp, kModelHelp, kSessionHelp, kSamplingHelp, longctx::override_flags_help().c_str());
+    std::printf(kChatHelp, kModelHelp, kSessionHelp, sampling_help(512).c_str(), longctx::override_flags_help().c_str());
     return 0;
   }
   Args a("chat", argc, argv, join({kModelFlags, kSessionFlags, kSamplingFlags, {"--chat-template", "--system", "--file"}}),

@@ -13,7 +13,8 @@ const char* kModelHelp =
     "  -m, --model MODEL         Hugging Face directory or .gguf file (required)\n"
     "  --tokenizer FILE          tokenizer.model to use when the model has none\n"
     "  --mmap, --no-mmap         weights: map the file, or read it into 2 MiB huge pages (default: huge\n"
-    "                            pages when the kernel offers them and the file fits in 60 % of free RAM)\n"
+    "                            pages when the kernel offers them and the file is >= 32 MiB and fits in\n"
+    "                            60 % of free RAM)\n"
     "  --no-repack               keep Q4_0/Q4_K/Q5_0 matrices in the file's layout (default: 16-row\n"
     "                            panels for the AVX-512 decode kernels; same results up to float\n"
     "                            summation order)\n";
@@ -45,6 +46,14 @@ const char* kSamplingHelp =
     "                            default). Same output, fewer forward calls where the text repeats\n"
     "                            the prompt; 1-2 on CPUs (a 2-token call costs ~1.1x one token, a\n"
     "                            4-token call ~2x). Not with Dynamic NTK or LongRoPE scaling\n";
+
+std::string sampling_help(int n_predict_default) {
+  std::string h = kSamplingHelp;
+  const std::string from = "tokens to generate (default 128)";
+  if (const size_t at = h.find(from); at != std::string::npos)
+    h.replace(at, from.size(), "tokens to generate (default " + std::to_string(n_predict_default) + ")");
+  return h;
+}
 
 const std::set<std::string> kModelFlags = {"--model", "--tokenizer"};
 const std::set<std::string> kSessionFlags = {"--threads", "--ctx-size", "--batch-size", "--mem-topk", "--mem-max-tokens",

@@ -15,6 +15,8 @@ namespace lcx::cli {
 extern const char* kModelHelp;
 extern const char* kSessionHelp;
 extern const char* kSamplingHelp;
+// kSamplingHelp with another -n default (chat and serve: 512).
+std::string sampling_help(int n_predict_default);
 extern const std::set<std::string> kModelFlags;    // --model --tokenizer
 extern const std::set<std::string> kSessionFlags;  // --threads --ctx-size --batch-size --mem-topk --mem-max-tokens
 extern const std::set<std::string> kSamplingFlags; // -n --temp --top-k ... --stop (plus switch --ignore-eos)

@@ -185,7 +185,11 @@ int cmd_convert(int argc, char** argv) {
   if (wants_help(argc, argv)) {
     std::printf("usage: longctx convert -m HF_DIR --outtype f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q2_k..q6_k -o OUT.gguf [overrides]\n\n"
                 "Writes a GGUF file llama.cpp can read (q/k rows permuted as its converter does; RoPE\n"
-                "and LongLLaMA settings carried in metadata; see docs/GGUF.md).\n\n%s", kModelHelp);
+                "and LongLLaMA settings carried in metadata; see docs/GGUF.md).\n\n%s"
+                "  --outtype T               f32 f16 (default) bf16 q8_0 q4_0 q4_1 q5_0 q5_1 q2_k q3_k q4_k q5_k q6_k\n"
+                "  -o, --out FILE            the GGUF file to write (refused if it is one of the model's files)\n"
+                "\nOverrides (written into the file's metadata):\n%s",
+                kModelHelp, longctx::override_flags_help().c_str());
     return 0;
   }
   Args a("convert", argc, argv, join({kModelFlags, {"--outtype", "--out"}}), {}, kAliases, true);
