@@ -137,6 +137,21 @@ TEST(Loader, EosListEndsGeneration) {
   EXPECT_EQ(r.stop_reason, "eos");
 }
 
+// LongLLaMA and OpenLLaMA publish pytorch_model.bin only: the error names the file and the way out.
+TEST(Loader, PickleWeightsNameTheConverter) {
+  auto d = copy_model("llama_mha", "pickle");
+  fs::remove(d / "model.safetensors");
+  write(d / "pytorch_model.bin", "PK");
+  std::string e = load_error(d);
+  EXPECT_NE(e.find("pytorch_model.bin"), std::string::npos) << e;
+  EXPECT_NE(e.find("tools/bin_to_safetensors.py"), std::string::npos) << e;
+  fs::remove(d / "pytorch_model.bin");
+  write(d / "pytorch_model-00002-of-00002.bin", "PK");
+  write(d / "pytorch_model-00001-of-00002.bin", "PK");
+  e = load_error(d);
+  EXPECT_NE(e.find("pytorch_model-00001-of-00002.bin"), std::string::npos) << e;
+}
+
 TEST(Loader, MissingPath) {
   EXPECT_NE(load_error("/nonexistent/model").find("does not exist"), std::string::npos);
 }
@@ -452,6 +467,21 @@ TEST(HfConfig, RefusedWithTheKeyNamed) {
   nlohmann::json lr = fixture_json("llama_rope_longrope");
   lr["rope_scaling"].erase("long_factor");
   EXPECT_NE(parse_error(lr).find("needs a 'long_factor' list"), std::string::npos) << parse_error(lr);
+}
+
+// GPTQ / AWQ / bitsandbytes checkpoints are refused for being quantized, not for a missing tensor.
+TEST(HfConfig, QuantizedCheckpointRefused) {
+  nlohmann::json j = fixture_json("llama_mha");
+  j["quantization_config"] = {{"bits", 4}, {"group_size", 128}, {"desc_act", false}, {"quant_method", "gptq"}};
+  std::string e = parse_error(j);
+  EXPECT_NE(e.find("quantized checkpoint"), std::string::npos) << e;
+  EXPECT_NE(e.find("'gptq'"), std::string::npos) << e;
+  EXPECT_NE(e.find("--outtype"), std::string::npos) << e;
+  j["quantization_config"] = {{"load_in_4bit", true}, {"bnb_4bit_quant_type", "nf4"}};
+  e = parse_error(j);
+  EXPECT_NE(e.find("'bitsandbytes'"), std::string::npos) << e;
+  j["quantization_config"] = nullptr;  // null: not quantized
+  EXPECT_EQ(parse_error(j), "");
 }
 
 // A config without a shape key says which key is missing (not "hidden_size must be > 0").

@@ -152,6 +152,17 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
     fail(where + ": unsupported architecture '" + (arch.empty() ? model_type : arch) +
          "': longctx runs LlamaForCausalLM and LongLlamaForCausalLM checkpoints");
   }
+  // GPTQ/AWQ/bitsandbytes/FP8 checkpoints store packed integer or float8 weights under other
+  // tensor names (q_proj.qweight, .scales, .qzeros): say so here, not "missing tensor" later.
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    const json& q = j["quantization_config"];
+    std::string method = q.is_object() ? get_or<std::string>(q, "quant_method", "", where) : "";
+    if (method.empty() && q.is_object() && (q.contains("load_in_4bit") || q.contains("load_in_8bit"))) method = "bitsandbytes";
+    fail(where + ": this is a quantized checkpoint (quantization_config" +
+         (method.empty() ? std::string() : ", quant_method '" + method + "'") +
+         "); longctx reads unquantized F32/F16/BF16 weights: use the original (unquantized) model, then "
+         "`longctx convert --outtype q8_0` (or q4_0, q4_k...) to quantize it, or a GGUF file");
+  }
   const std::string act = get_or<std::string>(j, "hidden_act", "silu", where);
   if (act != "silu") fail(where + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
   // LongLLaMA's modeling code builds its Linears without bias whatever the config says.
