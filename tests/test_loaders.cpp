@@ -137,6 +137,26 @@ TEST(Loader, EosListEndsGeneration) {
   EXPECT_EQ(r.stop_reason, "eos");
 }
 
+// generation_config.json's eos_token_id ends generation too (transformers' generate() stops
+// there); every id is listed once, also when config.json's list and the vocabulary's end-of-turn
+// pieces name it again (Llama 3.1 listed 128008 128009 twice).
+TEST(Loader, GenerationConfigEosAndEachIdOnce) {
+  const fs::path dir = copy_model("llama_mha", "geneos");
+  nlohmann::json cfg = nlohmann::json::parse(lcx::test::read_file((dir / "config.json").string()));
+  const int32_t eos = cfg["eos_token_id"].get<int32_t>();
+  cfg["eos_token_id"] = {eos, 7, 9, 7};
+  write(dir / "config.json", cfg.dump());
+  write(dir / "generation_config.json", nlohmann::json{{"bos_token_id", 1}, {"eos_token_id", {eos, 9, 11}}}.dump());
+  auto m = lcx::load_model(dir.string());
+  EXPECT_EQ(m->config.eos_id, eos);
+  EXPECT_EQ(m->config.eog_ids, (std::vector<int32_t>{7, 9, 11}));
+  // A single id, and a file that is not JSON (ignored, as it only adds stop ids).
+  write(dir / "generation_config.json", nlohmann::json{{"eos_token_id", 13}}.dump());
+  EXPECT_EQ(lcx::load_model(dir.string())->config.eog_ids, (std::vector<int32_t>{7, 9, 13}));
+  write(dir / "generation_config.json", "{not json");
+  EXPECT_EQ(lcx::load_model(dir.string())->config.eog_ids, (std::vector<int32_t>{7, 9}));
+}
+
 // LongLLaMA and OpenLLaMA publish pytorch_model.bin only: the error names the file and the way out.
 TEST(Loader, PickleWeightsNameTheConverter) {
   auto d = copy_model("llama_mha", "pickle");

@@ -1,6 +1,8 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
@@ -28,6 +30,18 @@ static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   m.format = "hf";
   const fs::path tok = fs::path(dir) / "tokenizer.model";
   const fs::path tok_json = fs::path(dir) / "tokenizer.json";
+  // transformers' generate() stops at generation_config.json's eos_token_id (an id or a list),
+  // which may name more ids than config.json does.
+  const fs::path gen = fs::path(dir) / "generation_config.json";
+  if (fs::exists(gen)) {
+    const nlohmann::json g = nlohmann::json::parse(read_text_file(gen.string()), nullptr, /*allow_exceptions=*/false);
+    if (g.is_object() && g.contains("eos_token_id")) {
+      const nlohmann::json& e = g["eos_token_id"];
+      for (const nlohmann::json& id : e.is_array() ? e : nlohmann::json::array({e}))
+        if (id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < m.config.n_vocab)
+          m.config.eog_ids.push_back(int32_t(id.get<int64_t>()));
+    }
+  }
   if (fs::exists(tok)) {
     m.tokenizer = load_sentencepiece_tokenizer(tok.string());
     m.tokenizer_source = tok.string();
@@ -68,7 +82,13 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
         m->config.eog_ids.push_back(int32_t(i));
     }
   }
-  std::erase_if(m->config.eog_ids, [&](int32_t id) { return id < 0 || id >= m->config.n_vocab || id == m->config.eos_id; });
+  // The config's eos list (Llama 3.1: 128001, 128008, 128009) names the same control tokens:
+  // each id once.
+  std::vector<int32_t>& eog = m->config.eog_ids;
+  std::erase_if(eog, [&](int32_t id) { return id < 0 || id >= m->config.n_vocab || id == m->config.eos_id; });
+  for (size_t i = 0; i < eog.size(); ++i)
+    if (std::find(eog.begin(), eog.begin() + std::ptrdiff_t(i), eog[i]) != eog.begin() + std::ptrdiff_t(i))
+      eog.erase(eog.begin() + std::ptrdiff_t(i--));
   return m;
 }
 
