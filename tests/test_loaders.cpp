@@ -504,6 +504,23 @@ TEST(HfConfig, QuantizedCheckpointRefused) {
   EXPECT_EQ(parse_error(j), "");
 }
 
+// YaRN-Llama-2-7b-64k: rope_scaling.original_max_position_embeddings 4096 with
+// max_position_embeddings 65536. transformers v4.49 ignores the key; it is kept for `info`.
+TEST(HfConfig, YarnOriginalContextKeptForTheNote) {
+  nlohmann::json j = fixture_json("llama_rope_yarn");
+  j["rope_scaling"]["original_max_position_embeddings"] = 16;
+  j["rope_scaling"]["finetuned"] = true;
+  const lcx::ModelConfig c = lcx::parse_hf_config(j.dump(), "config.json");
+  EXPECT_EQ(c.rope.orig_ctx, 0);
+  EXPECT_EQ(lcx::rope_original_ctx(c.rope), c.n_ctx_train);
+  EXPECT_EQ(c.yarn_unused_orig_ctx, 16);
+  const fs::path dir = copy_model("llama_rope_yarn", "yarnnote");
+  write(dir / "config.json", j.dump());
+  const std::string info = longctx::Model::load(dir.string())->describe();
+  EXPECT_NE(info.find("original_max_position_embeddings 16 is not used"), std::string::npos) << info;
+  EXPECT_NE(info.find("--rope-orig-ctx 16"), std::string::npos) << info;
+}
+
 // A config without a shape key says which key is missing (not "hidden_size must be > 0").
 TEST(HfConfig, MissingShapeKeyIsNamed) {
   for (const char* key : {"hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"}) {

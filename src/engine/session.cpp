@@ -162,6 +162,12 @@ std::string Model::describe() const {
     os << "\n";
   }
   os << "rope:         " << lcx::rope_describe(c.rope) << "\n";
+  if (c.rope.type == lcx::RopeScaling::Yarn && c.yarn_unused_orig_ctx > 0 &&
+      lcx::rope_original_ctx(c.rope) != c.yarn_unused_orig_ctx)
+    os << "note:         rope_scaling.original_max_position_embeddings " << c.yarn_unused_orig_ctx
+       << " is not used: transformers v4.49 takes YaRN's original context from max_position_embeddings ("
+       << c.rope.max_pos << "), and so does longctx; the model's own code and llama.cpp use "
+       << c.yarn_unused_orig_ctx << " (--rope-orig-ctx " << c.yarn_unused_orig_ctx << ")\n";
   {
     size_t copied = 0, mapped = 0;
     for (const auto& f : w.files) (f->copied() ? copied : mapped) += f->size();

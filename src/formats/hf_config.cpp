@@ -108,6 +108,8 @@ void parse_rope_scaling(const json& rs, ModelConfig& c, const json& root, const 
   r.short_factor = get_or<std::vector<float>>(rs, "short_factor", {}, where);
   r.long_factor = get_or<std::vector<float>>(rs, "long_factor", {}, where);
   r.orig_ctx = 0;
+  if (r.type == RopeScaling::Yarn)  // YaRN-Llama-2 (4096 with max_position_embeddings 65536), Qwen-style configs
+    c.yarn_unused_orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
   if (r.type == RopeScaling::Llama3) {
     r.orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
     if (r.orig_ctx <= 0)

@@ -58,6 +58,9 @@ struct ModelConfig {
     return false;
   }
   RopeConfig rope;
+  // config.json's rope_scaling.original_max_position_embeddings for yarn, which transformers
+  // v4.49 (and so rope.orig_ctx) does not use; `info` points it out (0: none given).
+  int64_t yarn_unused_orig_ctx = 0;
   MemConfig mem;             // used when arch == LongLlama
 
   // Throws lcx::Error with the offending field when the numbers cannot describe a model.
