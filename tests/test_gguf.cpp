@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
 #include "kernels/ops.h"
@@ -429,6 +430,33 @@ INSTANTIATE_TEST_SUITE_P(Models, GgufFixture,
                                          "llama_rope_llama3", "llama_rope_longrope", "llama_rope_theta",
                                          "llama_rope_yarn", "longllama_bf16mem", "longllama_grouped",
                                          "longllama_mem", "longllama_nomem"));
+
+// The chat template travels into the GGUF (tokenizer.chat_template, as convert_hf_to_gguf writes
+// it): a string, or the "default" entry of a list of named templates; GGUF -> GGUF keeps it.
+TEST(GgufModel, ConvertCarriesChatTemplate) {
+  const fs::path dir = fs::path(tmp_dir()) / "chat_template_model";
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors"}) {
+    fs::remove(dir / f);
+    fs::copy_file(fs::path(model_dir("llama_mha")) / f, dir / f);
+  }
+  const std::string tmpl = "{{ bos_token }}{% for m in messages %}<|user|>\n{{ m['content'] }}{% endfor %}";
+  const std::string out = tmp_dir() + "/chat_template.gguf", again = tmp_dir() + "/chat_template2.gguf";
+  RemoveOnExit cleanup_out{out}, cleanup_again{again};
+  for (const nlohmann::json& ct : {nlohmann::json(tmpl), nlohmann::json::array({{{"name", "tool_use"}, {"template", "x"}},
+                                                                               {{"name", "default"}, {"template", tmpl}}})}) {
+    std::ofstream(dir / "tokenizer_config.json") << nlohmann::json{{"chat_template", ct}, {"model_max_length", 1e30}}.dump();
+    auto hf = load_model(dir.string(), LoadOptions{.tokenizer_path = tokenizer_path()});
+    convert_to_gguf(*hf, out, DType::F16);
+    EXPECT_EQ(GgufFile::open(out).get_str("tokenizer.chat_template", ""), tmpl);
+    auto gg = load_model(out);
+    convert_to_gguf(*gg, again, DType::F16);
+    EXPECT_EQ(GgufFile::open(again).get_str("tokenizer.chat_template", ""), tmpl);
+  }
+  fs::remove(dir / "tokenizer_config.json");  // none: no key
+  convert_to_gguf(*load_model(dir.string()), out, DType::F16);
+  EXPECT_FALSE(GgufFile::open(out).has("tokenizer.chat_template"));
+}
 
 TEST(GgufModel, Llama3WritesLlamaCppRopeFreqs) {
   auto hf = load_model(model_dir("llama_rope_llama3"));

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <numbers>
+#include <nlohmann/json.hpp>
 
 #include "kernels/ops.h"
 #include "runtime/error.h"
@@ -312,6 +313,30 @@ void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
 // ---------------------------------------------------------------------------------------------
 // Conversion
 
+namespace {
+
+// The source model's chat template: tokenizer_config.json `chat_template` beside an HF model (a
+// string, or the "default" entry of a list of named templates), or a GGUF's
+// tokenizer.chat_template. "" when there is none or the file is unreadable (the chat and serve
+// commands report that case themselves).
+std::string source_chat_template(const Model& m) {
+  if (m.format == "gguf") return GgufFile::open(m.path).get_str("tokenizer.chat_template", "");
+  const fs::path cfg = fs::path(m.path) / "tokenizer_config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(cfg, ec)) return "";
+  const nlohmann::json j = nlohmann::json::parse(read_text_file(cfg.string()), nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("chat_template")) return "";
+  const nlohmann::json& t = j["chat_template"];
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const nlohmann::json& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return "";
+}
+
+}  // namespace
+
 void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
   const ModelConfig& c = m.config;
   const RopeConfig& r = c.rope;
@@ -408,6 +433,9 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     w.set_bool("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
     w.set_bool("tokenizer.ggml.remove_extra_whitespaces", v.remove_extra_whitespaces);
   }
+
+  // As convert_hf_to_gguf: without it a converted chat model has no template (chat/serve refuse it).
+  if (const std::string tmpl = source_chat_template(m); !tmpl.empty()) w.set_str("tokenizer.chat_template", tmpl);
 
   if ((r.type == RopeScaling::Llama3 && r.orig_ctx > 0) || !r.freq_factors.empty()) {
     // ours from the Llama 3 parameters, or the divisors a llama.cpp file came with
