@@ -48,13 +48,13 @@ const char* kLongLlamaInitialPrompt =
 
 }  // namespace
 
-std::vector<std::string> ChatTemplate::names() { return {"llama2", "llama3", "chatml", "longllama"}; }
+std::vector<std::string> ChatTemplate::names() { return {"llama2", "llama3", "chatml", "zephyr", "longllama"}; }
 
 ChatTemplate::ChatTemplate(const std::string& name, const longctx::Model& model) : name_(name), model_(model) {
   bool known = false;
   for (const auto& n : names()) known |= n == name;
   if (!known)
-    fail("unknown chat template '" + name + "': use one of llama2, llama3, chatml, longllama");
+    fail("unknown chat template '" + name + "': use one of llama2, llama3, chatml, zephyr, longllama");
   model_.impl().tok();  // templates need a tokenizer: fail now with its explanation
   auto end_marker = [&](const std::string& piece) {
     const int32_t id = special_id(piece);
@@ -63,6 +63,7 @@ ChatTemplate::ChatTemplate(const std::string& name, const longctx::Model& model)
   };
   if (name_ == "chatml") end_marker("<|im_end|>");
   if (name_ == "llama3") end_marker("<|eot_id|>");
+  if (name_ == "zephyr") stop_strings_.push_back("<|user|>");  // EOS ends the turn; a new turn too
   // The base vocabulary has no end-of-turn marker besides EOS; a user turn starting means
   // the reply is over.
   if (name_ == "longllama") stop_strings_.push_back("\nUSER:");
@@ -86,6 +87,7 @@ Part ChatTemplate::marker(const std::string& piece, Kind kind, int msg) const {
 std::string ChatTemplate::detect_from_jinja(const std::string& j) {
   if (j.find("<|im_start|>") != std::string::npos) return "chatml";
   if (j.find("<|start_header_id|>") != std::string::npos) return "llama3";
+  if (j.find("<|user|>") != std::string::npos && j.find("<|assistant|>") != std::string::npos) return "zephyr";
   if (j.find("[INST]") != std::string::npos) return "llama2";
   if (j.find("USER:") != std::string::npos && j.find("ASSISTANT:") != std::string::npos) return "longllama";
   return "";
@@ -170,6 +172,20 @@ std::vector<Part> ChatTemplate::render(const std::vector<ChatMessage>& msgs, boo
       if (!l3) out.push_back(text_part("\n", Kind::CloseTail, i));
     }
     if (add_generation_prompt) open("assistant", Kind::GenPrompt, -1);
+    return out;
+  }
+
+  if (name_ == "zephyr") {
+    // Zephyr / TinyLlama-Chat: "<|role|>\n" + content + eos_token + "\n" per message (the Jinja's
+    // eos_token text is the EOS id), then "<|assistant|>\n". BOS as the tokenizer adds it.
+    if (model_.impl().tok().vocab().add_bos) out.push_back(id_part(bos, Kind::Prefix, -1));
+    for (int i = 0; i < n; ++i) {
+      out.push_back(text_part("<|" + msgs[size_t(i)].role + "|>\n", Kind::Open, i));
+      out.push_back(text_part(msgs[size_t(i)].content, Kind::Content, i));
+      out.push_back(id_part(eos, Kind::CloseMarker, i));
+      out.push_back(text_part("\n", Kind::CloseTail, i));
+    }
+    if (add_generation_prompt) out.push_back(text_part("<|assistant|>\n", Kind::GenPrompt, -1));
     return out;
   }
 

@@ -243,7 +243,7 @@ struct Server::Impl {
     if (!name.empty()) tmpl.emplace(name, *model);
     else
       tmpl_problem = "this model has no chat template this server recognises (" + found +
-                     "): restart the server with --chat-template NAME (llama2, llama3, chatml or longllama), "
+                     "): restart the server with --chat-template NAME (llama2, llama3, chatml, zephyr or longllama), "
                      "or use /v1/completions with your own prompt format";
   }
 
