@@ -320,9 +320,10 @@ namespace {
 // tokenizer.chat_template. "" when there is none or the file is unreadable (the chat and serve
 // commands report that case themselves).
 std::string source_chat_template(const Model& m) {
-  if (m.format == "gguf") return GgufFile::open(m.path).get_str("tokenizer.chat_template", "");
-  const fs::path cfg = fs::path(m.path) / "tokenizer_config.json";
   std::error_code ec;
+  if (m.path.empty()) return "";  // built in memory (tests, load_gguf_model into a bare Model)
+  if (fs::is_regular_file(m.path, ec)) return GgufFile::open(m.path).get_str("tokenizer.chat_template", "");
+  const fs::path cfg = fs::path(m.path) / "tokenizer_config.json";
   if (!fs::is_regular_file(cfg, ec)) return "";
   const nlohmann::json j = nlohmann::json::parse(read_text_file(cfg.string()), nullptr, /*allow_exceptions=*/false);
   if (!j.is_object() || !j.contains("chat_template")) return "";
