@@ -13,6 +13,7 @@
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
 #include "longctx/longctx.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "runtime/error.h"
 #include "testutil.h"
@@ -155,6 +156,26 @@ TEST(Loader, GenerationConfigEosAndEachIdOnce) {
   EXPECT_EQ(lcx::load_model(dir.string())->config.eog_ids, (std::vector<int32_t>{7, 9, 13}));
   write(dir / "generation_config.json", "{not json");
   EXPECT_EQ(lcx::load_model(dir.string())->config.eog_ids, (std::vector<int32_t>{7, 9}));
+}
+
+// tokenizer_config.json's add_bos_token (LlamaTokenizer; false for Yi-6B-200K) decides whether a
+// prompt starts with BOS, as in transformers; the converted GGUF keeps it.
+TEST(Loader, TokenizerConfigAddBosToken) {
+  const fs::path dir = copy_model("llama_mha", "addbos");
+  fs::copy_file(fs::path(fixtures_dir()) / "tokenizer.model", dir / "tokenizer.model");
+  auto with_bos = longctx::Model::load(dir.string());
+  const std::vector<int32_t> ids = with_bos->tokenize("Hello world");
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids[0], 1);
+  write(dir / "tokenizer_config.json", R"({"add_bos_token": false, "add_eos_token": false, "legacy": true,
+    "model_max_length": 1000000000000000019884624838656, "tokenizer_class": "LlamaTokenizer"})");
+  auto no_bos = longctx::Model::load(dir.string());
+  EXPECT_EQ(no_bos->tokenize("Hello world"), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  EXPECT_EQ(no_bos->tokenize("Hello world", false), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  const std::string gguf = (fs::path(tmp_dir()) / "addbos.gguf").string();
+  lcx::convert_to_gguf(no_bos->impl(), gguf, lcx::DType::F32);
+  EXPECT_EQ(longctx::Model::load(gguf)->tokenize("Hello world"), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  fs::remove(gguf);
 }
 
 // LongLLaMA and OpenLLaMA publish pytorch_model.bin only: the error names the file and the way out.

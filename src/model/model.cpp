@@ -45,6 +45,14 @@ static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   if (fs::exists(tok)) {
     m.tokenizer = load_sentencepiece_tokenizer(tok.string());
     m.tokenizer_source = tok.string();
+    // LlamaTokenizer's add_bos_token (default true; false e.g. for Yi-6B-200K), as
+    // transformers and llama.cpp's converter (tokenizer.ggml.add_bos_token) take it.
+    const fs::path tc = fs::path(dir) / "tokenizer_config.json";
+    if (fs::exists(tc)) {
+      const nlohmann::json t = nlohmann::json::parse(read_text_file(tc.string()), nullptr, /*allow_exceptions=*/false);
+      if (t.is_object() && t.contains("add_bos_token") && t["add_bos_token"].is_boolean())
+        m.tokenizer->set_add_bos(t["add_bos_token"].get<bool>());
+    }
   } else if (fs::exists(tok_json)) {  // byte-level BPE (Llama 3): no tokenizer.model
     m.tokenizer = load_hf_tokenizer_json(tok_json.string(), m.config.bos_id, m.config.eos_id, m.config.n_vocab);
     m.tokenizer_source = tok_json.string() + " (byte-level BPE)";

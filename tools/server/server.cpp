@@ -898,7 +898,7 @@ struct Server::Impl {
     for (size_t i = 0; i < v.pieces.size(); ++i)
       if (v.types[i] == lcx::TokenType::Control && !v.pieces[i].empty()) specials.push_back({v.pieces[i], int32_t(i)});
     std::vector<int32_t> out;
-    if (add_bos && v.bos_id >= 0) out.push_back(v.bos_id);
+    if (add_bos && v.add_bos && v.bos_id >= 0) out.push_back(v.bos_id);
     size_t at = 0;
     auto plain = [&](size_t b, size_t e) {
       if (e <= b) return;
