@@ -193,6 +193,18 @@ TEST(Loader, PickleWeightsNameTheConverter) {
   EXPECT_NE(e.find("pytorch_model-00001-of-00002.bin"), std::string::npos) << e;
 }
 
+// Llama 3.x repositories carry Meta's own format in original/: the error says what it is.
+TEST(Loader, MetaOriginalFormatNamed) {
+  const fs::path d = fs::path(tmp_dir()) / "loader_meta_original";
+  fs::create_directories(d);
+  write(d / "params.json", R"({"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256})");
+  write(d / "consolidated.00.pth", "PK");
+  const std::string e = load_error(d);
+  EXPECT_NE(e.find("Meta's original checkpoint format"), std::string::npos) << e;
+  fs::remove(d / "params.json");
+  EXPECT_NE(load_error(d).find("no config.json"), std::string::npos) << load_error(d);
+}
+
 TEST(Loader, MissingPath) {
   EXPECT_NE(load_error("/nonexistent/model").find("does not exist"), std::string::npos);
 }

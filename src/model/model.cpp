@@ -22,7 +22,15 @@ const Tokenizer& Model::tok() const {
 
 static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   const fs::path cfg = fs::path(dir) / "config.json";
-  if (!fs::exists(cfg)) fail("no config.json in '" + dir + "': pass a Hugging Face model directory or a .gguf file");
+  if (!fs::exists(cfg)) {
+    // Meta's own format (params.json + consolidated.00.pth), e.g. the original/ folder of the
+    // Llama 3.x repositories: the Hugging Face files are one level up.
+    if (fs::exists(fs::path(dir) / "params.json"))
+      fail("'" + dir + "' is Meta's original checkpoint format (params.json, consolidated.*.pth), which longctx does "
+           "not read: pass the Hugging Face version (config.json + *.safetensors; in Meta's repositories the folder "
+           "above original/) or a .gguf file");
+    fail("no config.json in '" + dir + "': pass a Hugging Face model directory or a .gguf file");
+  }
   m.config = parse_hf_config(read_text_file(cfg.string()), cfg.string());
   SafetensorsSet st = open_safetensors_dir(dir, how);
   m.weights.files = st.files;
