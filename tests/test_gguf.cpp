@@ -458,6 +458,22 @@ TEST(GgufModel, ConvertCarriesChatTemplate) {
   EXPECT_FALSE(GgufFile::open(out).has("tokenizer.chat_template"));
 }
 
+// The whole end-of-generation set survives conversion (gradient_1048k-style configs: eos 128009
+// in config.json, [128001, 128009] in generation_config.json; llama.cpp has one eot/eom id).
+TEST(GgufModel, EndOfGenerationIdsRoundTrip) {
+  auto m = synthetic_model();
+  ASSERT_GT(m->config.n_vocab, 9);
+  m->config.eog_ids = {9, 5, 7};
+  const std::string out = tmp_dir() + "/eog.gguf";
+  RemoveOnExit cleanup_out{out};
+  convert_to_gguf(*m, out, DType::F32);
+  EXPECT_EQ(GgufFile::open(out).get_int_array("longctx.eog_token_ids"), (std::vector<int64_t>{9, 5, 7}));
+  EXPECT_EQ(load_model(out)->config.eog_ids, (std::vector<int32_t>{9, 5, 7}));
+  m->config.eog_ids.clear();
+  convert_to_gguf(*m, out, DType::F32);
+  EXPECT_FALSE(GgufFile::open(out).has("longctx.eog_token_ids"));
+}
+
 TEST(GgufModel, Llama3WritesLlamaCppRopeFreqs) {
   auto hf = load_model(model_dir("llama_rope_llama3"));
   const std::string out = tmp_dir() + "/llama3.gguf";

@@ -4,6 +4,7 @@
 // for it.
 #include "model/gguf_model.h"
 
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <numbers>
@@ -129,6 +130,11 @@ ModelConfig gguf_read_config(const GgufFile& g) {
   c.eos_id = int32_t(g.get_int("tokenizer.ggml.eos_token_id", 2));
   for (const char* k : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"})
     if (g.has(k)) c.eog_ids.push_back(int32_t(g.get_int(k, -1)));
+  // Ours: every other id that ends generation (config.json / generation_config.json eos lists).
+  // Out-of-range ids are dropped by load_model, as for the keys above.
+  if (g.has("longctx.eog_token_ids"))
+    for (int64_t id : g.get_int_array("longctx.eog_token_ids"))
+      if (id >= 0 && id <= INT32_MAX) c.eog_ids.push_back(int32_t(id));
 
   RopeConfig& r = c.rope;
   r.head_dim = c.head_dim;
@@ -413,6 +419,10 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
   // Tokenizer (SentencePiece, as convert_hf_to_gguf's _set_vocab_sentencepiece writes it).
   if (c.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
   if (c.eos_id >= 0) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_id));
+  // The rest of the end-of-generation set (Llama 3.1's eos list, generation_config.json):
+  // llama.cpp has one eot/eom id each, so they travel under our own key.
+  if (!c.eog_ids.empty())
+    w.set("longctx.eog_token_ids", GgufValue::int_array(GgufType::I32, std::vector<int64_t>(c.eog_ids.begin(), c.eog_ids.end())));
   if (m.tokenizer) {
     const SpmVocab& v = m.tokenizer->vocab();
     w.set_str("tokenizer.ggml.model", v.byte_level ? "gpt2" : "llama");

@@ -1,8 +1,8 @@
 #include "model/model.h"
 
-#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
@@ -102,9 +102,8 @@ std::unique_ptr<Model> load_model(const std::string& path, const LoadOptions& op
   // each id once.
   std::vector<int32_t>& eog = m->config.eog_ids;
   std::erase_if(eog, [&](int32_t id) { return id < 0 || id >= m->config.n_vocab || id == m->config.eos_id; });
-  for (size_t i = 0; i < eog.size(); ++i)
-    if (std::find(eog.begin(), eog.begin() + std::ptrdiff_t(i), eog[i]) != eog.begin() + std::ptrdiff_t(i))
-      eog.erase(eog.begin() + std::ptrdiff_t(i--));
+  std::set<int32_t> seen;  // (a GGUF's longctx.eog_token_ids can be long: no quadratic scan)
+  std::erase_if(eog, [&](int32_t id) { return !seen.insert(id).second; });
   return m;
 }
 
