@@ -317,6 +317,66 @@ void write_safetensors(const fs::path& file, const std::string& header, const st
   write(file, out + header + data);
 }
 
+// A zero-weight LLaMA (hidden 8, one layer) with vocab_size n_vocab and the OpenLLaMA
+// tokenizer.model (32000 pieces) beside it.
+fs::path tiny_model_with_vocab(const std::string& tag, int64_t n_vocab) {
+  const fs::path d = fs::path(tmp_dir()) / ("loader_" + tag);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  write(d / "config.json", nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+                                          {"hidden_size", 8}, {"intermediate_size", 8}, {"num_hidden_layers", 1},
+                                          {"num_attention_heads", 2}, {"vocab_size", n_vocab},
+                                          {"max_position_embeddings", 64}}.dump());
+  nlohmann::json h = nlohmann::json::object();
+  int64_t off = 0;
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape) {
+    int64_t n = 4;
+    for (int64_t x : shape) n *= x;
+    h[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {off, off + n}}};
+    off += n;
+  };
+  tensor("model.embed_tokens.weight", {n_vocab, 8});
+  for (const char* w : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                        "mlp.up_proj", "mlp.down_proj"})
+    tensor(std::string("model.layers.0.") + w + ".weight", {8, 8});
+  for (const char* w : {"model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                        "model.norm.weight"})
+    tensor(w, {8});
+  tensor("lm_head.weight", {n_vocab, 8});
+  write_safetensors(d / "model.safetensors", h.dump(), std::string(size_t(off), '\0'));
+  fs::copy_file(fs::path(fixtures_dir()) / "tokenizer.model", d / "tokenizer.model");
+  return d;
+}
+
+// Llama-2 ChatML fine-tunes: vocab_size 32002, tokenizer.model with 32000 pieces, the two added
+// tokens in tokenizer.json (or added_tokens.json); padded embeddings (32128) name nothing.
+// Both load with the vocabulary a GGUF of them holds, and tokenize as the SentencePiece model.
+TEST(Loader, SentencePieceWithAddedAndPaddingTokens) {
+  const std::vector<int32_t> plain = longctx::Model::load(tiny_model_with_vocab("vocab32000", 32000).string())->tokenize("Hello world");
+  const fs::path d = tiny_model_with_vocab("vocab32002", 32002);
+  write(d / "added_tokens.json", R"({"<|im_end|>": 32001, "<|im_start|>": 32000})");
+  auto m = lcx::load_model(d.string());
+  ASSERT_EQ(m->tok().n_vocab(), 32002);
+  EXPECT_EQ(m->tok().vocab().pieces[32000], "<|im_start|>");
+  EXPECT_EQ(m->tok().vocab().types[32001], lcx::TokenType::UserDefined);
+  EXPECT_EQ(m->tok().encode("Hello world", true), plain);
+  // tokenizer.json's added_tokens win (with their special flag); base ids listed there are kept.
+  write(d / "tokenizer.json", R"({"added_tokens": [{"id": 2, "content": "</s>", "special": true},
+    {"id": 32000, "content": "<|im_start|>", "special": true}, {"id": 32001, "content": "<|im_end|>", "special": true}],
+    "model": {"type": "BPE", "vocab": {}, "merges": []}})");
+  m = lcx::load_model(d.string());
+  EXPECT_EQ(m->tok().vocab().pieces[2], "</s>");
+  EXPECT_EQ(m->tok().vocab().types[32001], lcx::TokenType::Control);
+  EXPECT_TRUE(m->config.is_eog(32001));  // <|im_end|> ends generation
+  EXPECT_EQ(m->tok().decode({32000, 16644}), "Hello");
+  auto padded = lcx::load_model(tiny_model_with_vocab("vocab32128", 32128).string());
+  EXPECT_EQ(padded->tok().vocab().pieces[32127], "[PAD32127]");
+  EXPECT_EQ(padded->tok().encode("Hello world", true), plain);
+  // More pieces than vocab_size is still an error.
+  EXPECT_NE(load_error(tiny_model_with_vocab("vocab31999", 31999)).find("tokens but the model's vocab_size is 31999"),
+            std::string::npos);
+}
+
 // A tensor named twice: nlohmann would keep one silently; the reference reader refuses it.
 TEST(Loader, DuplicateTensorName) {
   auto d = copy_model("llama_mha", "duptensor");

@@ -20,6 +20,40 @@ const Tokenizer& Model::tok() const {
   return *tokenizer;
 }
 
+// Fine-tunes that add tokens to a SentencePiece model (Llama-2 ChatML tunes: <|im_start|>,
+// <|im_end|> at 32000, 32001) or pad the embedding matrix have vocab_size above tokenizer.model's
+// piece count. transformers appends tokenizer.json's added_tokens (or added_tokens.json); ids
+// nobody names become "[PADn]" pieces, as llama.cpp's converter writes them. The result is the
+// vocabulary a GGUF of the same checkpoint holds, tokenized the same way (make_vocab_tokenizer).
+static std::unique_ptr<Tokenizer> extend_spm_vocab(const fs::path& dir, const Tokenizer& tok, int64_t n_vocab) {
+  SpmVocab v = tok.vocab();
+  const size_t n_sp = v.pieces.size();
+  v.pieces.resize(size_t(n_vocab));
+  v.scores.resize(size_t(n_vocab), 0.0f);
+  v.types.resize(size_t(n_vocab), TokenType::Unused);
+  for (size_t i = n_sp; i < v.pieces.size(); ++i) v.pieces[i] = "[PAD" + std::to_string(i) + "]";
+  auto add = [&](const nlohmann::json& id, const nlohmann::json& content, bool special) {
+    if (!id.is_number_integer() || !content.is_string()) return;
+    const int64_t i = id.get<int64_t>();
+    if (i < int64_t(n_sp) || i >= n_vocab) return;  // re-listed base pieces, or beyond the model
+    v.pieces[size_t(i)] = content.get<std::string>();
+    v.types[size_t(i)] = special ? TokenType::Control : TokenType::UserDefined;
+  };
+  const fs::path tj = dir / "tokenizer.json", at = dir / "added_tokens.json";
+  if (fs::exists(tj)) {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file(tj.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("added_tokens") && j["added_tokens"].is_array())
+      for (const nlohmann::json& a : j["added_tokens"])
+        if (a.is_object() && a.contains("id") && a.contains("content"))
+          add(a["id"], a["content"], a.value("special", false));
+  } else if (fs::exists(at)) {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file(at.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object())
+      for (auto it = j.begin(); it != j.end(); ++it) add(it.value(), it.key(), false);
+  }
+  return make_vocab_tokenizer(std::move(v));
+}
+
 static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   const fs::path cfg = fs::path(dir) / "config.json";
   if (!fs::exists(cfg)) {
@@ -53,6 +87,11 @@ static void load_hf_model(const std::string& dir, Model& m, FileLoad how) {
   if (fs::exists(tok)) {
     m.tokenizer = load_sentencepiece_tokenizer(tok.string());
     m.tokenizer_source = tok.string();
+    if (m.tokenizer->n_vocab() < m.config.n_vocab) {
+      const int64_t n_sp = m.tokenizer->n_vocab();
+      m.tokenizer = extend_spm_vocab(dir, *m.tokenizer, m.config.n_vocab);
+      m.tokenizer_source += " + " + std::to_string(m.config.n_vocab - n_sp) + " added/padding tokens";
+    }
     // LlamaTokenizer's add_bos_token (default true; false e.g. for Yi-6B-200K), as
     // transformers and llama.cpp's converter (tokenizer.ggml.add_bos_token) take it.
     const fs::path tc = fs::path(dir) / "tokenizer_config.json";
