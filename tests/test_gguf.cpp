@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
+#include "formats/hf_config.h"
 #include "kernels/ops.h"
 #include "longctx/longctx.h"
 #include "model/gguf_model.h"
@@ -453,7 +454,19 @@ TEST(GgufModel, ConvertCarriesChatTemplate) {
     convert_to_gguf(*gg, again, DType::F16);
     EXPECT_EQ(GgufFile::open(again).get_str("tokenizer.chat_template", ""), tmpl);
   }
+  // Newer transformers save it as chat_template.jinja; tokenizer_config.json's key still wins.
+  std::ofstream(dir / "chat_template.jinja") << "{{ '<|im_start|>' }}";
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, tmpl);
+  std::ofstream(dir / "tokenizer_config.json") << R"({"model_max_length": 131072})";
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, "{{ '<|im_start|>' }}");
+  convert_to_gguf(*load_model(dir.string()), out, DType::F16);
+  EXPECT_EQ(GgufFile::open(out).get_str("tokenizer.chat_template", ""), "{{ '<|im_start|>' }}");
+  fs::remove(dir / "chat_template.jinja");
+  std::ofstream(dir / "chat_template.json") << R"({"chat_template": "{{ '<|start_header_id|>' }}"})";
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, "{{ '<|start_header_id|>' }}");
+  fs::remove(dir / "chat_template.json");
   fs::remove(dir / "tokenizer_config.json");  // none: no key
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, "");
   convert_to_gguf(*load_model(dir.string()), out, DType::F16);
   EXPECT_FALSE(GgufFile::open(out).has("tokenizer.chat_template"));
 }

@@ -1,6 +1,7 @@
 #include "formats/hf_config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <cstdint>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/mmap_file.h"
 
 namespace lcx {
 
@@ -236,6 +238,49 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
     fail(where + ": " + e.what());  // which file, as the GGUF loader says
   }
   return c;
+}
+
+HfChatTemplate read_hf_chat_template(const std::string& dir) {
+  namespace fs = std::filesystem;
+  HfChatTemplate out;
+  std::error_code ec;
+  const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
+  out.where = cfg.string();
+  if (fs::is_regular_file(cfg, ec)) {
+    const json j = json::parse(read_text_file(cfg.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) {
+      out.problem = cfg.string() + " is not valid JSON";
+      return out;
+    }
+    if (j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null()) {
+      const json& t = j["chat_template"];
+      if (t.is_string()) out.text = t.get<std::string>();
+      if (t.is_array())
+        for (const json& e : t)
+          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+            out.text = e["template"].get<std::string>();
+      if (out.text.empty())
+        out.problem = cfg.string() + "'s chat_template is " +
+                      (t.is_array() ? std::string("a list without a \"default\" entry") : "not a string (" + t.dump() + ")");
+      return out;
+    }
+  }
+  const fs::path jinja = fs::path(dir) / "chat_template.jinja";
+  if (fs::is_regular_file(jinja, ec)) {
+    out.where = jinja.string();
+    out.text = read_text_file(jinja.string());
+    return out;
+  }
+  const fs::path ct = fs::path(dir) / "chat_template.json";
+  if (fs::is_regular_file(ct, ec)) {
+    out.where = ct.string();
+    const json j = json::parse(read_text_file(ct.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string())
+      out.text = j["chat_template"].get<std::string>();
+    else
+      out.problem = ct.string() + " has no chat_template string";
+  }
+  return out;
 }
 
 }  // namespace lcx

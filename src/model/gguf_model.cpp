@@ -8,8 +8,8 @@
 #include <cmath>
 #include <filesystem>
 #include <numbers>
-#include <nlohmann/json.hpp>
 
+#include "formats/hf_config.h"
 #include "kernels/ops.h"
 #include "runtime/error.h"
 
@@ -321,25 +321,15 @@ void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
 
 namespace {
 
-// The source model's chat template: tokenizer_config.json `chat_template` beside an HF model (a
-// string, or the "default" entry of a list of named templates), or a GGUF's
-// tokenizer.chat_template. "" when there is none or the file is unreadable (the chat and serve
-// commands report that case themselves).
+// The source model's chat template: a GGUF's tokenizer.chat_template, or what transformers reads
+// beside an HF model (read_hf_chat_template). "" when there is none or the file is unreadable
+// (the chat and serve commands report that case themselves).
 std::string source_chat_template(const Model& m) {
   std::error_code ec;
   if (m.path.empty()) return "";  // built in memory (tests, load_gguf_model into a bare Model)
   if (fs::is_regular_file(m.path, ec)) return GgufFile::open(m.path).get_str("tokenizer.chat_template", "");
-  const fs::path cfg = fs::path(m.path) / "tokenizer_config.json";
-  if (!fs::is_regular_file(cfg, ec)) return "";
-  const nlohmann::json j = nlohmann::json::parse(read_text_file(cfg.string()), nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("chat_template")) return "";
-  const nlohmann::json& t = j["chat_template"];
-  if (t.is_string()) return t.get<std::string>();
-  if (t.is_array())
-    for (const nlohmann::json& e : t)
-      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-        return e["template"].get<std::string>();
-  return "";
+  if (!fs::is_directory(m.path, ec)) return "";
+  return read_hf_chat_template(m.path).text;
 }
 
 }  // namespace

@@ -1,10 +1,7 @@
 #include "chat_template.h"
 
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-
 #include "formats/gguf.h"
+#include "formats/hf_config.h"
 #include "model/model.h"
 #include "runtime/error.h"
 
@@ -94,7 +91,6 @@ std::string ChatTemplate::detect_from_jinja(const std::string& j) {
 }
 
 std::string ChatTemplate::detect(const longctx::Model& model, std::string* what) {
-  namespace fs = std::filesystem;
   const lcx::Model& m = model.impl();
   std::string jinja, where;
   try {
@@ -103,31 +99,12 @@ std::string ChatTemplate::detect(const longctx::Model& model, std::string* what)
       jinja = f.get_str("tokenizer.chat_template", "");
       where = "GGUF metadata tokenizer.chat_template";
     } else {
-      const fs::path cfg = fs::path(m.path) / "tokenizer_config.json";
-      where = cfg.string();
-      std::ifstream in(cfg);
-      if (in) {
-        // A file that is there but unreadable is reported as such, not as "no chat_template".
-        const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-        if (j.is_discarded()) {
-          if (what) *what = cfg.string() + " is not valid JSON";
-          return "";
-        }
-        if (j.is_object() && j.contains("chat_template")) {
-          const auto& t = j["chat_template"];
-          if (t.is_string()) jinja = t.get<std::string>();
-          // Newer files hold a list of named templates; "default" is the chat one.
-          if (t.is_array())
-            for (const auto& e : t)
-              if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-                jinja = e["template"].get<std::string>();
-          if (jinja.empty()) {
-            if (what)
-              *what = cfg.string() + "'s chat_template is " +
-                      (t.is_array() ? std::string("a list without a \"default\" entry") : "not a string (" + t.dump() + ")");
-            return "";
-          }
-        }
+      const HfChatTemplate t = read_hf_chat_template(m.path);
+      jinja = t.text;
+      where = t.where;
+      if (!t.problem.empty()) {
+        if (what) *what = t.problem;
+        return "";
       }
     }
   } catch (const std::exception&) {
