@@ -11,8 +11,10 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <nlohmann/json.hpp>
 
 #include "formats/gguf.h"
+#include "formats/hf_config.h"
 #include "kernels/ops.h"
 #include "longctx/longctx.h"
 #include "model/gguf_model.h"
@@ -429,6 +431,61 @@ INSTANTIATE_TEST_SUITE_P(Models, GgufFixture,
                                          "llama_rope_llama3", "llama_rope_longrope", "llama_rope_theta",
                                          "llama_rope_yarn", "longllama_bf16mem", "longllama_grouped",
                                          "longllama_mem", "longllama_nomem"));
+
+// The chat template travels into the GGUF (tokenizer.chat_template, as convert_hf_to_gguf writes
+// it): a string, or the "default" entry of a list of named templates; GGUF -> GGUF keeps it.
+TEST(GgufModel, ConvertCarriesChatTemplate) {
+  const fs::path dir = fs::path(tmp_dir()) / "chat_template_model";
+  fs::create_directories(dir);
+  for (const char* f : {"config.json", "model.safetensors"}) {
+    fs::remove(dir / f);
+    fs::copy_file(fs::path(model_dir("llama_mha")) / f, dir / f);
+  }
+  const std::string tmpl = "{{ bos_token }}{% for m in messages %}<|user|>\n{{ m['content'] }}{% endfor %}";
+  const std::string out = tmp_dir() + "/chat_template.gguf", again = tmp_dir() + "/chat_template2.gguf";
+  RemoveOnExit cleanup_out{out}, cleanup_again{again};
+  for (const nlohmann::json& ct : {nlohmann::json(tmpl), nlohmann::json::array({{{"name", "tool_use"}, {"template", "x"}},
+                                                                               {{"name", "default"}, {"template", tmpl}}})}) {
+    std::ofstream(dir / "tokenizer_config.json") << nlohmann::json{{"chat_template", ct}, {"model_max_length", 1e30}}.dump();
+    auto hf = load_model(dir.string(), LoadOptions{.tokenizer_path = tokenizer_path()});
+    convert_to_gguf(*hf, out, DType::F16);
+    EXPECT_EQ(GgufFile::open(out).get_str("tokenizer.chat_template", ""), tmpl);
+    auto gg = load_model(out);
+    convert_to_gguf(*gg, again, DType::F16);
+    EXPECT_EQ(GgufFile::open(again).get_str("tokenizer.chat_template", ""), tmpl);
+  }
+  // Newer transformers save it as chat_template.jinja; tokenizer_config.json's key still wins.
+  std::ofstream(dir / "chat_template.jinja") << "{{ '<|im_start|>' }}";
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, tmpl);
+  std::ofstream(dir / "tokenizer_config.json") << R"({"model_max_length": 131072})";
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, "{{ '<|im_start|>' }}");
+  convert_to_gguf(*load_model(dir.string()), out, DType::F16);
+  EXPECT_EQ(GgufFile::open(out).get_str("tokenizer.chat_template", ""), "{{ '<|im_start|>' }}");
+  fs::remove(dir / "chat_template.jinja");
+  std::ofstream(dir / "chat_template.json") << R"({"chat_template": "{{ '<|start_header_id|>' }}"})";
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, "{{ '<|start_header_id|>' }}");
+  fs::remove(dir / "chat_template.json");
+  fs::remove(dir / "tokenizer_config.json");  // none: no key
+  EXPECT_EQ(read_hf_chat_template(dir.string()).text, "");
+  convert_to_gguf(*load_model(dir.string()), out, DType::F16);
+  EXPECT_FALSE(GgufFile::open(out).has("tokenizer.chat_template"));
+}
+
+// The whole end-of-generation set survives conversion (gradient_1048k-style configs: eos 128009
+// in config.json, [128001, 128009] in generation_config.json; llama.cpp has one eot/eom id).
+TEST(GgufModel, EndOfGenerationIdsRoundTrip) {
+  auto m = synthetic_model();
+  ASSERT_GT(m->config.n_vocab, 9);
+  m->config.eog_ids = {9, 5, 7};
+  const std::string out = tmp_dir() + "/eog.gguf";
+  RemoveOnExit cleanup_out{out};
+  convert_to_gguf(*m, out, DType::F32);
+  EXPECT_EQ(GgufFile::open(out).get_int_array("longctx.eog_token_ids"), (std::vector<int64_t>{9, 5, 7}));
+  EXPECT_EQ(load_model(out)->config.eog_ids, (std::vector<int32_t>{9, 5, 7}));
+  m->config.eog_ids.clear();
+  convert_to_gguf(*m, out, DType::F32);
+  EXPECT_FALSE(GgufFile::open(out).has("longctx.eog_token_ids"));
+}
 
 TEST(GgufModel, Llama3WritesLlamaCppRopeFreqs) {
   auto hf = load_model(model_dir("llama_rope_llama3"));

@@ -13,6 +13,7 @@
 #include "formats/hf_config.h"
 #include "formats/safetensors.h"
 #include "longctx/longctx.h"
+#include "model/gguf_model.h"
 #include "model/model.h"
 #include "runtime/error.h"
 #include "testutil.h"
@@ -137,6 +138,73 @@ TEST(Loader, EosListEndsGeneration) {
   EXPECT_EQ(r.stop_reason, "eos");
 }
 
+// generation_config.json's eos_token_id ends generation too (transformers' generate() stops
+// there); every id is listed once, also when config.json's list and the vocabulary's end-of-turn
+// pieces name it again (Llama 3.1 listed 128008 128009 twice).
+TEST(Loader, GenerationConfigEosAndEachIdOnce) {
+  const fs::path dir = copy_model("llama_mha", "geneos");
+  nlohmann::json cfg = nlohmann::json::parse(lcx::test::read_file((dir / "config.json").string()));
+  const int32_t eos = cfg["eos_token_id"].get<int32_t>();
+  cfg["eos_token_id"] = {eos, 7, 9, 7};
+  write(dir / "config.json", cfg.dump());
+  write(dir / "generation_config.json", nlohmann::json{{"bos_token_id", 1}, {"eos_token_id", {eos, 9, 11}}}.dump());
+  auto m = lcx::load_model(dir.string());
+  EXPECT_EQ(m->config.eos_id, eos);
+  EXPECT_EQ(m->config.eog_ids, (std::vector<int32_t>{7, 9, 11}));
+  // A single id, and a file that is not JSON (ignored, as it only adds stop ids).
+  write(dir / "generation_config.json", nlohmann::json{{"eos_token_id", 13}}.dump());
+  EXPECT_EQ(lcx::load_model(dir.string())->config.eog_ids, (std::vector<int32_t>{7, 9, 13}));
+  write(dir / "generation_config.json", "{not json");
+  EXPECT_EQ(lcx::load_model(dir.string())->config.eog_ids, (std::vector<int32_t>{7, 9}));
+}
+
+// tokenizer_config.json's add_bos_token (LlamaTokenizer; false for Yi-6B-200K) decides whether a
+// prompt starts with BOS, as in transformers; the converted GGUF keeps it.
+TEST(Loader, TokenizerConfigAddBosToken) {
+  const fs::path dir = copy_model("llama_mha", "addbos");
+  fs::copy_file(fs::path(fixtures_dir()) / "tokenizer.model", dir / "tokenizer.model");
+  auto with_bos = longctx::Model::load(dir.string());
+  const std::vector<int32_t> ids = with_bos->tokenize("Hello world");
+  ASSERT_FALSE(ids.empty());
+  EXPECT_EQ(ids[0], 1);
+  write(dir / "tokenizer_config.json", R"({"add_bos_token": false, "add_eos_token": false, "legacy": true,
+    "model_max_length": 1000000000000000019884624838656, "tokenizer_class": "LlamaTokenizer"})");
+  auto no_bos = longctx::Model::load(dir.string());
+  EXPECT_EQ(no_bos->tokenize("Hello world"), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  EXPECT_EQ(no_bos->tokenize("Hello world", false), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  const std::string gguf = (fs::path(tmp_dir()) / "addbos.gguf").string();
+  lcx::convert_to_gguf(no_bos->impl(), gguf, lcx::DType::F32);
+  EXPECT_EQ(longctx::Model::load(gguf)->tokenize("Hello world"), std::vector<int32_t>(ids.begin() + 1, ids.end()));
+  fs::remove(gguf);
+}
+
+// LongLLaMA and OpenLLaMA publish pytorch_model.bin only: the error names the file and the way out.
+TEST(Loader, PickleWeightsNameTheConverter) {
+  auto d = copy_model("llama_mha", "pickle");
+  fs::remove(d / "model.safetensors");
+  write(d / "pytorch_model.bin", "PK");
+  std::string e = load_error(d);
+  EXPECT_NE(e.find("pytorch_model.bin"), std::string::npos) << e;
+  EXPECT_NE(e.find("tools/bin_to_safetensors.py"), std::string::npos) << e;
+  fs::remove(d / "pytorch_model.bin");
+  write(d / "pytorch_model-00002-of-00002.bin", "PK");
+  write(d / "pytorch_model-00001-of-00002.bin", "PK");
+  e = load_error(d);
+  EXPECT_NE(e.find("pytorch_model-00001-of-00002.bin"), std::string::npos) << e;
+}
+
+// Llama 3.x repositories carry Meta's own format in original/: the error says what it is.
+TEST(Loader, MetaOriginalFormatNamed) {
+  const fs::path d = fs::path(tmp_dir()) / "loader_meta_original";
+  fs::create_directories(d);
+  write(d / "params.json", R"({"dim": 4096, "n_layers": 32, "n_heads": 32, "n_kv_heads": 8, "vocab_size": 128256})");
+  write(d / "consolidated.00.pth", "PK");
+  const std::string e = load_error(d);
+  EXPECT_NE(e.find("Meta's original checkpoint format"), std::string::npos) << e;
+  fs::remove(d / "params.json");
+  EXPECT_NE(load_error(d).find("no config.json"), std::string::npos) << load_error(d);
+}
+
 TEST(Loader, MissingPath) {
   EXPECT_NE(load_error("/nonexistent/model").find("does not exist"), std::string::npos);
 }
@@ -247,6 +315,66 @@ void write_safetensors(const fs::path& file, const std::string& header, const st
   std::string out(8, '\0');
   for (int b = 0; b < 8; ++b) out[size_t(b)] = char((uint64_t(header.size()) >> (8 * b)) & 0xff);
   write(file, out + header + data);
+}
+
+// A zero-weight LLaMA (hidden 8, one layer) with vocab_size n_vocab and the OpenLLaMA
+// tokenizer.model (32000 pieces) beside it.
+fs::path tiny_model_with_vocab(const std::string& tag, int64_t n_vocab) {
+  const fs::path d = fs::path(tmp_dir()) / ("loader_" + tag);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  write(d / "config.json", nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"},
+                                          {"hidden_size", 8}, {"intermediate_size", 8}, {"num_hidden_layers", 1},
+                                          {"num_attention_heads", 2}, {"vocab_size", n_vocab},
+                                          {"max_position_embeddings", 64}}.dump());
+  nlohmann::json h = nlohmann::json::object();
+  int64_t off = 0;
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape) {
+    int64_t n = 4;
+    for (int64_t x : shape) n *= x;
+    h[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {off, off + n}}};
+    off += n;
+  };
+  tensor("model.embed_tokens.weight", {n_vocab, 8});
+  for (const char* w : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+                        "mlp.up_proj", "mlp.down_proj"})
+    tensor(std::string("model.layers.0.") + w + ".weight", {8, 8});
+  for (const char* w : {"model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+                        "model.norm.weight"})
+    tensor(w, {8});
+  tensor("lm_head.weight", {n_vocab, 8});
+  write_safetensors(d / "model.safetensors", h.dump(), std::string(size_t(off), '\0'));
+  fs::copy_file(fs::path(fixtures_dir()) / "tokenizer.model", d / "tokenizer.model");
+  return d;
+}
+
+// Llama-2 ChatML fine-tunes: vocab_size 32002, tokenizer.model with 32000 pieces, the two added
+// tokens in tokenizer.json (or added_tokens.json); padded embeddings (32128) name nothing.
+// Both load with the vocabulary a GGUF of them holds, and tokenize as the SentencePiece model.
+TEST(Loader, SentencePieceWithAddedAndPaddingTokens) {
+  const std::vector<int32_t> plain = longctx::Model::load(tiny_model_with_vocab("vocab32000", 32000).string())->tokenize("Hello world");
+  const fs::path d = tiny_model_with_vocab("vocab32002", 32002);
+  write(d / "added_tokens.json", R"({"<|im_end|>": 32001, "<|im_start|>": 32000})");
+  auto m = lcx::load_model(d.string());
+  ASSERT_EQ(m->tok().n_vocab(), 32002);
+  EXPECT_EQ(m->tok().vocab().pieces[32000], "<|im_start|>");
+  EXPECT_EQ(m->tok().vocab().types[32001], lcx::TokenType::UserDefined);
+  EXPECT_EQ(m->tok().encode("Hello world", true), plain);
+  // tokenizer.json's added_tokens win (with their special flag); base ids listed there are kept.
+  write(d / "tokenizer.json", R"({"added_tokens": [{"id": 2, "content": "</s>", "special": true},
+    {"id": 32000, "content": "<|im_start|>", "special": true}, {"id": 32001, "content": "<|im_end|>", "special": true}],
+    "model": {"type": "BPE", "vocab": {}, "merges": []}})");
+  m = lcx::load_model(d.string());
+  EXPECT_EQ(m->tok().vocab().pieces[2], "</s>");
+  EXPECT_EQ(m->tok().vocab().types[32001], lcx::TokenType::Control);
+  EXPECT_TRUE(m->config.is_eog(32001));  // <|im_end|> ends generation
+  EXPECT_EQ(m->tok().decode({32000, 16644}), "Hello");
+  auto padded = lcx::load_model(tiny_model_with_vocab("vocab32128", 32128).string());
+  EXPECT_EQ(padded->tok().vocab().pieces[32127], "[PAD32127]");
+  EXPECT_EQ(padded->tok().encode("Hello world", true), plain);
+  // More pieces than vocab_size is still an error.
+  EXPECT_NE(load_error(tiny_model_with_vocab("vocab31999", 31999)).find("tokens but the model's vocab_size is 31999"),
+            std::string::npos);
 }
 
 // A tensor named twice: nlohmann would keep one silently; the reference reader refuses it.
@@ -452,6 +580,38 @@ TEST(HfConfig, RefusedWithTheKeyNamed) {
   nlohmann::json lr = fixture_json("llama_rope_longrope");
   lr["rope_scaling"].erase("long_factor");
   EXPECT_NE(parse_error(lr).find("needs a 'long_factor' list"), std::string::npos) << parse_error(lr);
+}
+
+// GPTQ / AWQ / bitsandbytes checkpoints are refused for being quantized, not for a missing tensor.
+TEST(HfConfig, QuantizedCheckpointRefused) {
+  nlohmann::json j = fixture_json("llama_mha");
+  j["quantization_config"] = {{"bits", 4}, {"group_size", 128}, {"desc_act", false}, {"quant_method", "gptq"}};
+  std::string e = parse_error(j);
+  EXPECT_NE(e.find("quantized checkpoint"), std::string::npos) << e;
+  EXPECT_NE(e.find("'gptq'"), std::string::npos) << e;
+  EXPECT_NE(e.find("--outtype"), std::string::npos) << e;
+  j["quantization_config"] = {{"load_in_4bit", true}, {"bnb_4bit_quant_type", "nf4"}};
+  e = parse_error(j);
+  EXPECT_NE(e.find("'bitsandbytes'"), std::string::npos) << e;
+  j["quantization_config"] = nullptr;  // null: not quantized
+  EXPECT_EQ(parse_error(j), "");
+}
+
+// YaRN-Llama-2-7b-64k: rope_scaling.original_max_position_embeddings 4096 with
+// max_position_embeddings 65536. transformers v4.49 ignores the key; it is kept for `info`.
+TEST(HfConfig, YarnOriginalContextKeptForTheNote) {
+  nlohmann::json j = fixture_json("llama_rope_yarn");
+  j["rope_scaling"]["original_max_position_embeddings"] = 16;
+  j["rope_scaling"]["finetuned"] = true;
+  const lcx::ModelConfig c = lcx::parse_hf_config(j.dump(), "config.json");
+  EXPECT_EQ(c.rope.orig_ctx, 0);
+  EXPECT_EQ(lcx::rope_original_ctx(c.rope), c.n_ctx_train);
+  EXPECT_EQ(c.yarn_unused_orig_ctx, 16);
+  const fs::path dir = copy_model("llama_rope_yarn", "yarnnote");
+  write(dir / "config.json", j.dump());
+  const std::string info = longctx::Model::load(dir.string())->describe();
+  EXPECT_NE(info.find("original_max_position_embeddings 16 is not used"), std::string::npos) << info;
+  EXPECT_NE(info.find("--rope-orig-ctx 16"), std::string::npos) << info;
 }
 
 // A config without a shape key says which key is missing (not "hidden_size must be > 0").

@@ -1308,6 +1308,29 @@ TEST(ChatTemplates, DetectFromJinja) {
   EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"), "llama2");
   EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ 'USER: ' + c }}{{ 'ASSISTANT: ' }}"), "longllama");
   EXPECT_EQ(ChatTemplate::detect_from_jinja("{{ '<start_of_turn>' }}"), "");
+  // TinyLlama-1.1B-Chat-v1.0's tokenizer_config.json template, as published.
+  EXPECT_EQ(ChatTemplate::detect_from_jinja(
+                "{% for message in messages %}\n{% if message['role'] == 'user' %}\n{{ '<|user|>\n' + message['content'] + "
+                "eos_token }}\n{% elif message['role'] == 'system' %}\n{{ '<|system|>\n' + message['content'] + eos_token }}\n"
+                "{% elif message['role'] == 'assistant' %}\n{{ '<|assistant|>\n'  + message['content'] + eos_token }}\n"
+                "{% endif %}\n{% if loop.last and add_generation_prompt %}\n{{ '<|assistant|>' }}\n{% endif %}\n{% endfor %}"),
+            "zephyr");
+}
+
+// Zephyr / TinyLlama-Chat: "<|role|>\n" + content + EOS + "\n", then "<|assistant|>\n" (what the
+// Jinja renders with transformers' trim_blocks); BOS because the SentencePiece tokenizer adds it.
+TEST(ChatTemplates, ZephyrRender) {
+  auto m = fixture_model();
+  ChatTemplate t("zephyr", *m);
+  EXPECT_EQ(show(t.render({{"system", "S"}, {"user", "U"}, {"assistant", "A"}, {"user", "V"}}, true)),
+            "<1><|system|>\nS<2>\n<|user|>\nU<2>\n<|assistant|>\nA<2>\n<|user|>\nV<2>\n<|assistant|>\n");
+  EXPECT_EQ(t.stop_strings(), std::vector<std::string>{"<|user|>"});
+  const auto ids = t.tokenize(t.render({{"user", "Hi"}}, true));
+  std::vector<int32_t> want = m->tokenize("<|user|>\nHi", true);
+  want.push_back(2);
+  const auto tail = m->tokenize("\n<|assistant|>\n", false);
+  want.insert(want.end(), tail.begin(), tail.end());
+  EXPECT_EQ(ids, want);
 }
 
 // A model directory with tokenizer_config.json: the server picks its template by itself.

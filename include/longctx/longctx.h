@@ -39,6 +39,8 @@ class Model {
   static std::shared_ptr<Model> load(const std::string& path, const LoadOptions& opt = {});
   ~Model();
 
+  // add_bos: BOS first when the model's tokenizer adds one (not for tokenizer_config.json
+  // add_bos_token false, a GGUF add_bos_token false, or a tokenizer.json without it).
   std::vector<int32_t> tokenize(const std::string& text, bool add_bos = true) const;
   std::string detokenize(const std::vector<int32_t>& ids) const;
   int32_t n_vocab() const;
@@ -173,6 +175,7 @@ class Session {
   // Feeds the first `split` ids as one prompt and the rest one token per call, as generation
   // does (checks that incremental and full computation agree).
   void feed_split(const std::vector<int32_t>& ids, int64_t split, std::vector<float>* all_logits);
+  // add_bos as in Model::tokenize: BOS first when the model's tokenizer adds one.
   void feed_text(const std::string& text, bool add_bos = true, const ProgressCallback& progress = {});
 
   // Logits of the last fed token [n_vocab].

@@ -113,7 +113,8 @@ std::shared_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
 }
 
 std::vector<int32_t> Model::tokenize(const std::string& text, bool add_bos) const {
-  return m_->tok().encode(text, add_bos);
+  const lcx::Tokenizer& tok = m_->tok();
+  return tok.encode(text, add_bos && tok.vocab().add_bos);
 }
 std::string Model::detokenize(const std::vector<int32_t>& ids) const { return m_->tok().decode(ids); }
 int32_t Model::n_vocab() const { return int32_t(m_->config.n_vocab); }
@@ -162,6 +163,12 @@ std::string Model::describe() const {
     os << "\n";
   }
   os << "rope:         " << lcx::rope_describe(c.rope) << "\n";
+  if (c.rope.type == lcx::RopeScaling::Yarn && c.yarn_unused_orig_ctx > 0 &&
+      lcx::rope_original_ctx(c.rope) != c.yarn_unused_orig_ctx)
+    os << "note:         rope_scaling.original_max_position_embeddings " << c.yarn_unused_orig_ctx
+       << " is not used: transformers v4.49 takes YaRN's original context from max_position_embeddings ("
+       << c.rope.max_pos << "), and so does longctx; the model's own code and llama.cpp use "
+       << c.yarn_unused_orig_ctx << " (--rope-orig-ctx " << c.yarn_unused_orig_ctx << ")\n";
   {
     size_t copied = 0, mapped = 0;
     for (const auto& f : w.files) (f->copied() ? copied : mapped) += f->size();
@@ -482,7 +489,8 @@ void Session::feed_split(const std::vector<int32_t>& ids, int64_t split, std::ve
 }
 
 void Session::feed_text(const std::string& text, bool add_bos, const ProgressCallback& progress) {
-  impl_->feed(impl_->m->tok().encode(text, add_bos), nullptr, progress);
+  const lcx::Tokenizer& tok = impl_->m->tok();
+  impl_->feed(tok.encode(text, add_bos && tok.vocab().add_bos), nullptr, progress);
 }
 
 const std::vector<float>& Session::logits() const { return impl_->last_logits; }

@@ -1,6 +1,7 @@
 #include "formats/hf_config.h"
 
 #include <cmath>
+#include <filesystem>
 #include <cstdint>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "runtime/error.h"
+#include "runtime/mmap_file.h"
 
 namespace lcx {
 
@@ -108,6 +110,8 @@ void parse_rope_scaling(const json& rs, ModelConfig& c, const json& root, const 
   r.short_factor = get_or<std::vector<float>>(rs, "short_factor", {}, where);
   r.long_factor = get_or<std::vector<float>>(rs, "long_factor", {}, where);
   r.orig_ctx = 0;
+  if (r.type == RopeScaling::Yarn)  // YaRN-Llama-2 (4096 with max_position_embeddings 65536), Qwen-style configs
+    c.yarn_unused_orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
   if (r.type == RopeScaling::Llama3) {
     r.orig_ctx = get_or<int64_t>(rs, "original_max_position_embeddings", 0, where);
     if (r.orig_ctx <= 0)
@@ -151,6 +155,17 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   } else {
     fail(where + ": unsupported architecture '" + (arch.empty() ? model_type : arch) +
          "': longctx runs LlamaForCausalLM and LongLlamaForCausalLM checkpoints");
+  }
+  // GPTQ/AWQ/bitsandbytes/FP8 checkpoints store packed integer or float8 weights under other
+  // tensor names (q_proj.qweight, .scales, .qzeros): say so here, not "missing tensor" later.
+  if (j.contains("quantization_config") && !j["quantization_config"].is_null()) {
+    const json& q = j["quantization_config"];
+    std::string method = q.is_object() ? get_or<std::string>(q, "quant_method", "", where) : "";
+    if (method.empty() && q.is_object() && (q.contains("load_in_4bit") || q.contains("load_in_8bit"))) method = "bitsandbytes";
+    fail(where + ": this is a quantized checkpoint (quantization_config" +
+         (method.empty() ? std::string() : ", quant_method '" + method + "'") +
+         "); longctx reads unquantized F32/F16/BF16 weights: use the original (unquantized) model, then "
+         "`longctx convert --outtype q8_0` (or q4_0, q4_k...) to quantize it, or a GGUF file");
   }
   const std::string act = get_or<std::string>(j, "hidden_act", "silu", where);
   if (act != "silu") fail(where + ": hidden_act '" + act + "' is not supported (LLaMA uses silu)");
@@ -223,6 +238,49 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
     fail(where + ": " + e.what());  // which file, as the GGUF loader says
   }
   return c;
+}
+
+HfChatTemplate read_hf_chat_template(const std::string& dir) {
+  namespace fs = std::filesystem;
+  HfChatTemplate out;
+  std::error_code ec;
+  const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
+  out.where = cfg.string();
+  if (fs::is_regular_file(cfg, ec)) {
+    const json j = json::parse(read_text_file(cfg.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) {
+      out.problem = cfg.string() + " is not valid JSON";
+      return out;
+    }
+    if (j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null()) {
+      const json& t = j["chat_template"];
+      if (t.is_string()) out.text = t.get<std::string>();
+      if (t.is_array())
+        for (const json& e : t)
+          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+            out.text = e["template"].get<std::string>();
+      if (out.text.empty())
+        out.problem = cfg.string() + "'s chat_template is " +
+                      (t.is_array() ? std::string("a list without a \"default\" entry") : "not a string (" + t.dump() + ")");
+      return out;
+    }
+  }
+  const fs::path jinja = fs::path(dir) / "chat_template.jinja";
+  if (fs::is_regular_file(jinja, ec)) {
+    out.where = jinja.string();
+    out.text = read_text_file(jinja.string());
+    return out;
+  }
+  const fs::path ct = fs::path(dir) / "chat_template.json";
+  if (fs::is_regular_file(ct, ec)) {
+    out.where = ct.string();
+    const json j = json::parse(read_text_file(ct.string()), nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string())
+      out.text = j["chat_template"].get<std::string>();
+    else
+      out.problem = ct.string() + " has no chat_template string";
+  }
+  return out;
 }
 
 }  // namespace lcx

@@ -138,6 +138,19 @@ SafetensorsSet open_safetensors_dir(const std::string& dir, FileLoad how) {
   } else if (fs::exists(single)) {
     shards.push_back("model.safetensors");
   } else {
+    // Many published checkpoints (LongLLaMA, OpenLLaMA) ship only PyTorch pickles.
+    std::string pickles;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir, ec)) {
+      const std::string f = e.path().filename().string();
+      if (f == "pytorch_model.bin" || f == "pytorch_model.bin.index.json" ||
+          (f.rfind("pytorch_model-", 0) == 0 && f.size() > 4 && f.compare(f.size() - 4, 4, ".bin") == 0))
+        if (pickles.empty() || f < pickles) pickles = f;
+    }
+    if (!pickles.empty())
+      fail("'" + dir + "' has PyTorch pickle weights (" + pickles +
+           ") but no model.safetensors or model.safetensors.index.json; longctx reads safetensors only: "
+           "convert them once with `python3 tools/bin_to_safetensors.py " + dir + "` (needs torch; see docs/GGUF.md)");
     fail("no model.safetensors or model.safetensors.index.json in '" + dir +
          "': pass a Hugging Face model directory or a .gguf file");
   }

@@ -203,6 +203,7 @@ class BpeTokenizer : public Tokenizer {
   }
 
   const SpmVocab& vocab() const override { return v_; }
+  void set_add_bos(bool on) override { v_.add_bos = on; }
 
  private:
   void encode_plain(std::string_view text, std::vector<int32_t>& out) const {

@@ -46,7 +46,8 @@ struct ModelConfig {
   int32_t bos_id = 1;
   int32_t eos_id = 2;
   // Other ids that end generation as eos_id does (llama.cpp's "end of generation" set): the rest
-  // of a config.json eos_token_id list (Llama 3: 128001, 128008, 128009), GGUF
+  // of a config.json eos_token_id list (Llama 3: 128001, 128008, 128009), generation_config.json's
+  // eos_token_id (what transformers' generate() stops at), GGUF
   // tokenizer.ggml.eot_token_id / eom_token_id, and the vocabulary's end-of-turn control tokens
   // (<|eot_id|>, <|eom_id|>, <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>).
   std::vector<int32_t> eog_ids;
@@ -57,6 +58,9 @@ struct ModelConfig {
     return false;
   }
   RopeConfig rope;
+  // config.json's rope_scaling.original_max_position_embeddings for yarn, which transformers
+  // v4.49 (and so rope.orig_ctx) does not use; `info` points it out (0: none given).
+  int64_t yarn_unused_orig_ctx = 0;
   MemConfig mem;             // used when arch == LongLlama
 
   // Throws lcx::Error with the offending field when the numbers cannot describe a model.

@@ -4,10 +4,12 @@
 // for it.
 #include "model/gguf_model.h"
 
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <numbers>
 
+#include "formats/hf_config.h"
 #include "kernels/ops.h"
 #include "runtime/error.h"
 
@@ -128,6 +130,11 @@ ModelConfig gguf_read_config(const GgufFile& g) {
   c.eos_id = int32_t(g.get_int("tokenizer.ggml.eos_token_id", 2));
   for (const char* k : {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"})
     if (g.has(k)) c.eog_ids.push_back(int32_t(g.get_int(k, -1)));
+  // Ours: every other id that ends generation (config.json / generation_config.json eos lists).
+  // Out-of-range ids are dropped by load_model, as for the keys above.
+  if (g.has("longctx.eog_token_ids"))
+    for (int64_t id : g.get_int_array("longctx.eog_token_ids"))
+      if (id >= 0 && id <= INT32_MAX) c.eog_ids.push_back(int32_t(id));
 
   RopeConfig& r = c.rope;
   r.head_dim = c.head_dim;
@@ -312,6 +319,21 @@ void load_gguf_model(const std::string& path, Model& m, FileLoad how) {
 // ---------------------------------------------------------------------------------------------
 // Conversion
 
+namespace {
+
+// The source model's chat template: a GGUF's tokenizer.chat_template, or what transformers reads
+// beside an HF model (read_hf_chat_template). "" when there is none or the file is unreadable
+// (the chat and serve commands report that case themselves).
+std::string source_chat_template(const Model& m) {
+  std::error_code ec;
+  if (m.path.empty()) return "";  // built in memory (tests, load_gguf_model into a bare Model)
+  if (fs::is_regular_file(m.path, ec)) return GgufFile::open(m.path).get_str("tokenizer.chat_template", "");
+  if (!fs::is_directory(m.path, ec)) return "";
+  return read_hf_chat_template(m.path).text;
+}
+
+}  // namespace
+
 void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
   const ModelConfig& c = m.config;
   const RopeConfig& r = c.rope;
@@ -387,6 +409,10 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
   // Tokenizer (SentencePiece, as convert_hf_to_gguf's _set_vocab_sentencepiece writes it).
   if (c.bos_id >= 0) w.set_u32("tokenizer.ggml.bos_token_id", uint32_t(c.bos_id));
   if (c.eos_id >= 0) w.set_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_id));
+  // The rest of the end-of-generation set (Llama 3.1's eos list, generation_config.json):
+  // llama.cpp has one eot/eom id each, so they travel under our own key.
+  if (!c.eog_ids.empty())
+    w.set("longctx.eog_token_ids", GgufValue::int_array(GgufType::I32, std::vector<int64_t>(c.eog_ids.begin(), c.eog_ids.end())));
   if (m.tokenizer) {
     const SpmVocab& v = m.tokenizer->vocab();
     w.set_str("tokenizer.ggml.model", v.byte_level ? "gpt2" : "llama");
@@ -408,6 +434,9 @@ void convert_to_gguf(const Model& m, const std::string& out_path, DType dtype) {
     w.set_bool("tokenizer.ggml.add_space_prefix", v.add_dummy_prefix);
     w.set_bool("tokenizer.ggml.remove_extra_whitespaces", v.remove_extra_whitespaces);
   }
+
+  // As convert_hf_to_gguf: without it a converted chat model has no template (chat/serve refuse it).
+  if (const std::string tmpl = source_chat_template(m); !tmpl.empty()) w.set_str("tokenizer.chat_template", tmpl);
 
   if ((r.type == RopeScaling::Llama3 && r.orig_ctx > 0) || !r.freq_factors.empty()) {
     // ours from the Llama 3 parameters, or the divisors a llama.cpp file came with

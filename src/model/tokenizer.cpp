@@ -254,6 +254,7 @@ class SentencePieceTokenizer : public Tokenizer {
     return out;
   }
   const SpmVocab& vocab() const override { return vocab_; }
+  void set_add_bos(bool on) override { vocab_.add_bos = on; }
 
  private:
   sentencepiece::SentencePieceProcessor sp_;
@@ -333,6 +334,7 @@ class VocabTokenizer : public Tokenizer {
   }
 
   const SpmVocab& vocab() const override { return vocab_; }
+  void set_add_bos(bool on) override { vocab_.add_bos = on; }
 
  private:
   // Length of the longest user-defined piece at the front of `s`, 0 if none

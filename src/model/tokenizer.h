@@ -52,6 +52,9 @@ class Tokenizer {
   // Throws lcx::Error on an id outside [0, n_vocab).
   virtual std::string decode(const std::vector<int32_t>& ids) const = 0;
   virtual const SpmVocab& vocab() const = 0;
+  // Whether the model's tokenizer puts BOS first (tokenizer_config.json add_bos_token, GGUF
+  // tokenizer.ggml.add_bos_token); Model::tokenize and Session::feed_text follow it.
+  virtual void set_add_bos(bool on) = 0;
   // Byte-level BPE: token_bytes are arbitrary byte strings (pieces of UTF-8 characters too),
   // no leading-space handling in decoding.
   bool byte_level() const { return vocab().byte_level; }

@@ -47,7 +47,7 @@ const char* kServeHelp =
     "                            /detokenize and /tokenizer_info (or $LONGCTX_API_KEY)\n"
     "  --parallel N              requests processed at once, one worker and session each (default 1)\n"
     "  --queue-size Q            requests that may wait for a worker; more get HTTP 429 (default 16)\n"
-    "  --chat-template NAME      llama2, llama3, chatml or longllama (default: from the model's\n"
+    "  --chat-template NAME      llama2, llama3, chatml, zephyr or longllama (default: from the model's\n"
     "                            tokenizer_config.json or GGUF tokenizer.chat_template)\n"
     "  --alias NAME              model id in /v1/models and requests (default: the model's file name)\n"
     "  --max-tokens N            largest max_tokens a request may ask for (default 4096)\n"
@@ -74,7 +74,7 @@ const char* kChatHelp =
     "Ctrl-C while the model answers stops the answer.\n"
     "\n"
     "options:\n"
-    "  --chat-template NAME      llama2, llama3, chatml or longllama (default: the model's own)\n"
+    "  --chat-template NAME      llama2, llama3, chatml, zephyr or longllama (default: the model's own)\n"
     "  --system TEXT             system prompt\n"
     "  -f, --file FILE           a document to read first (it becomes part of the system message;\n"
     "                            a progress bar shows tokens/s and ETA while it is processed)\n"
@@ -127,7 +127,7 @@ int serve(int argc, char** argv) {
   if (!so.chat_template.empty()) {
     bool ok = false;
     for (const auto& n : ChatTemplate::names()) ok |= n == so.chat_template;
-    if (!ok) lcx::fail("unknown --chat-template '" + so.chat_template + "': use llama2, llama3, chatml or longllama");
+    if (!ok) lcx::fail("unknown --chat-template '" + so.chat_template + "': use llama2, llama3, chatml, zephyr or longllama");
   }
 
   auto model = load(a);
@@ -315,7 +315,7 @@ int chat(int argc, char** argv) {
   if (name.empty()) name = ChatTemplate::detect(*c.model, &found);
   if (name.empty())
     lcx::fail("this model has no chat template longctx recognises (" + found +
-              "): pass --chat-template llama2, llama3, chatml or longllama");
+              "): pass --chat-template llama2, llama3, chatml, zephyr or longllama");
   c.tmpl = std::make_unique<ChatTemplate>(name, *c.model);
   c.gen.stop.insert(c.gen.stop.end(), c.tmpl->stop_strings().begin(), c.tmpl->stop_strings().end());
   c.session = std::make_unique<longctx::Session>(c.model, session_options(a));

@@ -1,10 +1,7 @@
 #include "chat_template.h"
 
-#include <filesystem>
-#include <fstream>
-#include <nlohmann/json.hpp>
-
 #include "formats/gguf.h"
+#include "formats/hf_config.h"
 #include "model/model.h"
 #include "runtime/error.h"
 
@@ -48,13 +45,13 @@ const char* kLongLlamaInitialPrompt =
 
 }  // namespace
 
-std::vector<std::string> ChatTemplate::names() { return {"llama2", "llama3", "chatml", "longllama"}; }
+std::vector<std::string> ChatTemplate::names() { return {"llama2", "llama3", "chatml", "zephyr", "longllama"}; }
 
 ChatTemplate::ChatTemplate(const std::string& name, const longctx::Model& model) : name_(name), model_(model) {
   bool known = false;
   for (const auto& n : names()) known |= n == name;
   if (!known)
-    fail("unknown chat template '" + name + "': use one of llama2, llama3, chatml, longllama");
+    fail("unknown chat template '" + name + "': use one of llama2, llama3, chatml, zephyr, longllama");
   model_.impl().tok();  // templates need a tokenizer: fail now with its explanation
   auto end_marker = [&](const std::string& piece) {
     const int32_t id = special_id(piece);
@@ -63,6 +60,7 @@ ChatTemplate::ChatTemplate(const std::string& name, const longctx::Model& model)
   };
   if (name_ == "chatml") end_marker("<|im_end|>");
   if (name_ == "llama3") end_marker("<|eot_id|>");
+  if (name_ == "zephyr") stop_strings_.push_back("<|user|>");  // EOS ends the turn; a new turn too
   // The base vocabulary has no end-of-turn marker besides EOS; a user turn starting means
   // the reply is over.
   if (name_ == "longllama") stop_strings_.push_back("\nUSER:");
@@ -86,13 +84,13 @@ Part ChatTemplate::marker(const std::string& piece, Kind kind, int msg) const {
 std::string ChatTemplate::detect_from_jinja(const std::string& j) {
   if (j.find("<|im_start|>") != std::string::npos) return "chatml";
   if (j.find("<|start_header_id|>") != std::string::npos) return "llama3";
+  if (j.find("<|user|>") != std::string::npos && j.find("<|assistant|>") != std::string::npos) return "zephyr";
   if (j.find("[INST]") != std::string::npos) return "llama2";
   if (j.find("USER:") != std::string::npos && j.find("ASSISTANT:") != std::string::npos) return "longllama";
   return "";
 }
 
 std::string ChatTemplate::detect(const longctx::Model& model, std::string* what) {
-  namespace fs = std::filesystem;
   const lcx::Model& m = model.impl();
   std::string jinja, where;
   try {
@@ -101,31 +99,12 @@ std::string ChatTemplate::detect(const longctx::Model& model, std::string* what)
       jinja = f.get_str("tokenizer.chat_template", "");
       where = "GGUF metadata tokenizer.chat_template";
     } else {
-      const fs::path cfg = fs::path(m.path) / "tokenizer_config.json";
-      where = cfg.string();
-      std::ifstream in(cfg);
-      if (in) {
-        // A file that is there but unreadable is reported as such, not as "no chat_template".
-        const auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-        if (j.is_discarded()) {
-          if (what) *what = cfg.string() + " is not valid JSON";
-          return "";
-        }
-        if (j.is_object() && j.contains("chat_template")) {
-          const auto& t = j["chat_template"];
-          if (t.is_string()) jinja = t.get<std::string>();
-          // Newer files hold a list of named templates; "default" is the chat one.
-          if (t.is_array())
-            for (const auto& e : t)
-              if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-                jinja = e["template"].get<std::string>();
-          if (jinja.empty()) {
-            if (what)
-              *what = cfg.string() + "'s chat_template is " +
-                      (t.is_array() ? std::string("a list without a \"default\" entry") : "not a string (" + t.dump() + ")");
-            return "";
-          }
-        }
+      const HfChatTemplate t = read_hf_chat_template(m.path);
+      jinja = t.text;
+      where = t.where;
+      if (!t.problem.empty()) {
+        if (what) *what = t.problem;
+        return "";
       }
     }
   } catch (const std::exception&) {
@@ -170,6 +149,20 @@ std::vector<Part> ChatTemplate::render(const std::vector<ChatMessage>& msgs, boo
       if (!l3) out.push_back(text_part("\n", Kind::CloseTail, i));
     }
     if (add_generation_prompt) open("assistant", Kind::GenPrompt, -1);
+    return out;
+  }
+
+  if (name_ == "zephyr") {
+    // Zephyr / TinyLlama-Chat: "<|role|>\n" + content + eos_token + "\n" per message (the Jinja's
+    // eos_token text is the EOS id), then "<|assistant|>\n". BOS as the tokenizer adds it.
+    if (model_.impl().tok().vocab().add_bos) out.push_back(id_part(bos, Kind::Prefix, -1));
+    for (int i = 0; i < n; ++i) {
+      out.push_back(text_part("<|" + msgs[size_t(i)].role + "|>\n", Kind::Open, i));
+      out.push_back(text_part(msgs[size_t(i)].content, Kind::Content, i));
+      out.push_back(id_part(eos, Kind::CloseMarker, i));
+      out.push_back(text_part("\n", Kind::CloseTail, i));
+    }
+    if (add_generation_prompt) out.push_back(text_part("<|assistant|>\n", Kind::GenPrompt, -1));
     return out;
   }
 

@@ -34,7 +34,7 @@ struct Part {
 
 class ChatTemplate {
  public:
-  // NAME: llama2, llama3, chatml, longllama. Throws lcx::Error listing the names otherwise.
+  // NAME: llama2, llama3, chatml, zephyr, longllama. Throws lcx::Error listing the names otherwise.
   ChatTemplate(const std::string& name, const longctx::Model& model);
   static std::vector<std::string> names();
   // The template name whose markers the Jinja text contains, or "" when none matches.

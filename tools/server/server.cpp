@@ -243,7 +243,7 @@ struct Server::Impl {
     if (!name.empty()) tmpl.emplace(name, *model);
     else
       tmpl_problem = "this model has no chat template this server recognises (" + found +
-                     "): restart the server with --chat-template NAME (llama2, llama3, chatml or longllama), "
+                     "): restart the server with --chat-template NAME (llama2, llama3, chatml, zephyr or longllama), "
                      "or use /v1/completions with your own prompt format";
   }
 
@@ -898,7 +898,7 @@ struct Server::Impl {
     for (size_t i = 0; i < v.pieces.size(); ++i)
       if (v.types[i] == lcx::TokenType::Control && !v.pieces[i].empty()) specials.push_back({v.pieces[i], int32_t(i)});
     std::vector<int32_t> out;
-    if (add_bos && v.bos_id >= 0) out.push_back(v.bos_id);
+    if (add_bos && v.add_bos && v.bos_id >= 0) out.push_back(v.bos_id);
     size_t at = 0;
     auto plain = [&](size_t b, size_t e) {
       if (e <= b) return;
