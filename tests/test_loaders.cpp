@@ -561,12 +561,15 @@ std::string parse_error(const nlohmann::json& j) {
 }  // namespace
 
 // Config keys read as each reference reads them: LongLLaMA's modeling code derives head_dim
-// from hidden_size / num_attention_heads and ignores a head_dim key; LlamaConfig reads it.
+// from hidden_size / num_attention_heads and ignores head_dim and num_key_value_heads keys;
+// LlamaConfig reads them.
 TEST(HfConfig, HeadDimKeyPerArchitecture) {
   nlohmann::json ll = fixture_json("longllama_mem");
   ll["head_dim"] = 99;
+  ll["num_key_value_heads"] = 1;  // also ignored: modeling_longllama.py has no GQA
   const lcx::ModelConfig c = lcx::parse_hf_config(ll.dump(), "config.json");
   EXPECT_EQ(c.head_dim, c.n_embd / c.n_head);
+  EXPECT_EQ(c.n_head_kv, c.n_head);
   nlohmann::json l = fixture_json("llama_mha");
   l["head_dim"] = 2 * l["hidden_size"].get<int>() / l["num_attention_heads"].get<int>();
   EXPECT_EQ(lcx::parse_hf_config(l.dump(), "config.json").head_dim, l["head_dim"].get<int64_t>());

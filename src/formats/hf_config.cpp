@@ -185,11 +185,15 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& where) {
   c.n_ff = get_or<int64_t>(j, "intermediate_size", 0, where);
   c.n_layer = get_or<int64_t>(j, "num_hidden_layers", 0, where);
   c.n_head = get_or<int64_t>(j, "num_attention_heads", 0, where);
-  c.n_head_kv = get_or<int64_t>(j, "num_key_value_heads", c.n_head, where);
   // LongLLaMA's modeling code (v4.33 era) always uses hidden_size / num_attention_heads and
-  // ignores a head_dim key; LlamaConfig v4.49 reads it.
+  // one key/value head per query head (k_proj/v_proj are num_heads * head_dim wide): it ignores
+  // head_dim and num_key_value_heads keys; LlamaConfig v4.49 reads both.
+  c.n_head_kv = c.n_head;
   c.head_dim = c.n_head > 0 ? c.n_embd / c.n_head : 0;
-  if (c.arch == Arch::Llama) c.head_dim = get_or<int64_t>(j, "head_dim", c.head_dim, where);
+  if (c.arch == Arch::Llama) {
+    c.n_head_kv = get_or<int64_t>(j, "num_key_value_heads", c.n_head, where);
+    c.head_dim = get_or<int64_t>(j, "head_dim", c.head_dim, where);
+  }
   c.n_ctx_train = get_or<int64_t>(j, "max_position_embeddings", 2048, where);
   c.rms_eps = get_or<float>(j, "rms_norm_eps", 1e-6f, where);
   c.tie_embeddings = get_or<bool>(j, "tie_word_embeddings", false, where);
