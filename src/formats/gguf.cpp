@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <unordered_set>
 
 #include "runtime/atomic_file.h"
 #include "runtime/error.h"
@@ -293,6 +294,10 @@ GgufFile GgufFile::open(const std::string& path, FileLoad how) {
   }
 
   g.infos_.reserve(size_t(n_tensors));
+  // Names seen so far, for the duplicate check: comparing each name with every earlier one was
+  // quadratic (a 1.5 MB header of 40k tiny tensor records took 44 s in the ASan build, 80k 3 min).
+  std::unordered_set<std::string> seen_names;
+  seen_names.reserve(size_t(n_tensors));
   for (uint64_t k = 0; k < n_tensors; ++k) {
     GgufTensorInfo ti;
     ti.name = c.read_string("tensor name #" + std::to_string(k));
@@ -327,8 +332,7 @@ GgufFile GgufFile::open(const std::string& path, FileLoad how) {
     if (ti.offset % g.alignment_ != 0)
       c.corrupt(tn + " data offset " + std::to_string(ti.offset) + " is not a multiple of the alignment " +
                 std::to_string(g.alignment_));
-    for (const auto& other : g.infos_)
-      if (other.name == ti.name) c.corrupt("duplicate tensor name '" + ti.name + "'");
+    if (!seen_names.insert(ti.name).second) c.corrupt("duplicate tensor name '" + ti.name + "'");
     g.infos_.push_back(std::move(ti));
   }
 
