@@ -6,7 +6,6 @@
 //     tensor types, wrong shapes and missing tensors all throw lcx::Error (never crash).
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -456,7 +455,13 @@ TEST(GgufModel, ConvertCarriesChatTemplate) {
     convert_to_gguf(*gg, again, DType::F16);
     EXPECT_EQ(GgufFile::open(again).get_str("tokenizer.chat_template", ""), tmpl);
   }
+  // A list entry whose name is not a string is skipped (no JSON type error): the problem names
+  // the missing "default" entry.
+  std::ofstream(dir / "tokenizer_config.json") << R"({"chat_template": [{"name": 7, "template": "x"}]})";
+  EXPECT_NE(read_hf_chat_template(dir.string()).problem.find("without a \"default\" entry"), std::string::npos)
+      << read_hf_chat_template(dir.string()).problem;
   // Newer transformers save it as chat_template.jinja; tokenizer_config.json's key still wins.
+  std::ofstream(dir / "tokenizer_config.json") << nlohmann::json{{"chat_template", tmpl}}.dump();
   std::ofstream(dir / "chat_template.jinja") << "{{ '<|im_start|>' }}";
   EXPECT_EQ(read_hf_chat_template(dir.string()).text, tmpl);
   std::ofstream(dir / "tokenizer_config.json") << R"({"model_max_length": 131072})";
@@ -827,15 +832,14 @@ TEST(GgufErrors, ManyTensorRecordsAreCheckedInLinearTime) {
   const std::string p = tmp_dir() + "/many_tensors.gguf";
   RemoveOnExit cleanup_p{p};
   write_bytes(p, b);
-  const auto t0 = std::chrono::steady_clock::now();
+  // Not timed (speed is for benchmarks): linear, this takes well under a second; quadratic, it
+  // ran for hours and CTest's timeout fails the test.
   try {
     GgufFile::open(p);
     ADD_FAILURE() << "duplicate tensor name accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("duplicate tensor name 't0000000'"), std::string::npos) << e.what();
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  EXPECT_LT(s, 20.0) << "reading " << n << " tensor records took " << s << " s";
 }
 
 // Values config.json refuses are refused in GGUF files too (ModelConfig::validate).

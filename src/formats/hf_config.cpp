@@ -261,7 +261,7 @@ HfChatTemplate read_hf_chat_template(const std::string& dir) {
       if (t.is_string()) out.text = t.get<std::string>();
       if (t.is_array())
         for (const json& e : t)
-          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+          if (e.is_object() && e.contains("name") && e["name"] == "default" && e.contains("template") && e["template"].is_string())
             out.text = e["template"].get<std::string>();
       if (out.text.empty())
         out.problem = cfg.string() + "'s chat_template is " +
