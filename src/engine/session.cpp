@@ -92,7 +92,6 @@ void apply_overrides(lcx::ModelConfig& c, const LoadOptions& opt) {
 std::string override_flags_help() { return std::string(lcx::rope_flags_help()) + kMemFlagsHelp; }
 
 bool is_override_flag(const std::string& flag) {
-  lcx::RopeOverrides tmp;
   if (flag == "--last-context-length" || flag == "--mem-dtype" || flag == "--mem-layers" ||
       flag == "--mem-positionals")
     return true;

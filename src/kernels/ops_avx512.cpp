@@ -24,7 +24,9 @@
 // GCC 12's AVX-512 headers trip -Wuninitialized on their own _mm512_undefined_* helpers.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
+#if !defined(__clang__)  // a GCC-only warning group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")
 
 namespace lcx::kernels::avx512 {
