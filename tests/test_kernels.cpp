@@ -215,7 +215,9 @@ PackedBuf pack_all(const KernelTable& k, GemmMode mode, const std::vector<float>
   p.raw.assign(packed_acts_bytes(mode, cols, nt) + 64, 0xee);
   const auto addr = reinterpret_cast<uintptr_t>(p.raw.data());
   p.data = p.raw.data() + (64 - addr % 64) % 64;
-  const auto pack = mode == GemmMode::Int8 ? k.pack_acts_int8 : k.pack_acts_bf16;
+  const auto pack = mode == GemmMode::Int8   ? k.pack_acts_int8
+                    : mode == GemmMode::Bf16 ? k.pack_acts_bf16
+                                             : k.pack_acts_amx;
   const int64_t groups = pack_token_groups(nt);
   pack(x.data(), cols, nt, 0, groups / 2, p.data);  // in two pieces, as threads do
   pack(x.data(), cols, nt, groups / 2, groups, p.data);
@@ -469,6 +471,62 @@ TEST(Kernels, MatmulBf16GemmMatchesTwin) {
   }
 }
 
+// F16/BF16 prompt processing on AMX tiles (the default where the CPU has AMX-BF16): against the
+// scalar twin of the bf16 pieces (float summation order differs) and against the exact product
+// with the bound of ops_internal.h (2^-15 of sum |w x| for F16, 2^-16 for BF16), whole and for
+// sub-ranges of rows and tokens as threads call it.
+TEST(Kernels, MatmulAmxGemmMatchesTwin) {
+  const KernelTable* k = kernel_table(KernelIsa::Avx512);
+  if (k == nullptr || !cpu_amx_ready()) GTEST_SKIP() << "no AMX-BF16 on this CPU (or not enabled by the OS)";
+  for (DType t : {DType::F16, DType::BF16}) {
+    for (int64_t rows : {1, 7, 16, 33, 67}) {
+      for (int64_t cols : {1, 5, 32, 100, 288, 531}) {
+        const std::vector<uint8_t> wdata = make_weights(t, rows, cols, uint32_t(rows * 7 + cols));
+        const MatRef w{t, rows, cols, wdata.data()};
+        for (int64_t nt : {5, 12, 16, 17, 33, 48, 65}) {
+          const std::vector<float> x = random_vec(nt * cols, uint32_t(nt + 5));
+          const PackedBuf p = pack_all(*k, GemmMode::Amx, x, nt, cols);
+          std::vector<float> twin(size_t(nt * rows)), exact(size_t(nt * rows)), got(size_t(nt * rows), NAN);
+          scalar::matmul_rows_amx({w, x.data(), nt, twin.data(), {}}, 0, rows, 0, nt);
+          scalar::matmul_rows_job({w, x.data(), nt, exact.data(), {}}, 0, rows, 0, nt);
+          MatmulJob jg{w, x.data(), nt, got.data(), {}};
+          jg.mode = GemmMode::Amx;
+          jg.xp = p.data;
+          // Rows and tokens in pieces, as matmul_with hands them out (32-row blocks, 16-token groups).
+          const int64_t rs = rows > 32 ? 32 : rows, ts = nt > 16 ? 16 : nt;
+          k->matmul_rows(jg, 0, rs, 0, ts);
+          k->matmul_rows(jg, rs, rows, 0, ts);
+          k->matmul_rows(jg, 0, rows, ts, nt);
+          const std::vector<double> scale = abs_products(w, x.data(), nt);
+          const double rel = t == DType::BF16 ? 0x1p-16 : 0x1p-15;
+          for (size_t i = 0; i < got.size(); ++i) {
+            ASSERT_NEAR(got[i], twin[i], 1e-5 * scale[i] + 1e-30) << shape_str(*k, t, rows, cols, nt) << " i=" << i;
+            ASSERT_NEAR(got[i], exact[i], (rel + 1e-5) * scale[i] + 1e-30) << shape_str(*k, t, rows, cols, nt);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The AMX pieces are far closer to float32 than plain bf16: on typical data the error against
+// the exact product is within a few float32 roundings (the F16 fixtures' 1e-4 needs this).
+TEST(Kernels, MatmulAmxTwinIsNearFloat32) {
+  for (DType t : {DType::F16, DType::BF16}) {
+    const int64_t rows = 64, cols = 2048, nt = 3;
+    const std::vector<uint8_t> wdata = make_weights(t, rows, cols, 5);
+    const MatRef w{t, rows, cols, wdata.data()};
+    const std::vector<float> x = random_vec(nt * cols, 6);
+    std::vector<float> twin(size_t(nt * rows)), exact(size_t(nt * rows));
+    scalar::matmul_rows_amx({w, x.data(), nt, twin.data(), {}}, 0, rows, 0, nt);
+    scalar::matmul_rows_job({w, x.data(), nt, exact.data(), {}}, 0, rows, 0, nt);
+    const std::vector<double> scale = abs_products(w, x.data(), nt);
+    double worst = 0;
+    for (size_t i = 0; i < twin.size(); ++i) worst = std::max(worst, std::fabs(double(twin[i]) - exact[i]) / scale[i]);
+    EXPECT_LT(worst, 2e-6) << dtype_name(t);  // the bound is 3e-5; bf16 alone gives ~1e-3
+  }
+}
+
 // The whole matmul (activation packing split across threads, then rows or tokens split) for
 // every variant, dtype and thread count, against the twin of the path it takes.
 TEST(Kernels, MatmulLowPrecisionThreads) {
@@ -489,6 +547,8 @@ TEST(Kernels, MatmulLowPrecisionThreads) {
               scalar::matmul_rows_q8acts(jw, 0, rows, 0, nt);
             } else if (mode == GemmMode::Bf16) {
               scalar::matmul_rows_bf16(jw, 0, rows, 0, nt);
+            } else if (mode == GemmMode::Amx) {
+              scalar::matmul_rows_amx(jw, 0, rows, 0, nt);
             } else {
               scalar::matmul_rows_job(jw, 0, rows, 0, nt);
             }

@@ -5,6 +5,10 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <cpuid.h>
 #endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -210,6 +214,42 @@ bool cpu_has_avx512bf16() {
 #endif
 }
 
+bool cpu_amx_ready() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool ready = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!kernel_isa_supported(KernelIsa::Avx512) || !cpu_has_avx512bf16()) return false;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    if ((d & (1u << 24)) == 0 || (d & (1u << 22)) == 0) return false;  // AMX-TILE, AMX-BF16
+    if (!__get_cpuid(1, &a, &b, &c, &d) || (c & bit_OSXSAVE) == 0) return false;
+    unsigned xlo = 0, xhi = 0;
+    __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
+    if ((xlo & (3u << 17)) != (3u << 17)) return false;  // XCR0: XTILECFG, XTILEDATA
+#if defined(__linux__)
+    // Linux enables the 8 KiB tile data state per process on request (ARCH_REQ_XCOMP_PERM for
+    // XFEATURE_XTILEDATA, Linux 5.16); without it the first tile load faults.
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    if (syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) != 0) return false;
+    return true;
+#else
+    return false;
+#endif
+  }();
+  return ready;
+#else
+  return false;
+#endif
+}
+
+bool amx_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("LONGCTX_AMX");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    return cpu_amx_ready();
+  }();
+  return on;
+}
+
 namespace {
 
 // Activations packed for a low-precision GEMM (see GemmMode), reused across calls of one thread:
@@ -223,7 +263,9 @@ uint8_t* packed_acts_scratch(size_t bytes) {
 
 void pack_job_acts(const KernelTable& k, MatmulJob& job, ThreadPool* pool) {
   uint8_t* xp = packed_acts_scratch(packed_acts_bytes(job.mode, job.w.cols, job.n_tokens));
-  const auto pack = job.mode == GemmMode::Int8 ? k.pack_acts_int8 : k.pack_acts_bf16;
+  const auto pack = job.mode == GemmMode::Int8  ? k.pack_acts_int8
+                    : job.mode == GemmMode::Bf16 ? k.pack_acts_bf16
+                                                 : k.pack_acts_amx;
   const int64_t groups = pack_token_groups(job.n_tokens);
   if (pool == nullptr) {
     pack(job.x, job.w.cols, job.n_tokens, 0, groups, xp);
@@ -249,6 +291,7 @@ GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf
   if ((t == DType::F16 || t == DType::BF16) && fast_bf16 && k.pack_acts_bf16 != nullptr && cpu_has_avx512bf16()) {
     return GemmMode::Bf16;
   }
+  if ((t == DType::F16 || t == DType::BF16) && k.pack_acts_amx != nullptr && amx_enabled()) return GemmMode::Amx;
   return GemmMode::F32;
 }
 

@@ -1910,6 +1910,10 @@ void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int6
         gemm_bf16<T>(job, r0, r1, t0, t1);
         return;
       }
+      if (job.mode == GemmMode::Amx) {
+        amx::gemm(job, r0, r1, t0, t1);
+        return;
+      }
     }
     if (t1 - t0 <= kGemvMaxTokens) {
       if constexpr (T == DType::F16 || T == DType::BF16) {
@@ -2042,7 +2046,8 @@ void softmax(float* x, int64_t n) {
 }  // namespace
 
 const KernelTable kTable = {KernelIsa::Avx512, matmul_rows, quantize_acts, dequantize_row, quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, pack_acts_bf16};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, pack_acts_bf16,
+                            amx::pack_acts};
 
 }  // namespace lcx::kernels::avx512
 

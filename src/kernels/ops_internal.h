@@ -42,15 +42,30 @@ struct QuantActs {
 //   int8: per token group and 32-block: 8 x [16 tokens x 4 bytes (q + 128)] then 16 float d_x
 //         (kInt8GroupBlockBytes bytes); pad tokens have q = 0 and d_x = 0.
 //   bf16: per token group and column pair: [16 tokens x 2 bf16] (64 bytes); cols padded to even.
+//
+// Amx (F16 / BF16 weights on CPUs with AMX-BF16, the default there; LONGCTX_AMX=0 turns it off):
+// TDPBF16PS tiles, 16 weight rows x 16 tokens x 32 columns per instruction, ~10x the f32 FMA rate
+// of the same core. bf16 products are exact in float32, so the operands are split into bf16
+// pieces (as in Henry, Tang & Heinecke, "Leveraging the bfloat16 AI datatype for higher-precision
+// computations", 2019): x = x_hi + x_mid + r with x_hi = bf16(x), x_mid = bf16(x - x_hi),
+// |r| <= 2^-16 |x| (round to nearest even: each rounding is within 2^-8); F16 weights w = w_hi + w_lo exactly (11 significant bits = 8 + 3), BF16 weights
+// are one piece. Products summed in float32: w_hi x_hi + w_hi x_mid + w_lo x_hi (F16: three tile
+// products per MAC), w x_hi + w x_mid (BF16: two). Dropped: w r and w_lo x_mid (each <= 2^-16 |w x|),
+// so |dy| <= 2^-15 sum_c |w[r,c] x[t,c]| (BF16: 2^-16) plus float32 summation; float32's own
+// rounding is 2^-24 a product, bf16's 2^-8. scalar::matmul_rows_amx is the twin.
+//   amx: per token group, 32-column chunk and piece (x_hi, x_mid): a 1 KiB B tile
+//        [16 column pairs][16 tokens][2 bf16]; cols padded to a multiple of 32 with zeros.
 constexpr int64_t kPackTokens = 16;
 constexpr int64_t kInt8GroupBlockBytes = 8 * 64 + kPackTokens * 4;
-enum class GemmMode : uint8_t { F32, Int8, Bf16 };
+enum class GemmMode : uint8_t { F32, Int8, Bf16, Amx };
+constexpr int64_t kAmxChunk = 32;  // columns per AMX tile product (32 bf16 = 64 bytes a row)
 
 inline int64_t pack_token_groups(int64_t n_tokens) { return (n_tokens + kPackTokens - 1) / kPackTokens; }
 inline size_t packed_acts_bytes(GemmMode mode, int64_t cols, int64_t n_tokens) {
   const int64_t groups = pack_token_groups(n_tokens);
   if (mode == GemmMode::Int8) return size_t(groups * (cols / kQBlock) * kInt8GroupBlockBytes);
   if (mode == GemmMode::Bf16) return size_t(groups * ((cols + 1) / 2) * 64);
+  if (mode == GemmMode::Amx) return size_t(groups * ((cols + kAmxChunk - 1) / kAmxChunk) * 2 * 1024);
   return 0;
 }
 
@@ -82,6 +97,8 @@ struct KernelTable {
   // whole buffer of packed_acts_bytes); nullptr where the variant has no such GEMM.
   void (*pack_acts_int8)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
   void (*pack_acts_bf16)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
+  // Same for GemmMode::Amx (the AVX-512 table; used only where cpu_amx_ready()).
+  void (*pack_acts_amx)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
 };
 
 // LONGCTX_FAST_BF16=1 (read once): F16/BF16 prompt-processing matmuls use the bf16 GEMM.
@@ -89,6 +106,17 @@ bool fast_bf16_requested();
 // LONGCTX_FAST_BF16=1 or =attention: BF16 FoT memory attention of prompts as bf16 dot products.
 bool fast_bf16_attention_requested();
 bool cpu_has_avx512bf16();
+// AMX-TILE and AMX-BF16 in CPUID, tile state enabled by the OS (XCR0) and, on Linux, this process
+// granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16). Checked once.
+bool cpu_amx_ready();
+// cpu_amx_ready() and not turned off with LONGCTX_AMX=0 (read once).
+bool amx_enabled();
+
+// The AMX kernels (ops_amx.cpp), called from the AVX-512 table for GemmMode::Amx jobs.
+namespace amx {
+void pack_acts(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
+void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+}  // namespace amx
 // Whether matmul with table k uses mode for these weights and n_tokens (CPU features included).
 GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16);
 // matmul() with an explicit kernel table and bf16 choice (tests run every variant through it).
@@ -118,6 +146,9 @@ void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d);
 void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 // The twin of the bf16 GEMM: x and w rounded to bf16, exact products summed in float32.
 void matmul_rows_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+// The twin of the AMX GEMM: the bf16 pieces described at GemmMode::Amx, exact products summed in
+// float32.
+void matmul_rows_amx(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 }  // namespace scalar
 namespace avx2 {
 extern const KernelTable kTable;
