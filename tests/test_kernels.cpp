@@ -215,9 +215,10 @@ PackedBuf pack_all(const KernelTable& k, GemmMode mode, const std::vector<float>
   p.raw.assign(packed_acts_bytes(mode, cols, nt) + 64, 0xee);
   const auto addr = reinterpret_cast<uintptr_t>(p.raw.data());
   p.data = p.raw.data() + (64 - addr % 64) % 64;
-  const auto pack = mode == GemmMode::Int8   ? k.pack_acts_int8
-                    : mode == GemmMode::Bf16 ? k.pack_acts_bf16
-                                             : k.pack_acts_amx;
+  const auto pack = mode == GemmMode::Int8      ? k.pack_acts_int8
+                    : mode == GemmMode::Bf16    ? k.pack_acts_bf16
+                    : mode == GemmMode::AmxInt8 ? k.pack_acts_amx_int8
+                                                : k.pack_acts_amx;
   const int64_t groups = pack_token_groups(nt);
   pack(x.data(), cols, nt, 0, groups / 2, p.data);  // in two pieces, as threads do
   pack(x.data(), cols, nt, groups / 2, groups, p.data);
@@ -263,9 +264,14 @@ double int8_bound(const MatRef& w, const TwinActs& a, int64_t r, int64_t t) {
 
 // Q8_0/Q4_0 prompt processing with int8 activations: the integer block sums are exact, so against
 // the scalar int8 twin only float rounding differs; against float activations, the stated bound.
+// The AMX int8 GEMM (GemmMode::AmxInt8, the default where the CPU has AMX) has the same numerics.
 TEST(Kernels, MatmulInt8GemmMatchesTwin) {
+  std::vector<std::pair<const KernelTable*, GemmMode>> runs;
   for (const KernelTable* k : simd_tables()) {
-    if (k->pack_acts_int8 == nullptr) continue;
+    if (k->pack_acts_int8 != nullptr) runs.emplace_back(k, GemmMode::Int8);
+    if (k->pack_acts_amx_int8 != nullptr && cpu_amx_ready()) runs.emplace_back(k, GemmMode::AmxInt8);
+  }
+  for (const auto& [k, mode] : runs) {
     for (DType t : {DType::Q8_0, DType::Q4_0}) {
       for (int64_t rows : {1, 7, 33, 67}) {
         for (int64_t cols : {32, 96, 288, 544}) {
@@ -274,12 +280,12 @@ TEST(Kernels, MatmulInt8GemmMatchesTwin) {
           for (int64_t nt : {5, 12, 16, 17, 33, 48, 65}) {
             const std::vector<float> x = random_vec(nt * cols, uint32_t(nt + 11));
             const TwinActs a = twin_quantize(x, nt, cols);
-            const PackedBuf p = pack_all(*k, GemmMode::Int8, x, nt, cols);
+            const PackedBuf p = pack_all(*k, mode, x, nt, cols);
             std::vector<float> twin(size_t(nt * rows)), exact(size_t(nt * rows)), got(size_t(nt * rows), NAN);
             scalar::matmul_rows_q8acts({w, x.data(), nt, twin.data(), {a.qs.data(), a.d.data()}}, 0, rows, 0, nt);
             scalar::matmul_rows_job({w, x.data(), nt, exact.data(), {}}, 0, rows, 0, nt);
             MatmulJob jg{w, x.data(), nt, got.data(), {}};
-            jg.mode = GemmMode::Int8;
+            jg.mode = mode;
             jg.xp = p.data;
             k->matmul_rows(jg, 0, rows, 0, nt);
             const std::vector<double> scale = abs_products(w, x.data(), nt);
@@ -348,15 +354,15 @@ TEST(Kernels, Q4_0R16MatchesQ4_0) {
           } else {
             MatmulJob jw{wq, x.data(), nt, want.data(), {}};
             jw.mode = gemm_mode(*k, DType::Q4_0, nt, false);
-            if (jw.mode == GemmMode::Int8) {
-              p = pack_all(*k, GemmMode::Int8, x, nt, cols);
+            if (jw.mode == GemmMode::Int8 || jw.mode == GemmMode::AmxInt8) {
+              p = pack_all(*k, jw.mode, x, nt, cols);
               jw.xp = jg.xp = p.data;
             }
             jg.mode = jw.mode;
             ASSERT_EQ(gemm_mode(*k, DType::Q4_0_R16, nt, false), jw.mode);
             k->matmul_rows(jw, 0, rows, 0, nt);
           }
-          const bool exact = jg.mode == GemmMode::Int8 || k->isa == KernelIsa::Scalar;
+          const bool exact = jg.mode == GemmMode::Int8 || jg.mode == GemmMode::AmxInt8 || k->isa == KernelIsa::Scalar;
           for (int64_t r0 : {int64_t(0), int64_t(3), int64_t(17)}) {
             for (int64_t r1 : {rows, rows - 5}) {
               if (r0 >= r1) continue;
@@ -543,7 +549,7 @@ TEST(Kernels, MatmulLowPrecisionThreads) {
             std::vector<float> want(size_t(nt * rows));
             const TwinActs a = twin_quantize(x, nt, cols);
             const MatmulJob jw{w, x.data(), nt, want.data(), {a.qs.data(), a.d.data()}};
-            if (mode == GemmMode::Int8) {
+            if (mode == GemmMode::Int8 || mode == GemmMode::AmxInt8) {
               scalar::matmul_rows_q8acts(jw, 0, rows, 0, nt);
             } else if (mode == GemmMode::Bf16) {
               scalar::matmul_rows_bf16(jw, 0, rows, 0, nt);

@@ -220,7 +220,8 @@ bool cpu_amx_ready() {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!kernel_isa_supported(KernelIsa::Avx512) || !cpu_has_avx512bf16()) return false;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-    if ((d & (1u << 24)) == 0 || (d & (1u << 22)) == 0) return false;  // AMX-TILE, AMX-BF16
+    constexpr unsigned kAmx = (1u << 22) | (1u << 24) | (1u << 25);  // AMX-BF16, AMX-TILE, AMX-INT8
+    if ((d & kAmx) != kAmx) return false;
     if (!__get_cpuid(1, &a, &b, &c, &d) || (c & bit_OSXSAVE) == 0) return false;
     unsigned xlo = 0, xhi = 0;
     __asm__ volatile("xgetbv" : "=a"(xlo), "=d"(xhi) : "c"(0));
@@ -263,9 +264,10 @@ uint8_t* packed_acts_scratch(size_t bytes) {
 
 void pack_job_acts(const KernelTable& k, MatmulJob& job, ThreadPool* pool) {
   uint8_t* xp = packed_acts_scratch(packed_acts_bytes(job.mode, job.w.cols, job.n_tokens));
-  const auto pack = job.mode == GemmMode::Int8  ? k.pack_acts_int8
-                    : job.mode == GemmMode::Bf16 ? k.pack_acts_bf16
-                                                 : k.pack_acts_amx;
+  const auto pack = job.mode == GemmMode::Int8    ? k.pack_acts_int8
+                    : job.mode == GemmMode::Bf16   ? k.pack_acts_bf16
+                    : job.mode == GemmMode::AmxInt8 ? k.pack_acts_amx_int8
+                                                   : k.pack_acts_amx;
   const int64_t groups = pack_token_groups(job.n_tokens);
   if (pool == nullptr) {
     pack(job.x, job.w.cols, job.n_tokens, 0, groups, xp);
@@ -279,6 +281,10 @@ void pack_job_acts(const KernelTable& k, MatmulJob& job, ThreadPool* pool) {
 
 GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16) {
   if (n_tokens <= kGemvMaxTokens) return GemmMode::F32;
+  if ((t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16) && k.pack_acts_amx_int8 != nullptr &&
+      amx_enabled()) {
+    return GemmMode::AmxInt8;
+  }
   if ((t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_0_R16) && k.pack_acts_int8 != nullptr) {
     return GemmMode::Int8;
   }

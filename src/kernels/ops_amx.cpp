@@ -25,7 +25,7 @@
 #if !defined(__clang__)  // a GCC-only warning group
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16")
+LCX_ISA_BEGIN("avx2,fma,f16c,bmi2,avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,amx-tile,amx-bf16,amx-int8")
 
 namespace lcx::kernels::amx {
 namespace {
@@ -55,10 +55,16 @@ struct alignas(64) TileConfig {
 };
 constexpr TileConfig kTileConfig = {1, 0, {}, {64, 64, 64, 64, 64, 64, 64, 64}, {16, 16, 16, 16, 16, 16, 16, 16}};
 
-void load_tile_config() {
-  static const TileConfig cfg = kTileConfig;
-  __asm__ volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
+// The int8 GEMM works one 32-value quant block at a time (every block has its own scales): C
+// tiles 0-3 16 x 16 int32, A tiles 4/5 16 rows x 32 bytes, B tiles 6/7 8 rows x 64 bytes.
+constexpr TileConfig kInt8TileConfig = {
+    1, 0, {}, {64, 64, 64, 64, 32, 32, 64, 64}, {16, 16, 16, 16, 16, 16, 8, 8}};
+
+void load_tile_config(bool int8) {
+  static const TileConfig cfg = kTileConfig, cfg8 = kInt8TileConfig;
+  const TileConfig* c = int8 ? &cfg8 : &cfg;
+  __asm__ volatile("" : : "r"(c) : "memory");
+  _tile_loadconfig(c);
 }
 
 // The weight panel: rows [rp, rp + nr) (nr <= 32, the rest zero) as A tiles
@@ -164,7 +170,7 @@ void gemm_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_
   const auto addr = reinterpret_cast<uintptr_t>(panel_buf.data());
   uint8_t* panel = panel_buf.data() + (64 - addr % 64) % 64;
   alignas(64) float c[4][256];
-  load_tile_config();
+  load_tile_config(false);
   for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
     const int64_t nr = imin(kPanelRows, r1 - rp);
     pack_weight_panel<T>(job.w, rp, nr, nch, panel);
@@ -188,6 +194,146 @@ void gemm_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_
         for (int v = 0; v < nt; ++v) {
           store_tile(c[2 * mt + v], job.y, ldy, rp + mt * 16, imin(16, nr - mt * 16), (g + v) * kPackTokens, t0, t1);
         }
+      }
+    }
+  }
+  _tile_release();
+}
+
+
+// ---- Int8 (Q8_0 / Q4_0 / Q4_0_R16 weights; GemmMode::AmxInt8) ----------------------------------
+//
+// TDPBSSD on one 32-value block at a time: C[16 rows][16 tokens] = sum of 32 products of signed
+// bytes, exact in int32; then y += d_w d_x C in float32 (AVX-512), as the VNNI GEMM and its twin
+// scalar::matmul_rows_q8acts do. Activations: the int8 packing of the AVX-512 table with the +128
+// bias taken off again (kInt8GroupBlockBytes per group and block: B tile [8 quads][16 tokens][4],
+// then the 16 d_x).
+
+// The panel's weights as A tiles [row tile][block][16 rows][32 bytes] (Q4_0: nibble - 8) and
+// their scales dw[row tile][block][16]; rows past nr are zero.
+template <DType T>
+void pack_int8_panel(const MatRef& w, int64_t rp, int64_t nr, int64_t nb, int8_t* aq, float* dw) {
+  for (int64_t i = 0; i < kPanelRows; ++i) {
+    const int64_t mt = i / 16, m = i % 16;
+    for (int64_t b = 0; b < nb; ++b) {
+      int8_t* dst = aq + ((mt * nb + b) * 16 + m) * kQBlock;
+      float* d = dw + (mt * nb + b) * 16 + m;
+      if (i >= nr) {
+        std::memset(dst, 0, kQBlock);
+        *d = 0.0f;
+        continue;
+      }
+      if constexpr (T == DType::Q8_0) {
+        const BlockQ8_0& blk = static_cast<const BlockQ8_0*>(w.data)[(rp + i) * nb + b];
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk.qs)));
+        *d = _cvtsh_ss(blk.d);
+      } else {
+        const BlockQ4_0 blk = T == DType::Q4_0_R16 ? q4_0_r16_block(w.data, w.cols, rp + i, b)
+                                                   : static_cast<const BlockQ4_0*>(w.data)[(rp + i) * nb + b];
+        const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+        const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+        const __m256i q = _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst), q);
+        *d = _cvtsh_ss(blk.d);
+      }
+    }
+  }
+}
+
+// One output tile (16 rows x 16 tokens) over all nb blocks. Each block is one TDPBSSD into its own
+// C tile. The tile unit runs its instructions in order, so a tile store right after its product
+// would wait out the product's latency and stall everything behind it: block b's product is
+// issued, then block b - 2's tile is stored, then the AVX-512 units scale block b - 3 (stored one
+// step earlier) into float accumulators held in registers. C tiles rotate over four, A and B
+// tiles over two (each is reloaded only after the product two blocks back has read it).
+// A macro, not a template: GCC's tile intrinsics paste the register number into the asm text.
+#define LCX_INT8_STEP(CT, AT, BT, ST)                                             \
+  do {                                                                            \
+    if (b < nb) {                                                                 \
+      _tile_zero(CT);                                                             \
+      _tile_loadd(AT, aq + b * astep, arow);                                      \
+      _tile_loadd(BT, xg + b * kInt8GroupBlockBytes, 64);                         \
+      _tile_dpbssd(CT, AT, BT);                                                   \
+    }                                                                             \
+    if (b >= 2 && b - 2 < nb) _tile_stored(ST, cb[ST], 64);                       \
+  } while (0)
+
+// The scales of a full 32-row Q8_0 panel, dw[row tile][block][16].
+void pack_q8_scales(const MatRef& w, int64_t rp, int64_t nb, float* dw) {
+  const auto* blocks = static_cast<const BlockQ8_0*>(w.data);
+  for (int64_t i = 0; i < kPanelRows; ++i) {
+    for (int64_t b = 0; b < nb; ++b) dw[((i / 16) * nb + b) * 16 + i % 16] = _cvtsh_ss(blocks[(rp + i) * nb + b].d);
+  }
+}
+
+// acc[m] (16 tokens of row m) += d_w[m] d_x C[m]: cb the block's int32 tile, dwb its 16 row
+// scales, dxp the 16 token scales.
+inline void int8_scale(const int32_t* cb, const float* dwb, const float* dxp, __m512* acc) {
+  const __m512 dx = _mm512_loadu_ps(dxp);
+  for (int m = 0; m < 16; ++m) {
+    const __m512 cf = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_load_si512(cb + m * 16)), dx);
+    acc[m] = _mm512_fmadd_ps(cf, _mm512_set1_ps(dwb[m]), acc[m]);
+  }
+}
+
+// aq: the row tile's block 0 (16 rows of 32 bytes, arow bytes apart), block b at aq + b * astep;
+// dw: its scales [nb][16]; xg: the token group's packed blocks; out: [16 rows][16 tokens].
+void int8_tile(const int8_t* aq, int64_t astep, int64_t arow, const float* dw, const uint8_t* xg, int64_t nb,
+               float* out) {
+  alignas(64) int32_t cb[4][256];
+  __m512 acc[16];
+  for (auto& v : acc) v = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb + 3; ++b) {
+    switch (b & 3) {
+      case 0: LCX_INT8_STEP(0, 4, 6, 2); break;
+      case 1: LCX_INT8_STEP(1, 5, 7, 3); break;
+      case 2: LCX_INT8_STEP(2, 4, 6, 0); break;
+      default: LCX_INT8_STEP(3, 5, 7, 1); break;
+    }
+    if (b >= 3) {
+      const int64_t p = b - 3;
+      int8_scale(cb[p & 3], dw + p * 16, reinterpret_cast<const float*>(xg + p * kInt8GroupBlockBytes + 8 * 64), acc);
+    }
+  }
+  for (int m = 0; m < 16; ++m) _mm512_store_ps(out + m * 16, acc[m]);
+}
+#undef LCX_INT8_STEP
+
+template <DType T>
+void gemm_int8_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  const int64_t K = job.w.cols, ldy = job.w.rows, nb = K / kQBlock;
+  const int64_t gstride = nb * kInt8GroupBlockBytes;
+  const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
+  thread_local std::vector<uint8_t> panel_buf;
+  const size_t q_bytes = size_t(2 * nb * 16 * kQBlock), panel_bytes = q_bytes + size_t(2 * nb * 16) * 4 + 64;
+  if (panel_buf.size() < panel_bytes) panel_buf.resize(panel_bytes);
+  const auto addr = reinterpret_cast<uintptr_t>(panel_buf.data());
+  auto* aq = reinterpret_cast<int8_t*>(panel_buf.data() + (64 - addr % 64) % 64);
+  auto* dw = reinterpret_cast<float*>(aq + q_bytes);
+  alignas(64) float out[256];
+  load_tile_config(true);
+  const size_t row_bytes = dtype_row_bytes(T, K);
+  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
+    const int64_t nr = imin(kPanelRows, r1 - rp);
+    // Q8_0 blocks already are A tile rows (32 bytes after the scale): tiles load them in place
+    // with the row stride, and only the scales are gathered; a panel running past the matrix's
+    // last row is copied with zero rows instead.
+    const bool in_place = T == DType::Q8_0 && rp + kPanelRows <= job.w.rows;
+    if (in_place) {
+      pack_q8_scales(job.w, rp, nb, dw);
+    } else {
+      pack_int8_panel<T>(job.w, rp, nr, nb, aq, dw);
+    }
+    __asm__ volatile("" ::: "memory");  // as in gemm_typed: the panel is read by asm
+    for (int64_t g = ga; g < gb; ++g) {
+      for (int mt = 0; mt < 2 && mt * 16 < nr; ++mt) {
+        if (in_place) {
+          const auto* a = static_cast<const int8_t*>(job.w.data) + size_t(rp + mt * 16) * row_bytes + 2;
+          int8_tile(a, int64_t(sizeof(BlockQ8_0)), int64_t(row_bytes), dw + mt * nb * 16, job.xp + g * gstride, nb, out);
+        } else {
+          int8_tile(aq + mt * nb * 16 * kQBlock, 16 * kQBlock, kQBlock, dw + mt * nb * 16, job.xp + g * gstride, nb, out);
+        }
+        store_tile(out, job.y, ldy, rp + mt * 16, imin(16, nr - mt * 16), g * kPackTokens, t0, t1);
       }
     }
   }
@@ -222,6 +368,32 @@ void pack_acts(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64
         _mm512_i32scatter_epi32(tile + kTileBytes, rows, mid, 4);
       }
     }
+  }
+}
+
+// The AVX-512 int8 packing, then the +128 bias taken off (u ^ 0x80 = u - 128 as a signed byte).
+void pack_acts_int8(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp) {
+  const KernelTable* k = kernel_table(KernelIsa::Avx512);
+  k->pack_acts_int8(x, cols, n_tokens, g0, g1, xp);
+  const int64_t nb = cols / kQBlock;
+  const __m512i bias = _mm512_set1_epi8(char(0x80));
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* blk = xp + (g * nb + b) * kInt8GroupBlockBytes;
+      for (int j = 0; j < 8; ++j) {
+        auto* p = reinterpret_cast<__m512i*>(blk + j * 64);
+        _mm512_storeu_si512(p, _mm512_xor_si512(_mm512_loadu_si512(p), bias));
+      }
+    }
+  }
+}
+
+void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+  if (r0 >= r1 || t0 >= t1) return;
+  switch (job.w.dtype) {
+    case DType::Q8_0: gemm_int8_typed<DType::Q8_0>(job, r0, r1, t0, t1); return;
+    case DType::Q4_0: gemm_int8_typed<DType::Q4_0>(job, r0, r1, t0, t1); return;
+    default: gemm_int8_typed<DType::Q4_0_R16>(job, r0, r1, t0, t1); return;
   }
 }
 

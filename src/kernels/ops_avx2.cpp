@@ -1308,7 +1308,7 @@ void softmax(float* x, int64_t n) {
 
 // Int8 GEMM for Q8_0 / Q4_0 prompts (maddubs; no VNNI needed); no bf16 GEMM.
 const KernelTable kTable = {KernelIsa::Avx2, matmul_rows, quantize_acts, dequantize_row, scalar::quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, nullptr, nullptr};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, nullptr, nullptr, nullptr};
 
 }  // namespace lcx::kernels::avx2
 

@@ -1100,7 +1100,9 @@ void gemv_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0) {
 }
 
 void matmul_r16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
-  if (job.mode == GemmMode::Int8) {
+  if (job.mode == GemmMode::AmxInt8) {
+    amx::gemm_int8(job, r0, r1, t0, t1);
+  } else if (job.mode == GemmMode::Int8) {
     gemm_int8<DType::Q4_0_R16>(job, r0, r1, t0, t1);
   } else if (job.xq.qs != nullptr) {
     for (int64_t t = t0; t < t1; t += kGemvMaxTokens) {
@@ -1889,6 +1891,10 @@ template <DType T>
 void matmul_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   constexpr bool quant = T == DType::Q8_0 || T == DType::Q4_0;
   if constexpr (quant) {
+    if (job.mode == GemmMode::AmxInt8) {
+      amx::gemm_int8(job, r0, r1, t0, t1);
+      return;
+    }
     if (job.mode == GemmMode::Int8) {
       gemm_int8<T>(job, r0, r1, t0, t1);
       return;
@@ -2047,7 +2053,7 @@ void softmax(float* x, int64_t n) {
 
 const KernelTable kTable = {KernelIsa::Avx512, matmul_rows, quantize_acts, dequantize_row, quantize_row,
                             dot_f32, rmsnorm, swiglu, softmax, axpy, pack_acts_int8, pack_acts_bf16,
-                            amx::pack_acts};
+                            amx::pack_acts, amx::pack_acts_int8};
 
 }  // namespace lcx::kernels::avx512
 

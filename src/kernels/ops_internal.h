@@ -57,13 +57,15 @@ struct QuantActs {
 //        [16 column pairs][16 tokens][2 bf16]; cols padded to a multiple of 32 with zeros.
 constexpr int64_t kPackTokens = 16;
 constexpr int64_t kInt8GroupBlockBytes = 8 * 64 + kPackTokens * 4;
-enum class GemmMode : uint8_t { F32, Int8, Bf16, Amx };
+enum class GemmMode : uint8_t { F32, Int8, Bf16, Amx, AmxInt8 };
 constexpr int64_t kAmxChunk = 32;  // columns per AMX tile product (32 bf16 = 64 bytes a row)
 
 inline int64_t pack_token_groups(int64_t n_tokens) { return (n_tokens + kPackTokens - 1) / kPackTokens; }
 inline size_t packed_acts_bytes(GemmMode mode, int64_t cols, int64_t n_tokens) {
   const int64_t groups = pack_token_groups(n_tokens);
-  if (mode == GemmMode::Int8) return size_t(groups * (cols / kQBlock) * kInt8GroupBlockBytes);
+  if (mode == GemmMode::Int8 || mode == GemmMode::AmxInt8) {
+    return size_t(groups * (cols / kQBlock) * kInt8GroupBlockBytes);
+  }
   if (mode == GemmMode::Bf16) return size_t(groups * ((cols + 1) / 2) * 64);
   if (mode == GemmMode::Amx) return size_t(groups * ((cols + kAmxChunk - 1) / kAmxChunk) * 2 * 1024);
   return 0;
@@ -97,8 +99,9 @@ struct KernelTable {
   // whole buffer of packed_acts_bytes); nullptr where the variant has no such GEMM.
   void (*pack_acts_int8)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
   void (*pack_acts_bf16)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
-  // Same for GemmMode::Amx (the AVX-512 table; used only where cpu_amx_ready()).
+  // Same for GemmMode::Amx and AmxInt8 (the AVX-512 table; used only where cpu_amx_ready()).
   void (*pack_acts_amx)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
+  void (*pack_acts_amx_int8)(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
 };
 
 // LONGCTX_FAST_BF16=1 (read once): F16/BF16 prompt-processing matmuls use the bf16 GEMM.
@@ -106,7 +109,7 @@ bool fast_bf16_requested();
 // LONGCTX_FAST_BF16=1 or =attention: BF16 FoT memory attention of prompts as bf16 dot products.
 bool fast_bf16_attention_requested();
 bool cpu_has_avx512bf16();
-// AMX-TILE and AMX-BF16 in CPUID, tile state enabled by the OS (XCR0) and, on Linux, this process
+// AMX-TILE, AMX-BF16 and AMX-INT8 in CPUID, tile state enabled by the OS (XCR0) and, on Linux, this process
 // granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16). Checked once.
 bool cpu_amx_ready();
 // cpu_amx_ready() and not turned off with LONGCTX_AMX=0 (read once).
@@ -116,6 +119,8 @@ bool amx_enabled();
 namespace amx {
 void pack_acts(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
 void gemm(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
+void pack_acts_int8(const float* x, int64_t cols, int64_t n_tokens, int64_t g0, int64_t g1, uint8_t* xp);
+void gemm_int8(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 }  // namespace amx
 // Whether matmul with table k uses mode for these weights and n_tokens (CPU features included).
 GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf16);

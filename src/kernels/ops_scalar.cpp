@@ -301,6 +301,6 @@ void matmul_rows_amx(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, i
 }
 
 const KernelTable kTable = {KernelIsa::Scalar, matmul_rows_job, quantize_acts, dequantize_row, quantize_row,
-                            dot_f32, rmsnorm, swiglu, softmax, axpy, nullptr, nullptr, nullptr};
+                            dot_f32, rmsnorm, swiglu, softmax, axpy, nullptr, nullptr, nullptr, nullptr};
 
 }  // namespace lcx::kernels::scalar
