@@ -258,6 +258,39 @@ void pack_int8_panel(const MatRef& w, int64_t rp, int64_t nr, int64_t nb, int8_t
     if (b >= 2 && b - 2 < nb) _tile_stored(ST, cb[ST], 64);                       \
   } while (0)
 
+// A full 32-row Q4_0_R16 panel starting on a 16-row boundary, straight from its groups: per
+// block, the 16 rows' fp16 d (one conversion) and 4 x [16 rows x 4 bytes] of nibbles, transposed
+// to rows (a 4 x 4 dword transpose per 128-bit lane) and spread to bytes (nibble - 8).
+void pack_r16_panel(const MatRef& w, int64_t rp, int64_t nb, int8_t* aq, float* dw) {
+  const __m512i lo4 = _mm512_set1_epi8(0x0f), eight = _mm512_set1_epi8(8);
+  const __m512i idx0 = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), idx1 = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  for (int64_t mt = 0; mt < 2; ++mt) {
+    const int64_t panel = rp / kR16Rows + mt;
+    for (int64_t b = 0; b < nb; ++b) {
+      const auto* g = static_cast<const uint8_t*>(w.data) + size_t(panel * nb + b) * kR16GroupBytes;
+      _mm512_store_ps(dw + (mt * nb + b) * 16, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(g))));
+      __m512i c[4];
+      for (int k = 0; k < 4; ++k) c[k] = _mm512_loadu_si512(g + 2 * kR16Rows + 64 * k);
+      const __m512i t01l = _mm512_unpacklo_epi32(c[0], c[1]), t01h = _mm512_unpackhi_epi32(c[0], c[1]);
+      const __m512i t23l = _mm512_unpacklo_epi32(c[2], c[3]), t23h = _mm512_unpackhi_epi32(c[2], c[3]);
+      // u[j], 128-bit lane l: the 16 quant bytes of row 4 l + j.
+      const __m512i u[4] = {_mm512_unpacklo_epi64(t01l, t23l), _mm512_unpackhi_epi64(t01l, t23l),
+                            _mm512_unpacklo_epi64(t01h, t23h), _mm512_unpackhi_epi64(t01h, t23h)};
+      int8_t* tile = aq + (mt * nb + b) * 16 * kQBlock;
+      for (int j = 0; j < 4; ++j) {
+        const __m512i lo = _mm512_sub_epi8(_mm512_and_si512(u[j], lo4), eight);
+        const __m512i hi = _mm512_sub_epi8(_mm512_and_si512(_mm512_srli_epi16(u[j], 4), lo4), eight);
+        const __m512i r0 = _mm512_permutex2var_epi64(lo, idx0, hi);  // rows j, 4 + j
+        const __m512i r1 = _mm512_permutex2var_epi64(lo, idx1, hi);  // rows 8 + j, 12 + j
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile + j * kQBlock), _mm512_castsi512_si256(r0));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (4 + j) * kQBlock), _mm512_extracti64x4_epi64(r0, 1));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (8 + j) * kQBlock), _mm512_castsi512_si256(r1));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(tile + (12 + j) * kQBlock), _mm512_extracti64x4_epi64(r1, 1));
+      }
+    }
+  }
+}
+
 // The scales of a full 32-row Q8_0 panel, dw[row tile][block][16].
 void pack_q8_scales(const MatRef& w, int64_t rp, int64_t nb, float* dw) {
   const auto* blocks = static_cast<const BlockQ8_0*>(w.data);
@@ -321,6 +354,8 @@ void gemm_int8_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, i
     const bool in_place = T == DType::Q8_0 && rp + kPanelRows <= job.w.rows;
     if (in_place) {
       pack_q8_scales(job.w, rp, nb, dw);
+    } else if (T == DType::Q4_0_R16 && rp % kR16Rows == 0 && rp + kPanelRows <= job.w.rows) {
+      pack_r16_panel(job.w, rp, nb, aq, dw);
     } else {
       pack_int8_panel<T>(job.w, rp, nr, nb, aq, dw);
     }
