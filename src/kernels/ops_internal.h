@@ -46,14 +46,16 @@ struct QuantActs {
 // Amx (F16 / BF16 weights on CPUs with AMX-BF16, the default there; LONGCTX_AMX=0 turns it off):
 // TDPBF16PS tiles, 16 weight rows x 16 tokens x 32 columns per instruction, ~10x the f32 FMA rate
 // of the same core. bf16 products are exact in float32, so the operands are split into bf16
-// pieces (as in Henry, Tang & Heinecke, "Leveraging the bfloat16 AI datatype for higher-precision
-// computations", 2019): x = x_hi + x_mid + r with x_hi = bf16(x), x_mid = bf16(x - x_hi),
-// |r| <= 2^-16 |x| (round to nearest even: each rounding is within 2^-8); F16 weights w = w_hi + w_lo exactly (11 significant bits = 8 + 3), BF16 weights
-// are one piece. Products summed in float32: w_hi x_hi + w_hi x_mid + w_lo x_hi (F16: three tile
-// products per MAC), w x_hi + w x_mid (BF16: two). Dropped: w r and w_lo x_mid (each <= 2^-16 |w x|),
-// so |dy| <= 2^-15 sum_c |w[r,c] x[t,c]| (BF16: 2^-16) plus float32 summation; float32's own
-// rounding is 2^-24 a product, bf16's 2^-8. scalar::matmul_rows_amx is the twin.
-//   amx: per token group, 32-column chunk and piece (x_hi, x_mid): a 1 KiB B tile
+// pieces (Henry, Tang & Heinecke, "Leveraging the bfloat16 artificial intelligence datatype for
+// higher-precision computations", ARITH 2019): x = x_hi + x_mid + x_lo + r, each piece the bf16
+// rounding (to nearest even, within 2^-8) of what the ones before it left, so |r| <= 2^-24 |x|;
+// F16 weights are exactly w_hi + w_lo (11 significant bits = 8 + 3), BF16 weights one piece.
+// Products summed in float32: w_hi (x_hi + x_mid + x_lo) + w_lo (x_hi + x_mid) for F16 (five tile
+// products a MAC), w (x_hi + x_mid + x_lo) for BF16 (three). Dropped: w r and w_lo x_lo, each
+// <= 2^-24 |w x|: |dy| <= 2^-23 sum_c |w[r,c] x[t,c]| plus float32 summation, i.e. float32
+// quality (three pieces are needed: with two, 2^-15, the F16 fixtures moved up to 8.7e-5 of their
+// 1e-4). scalar::matmul_rows_amx is the twin.
+//   amx: per token group, 32-column chunk and piece (x_hi, x_mid, x_lo): a 1 KiB B tile
 //        [16 column pairs][16 tokens][2 bf16]; cols padded to a multiple of 32 with zeros.
 constexpr int64_t kPackTokens = 16;
 constexpr int64_t kInt8GroupBlockBytes = 8 * 64 + kPackTokens * 4;
@@ -67,7 +69,7 @@ inline size_t packed_acts_bytes(GemmMode mode, int64_t cols, int64_t n_tokens) {
     return size_t(groups * (cols / kQBlock) * kInt8GroupBlockBytes);
   }
   if (mode == GemmMode::Bf16) return size_t(groups * ((cols + 1) / 2) * 64);
-  if (mode == GemmMode::Amx) return size_t(groups * ((cols + kAmxChunk - 1) / kAmxChunk) * 2 * 1024);
+  if (mode == GemmMode::Amx) return size_t(groups * ((cols + kAmxChunk - 1) / kAmxChunk) * 3 * 1024);
   return 0;
 }
 
@@ -151,8 +153,8 @@ void quantize_acts(const float* x, int64_t n, int8_t* qs, float* d);
 void matmul_rows_q8acts(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 // The twin of the bf16 GEMM: x and w rounded to bf16, exact products summed in float32.
 void matmul_rows_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
-// The twin of the AMX GEMM: the bf16 pieces described at GemmMode::Amx, exact products summed in
-// float32.
+// The twin of the AMX bf16 GEMM: the bf16 pieces described at GemmMode::Amx, exact products
+// summed in float32.
 void matmul_rows_amx(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1);
 }  // namespace scalar
 namespace avx2 {

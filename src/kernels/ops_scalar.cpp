@@ -276,24 +276,26 @@ void matmul_rows_bf16(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, 
 void matmul_rows_amx(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
   const MatRef& w = job.w;
   auto bf = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
-  std::vector<float> hi(size_t(w.cols)), lo(size_t(w.cols)), xh(size_t(w.cols)), xm(size_t(w.cols));
+  const size_t n = size_t(w.cols);
+  std::vector<float> hi(n), lo(n), xh(n), xm(n), xl(n);
   for (int64_t r = r0; r < r1; ++r) {
     weight_row(w, r, hi.data());
-    for (size_t c = 0; c < hi.size(); ++c) {
+    for (size_t c = 0; c < n; ++c) {
       const float v = hi[c];
       hi[c] = bf(v);
       lo[c] = w.dtype == DType::F16 ? bf(v - hi[c]) : 0.0f;  // F16: exact; BF16: one piece
     }
     for (int64_t t = t0; t < t1; ++t) {
       const float* x = job.x + t * w.cols;
-      for (int64_t c = 0; c < w.cols; ++c) {
-        xh[size_t(c)] = bf(x[c]);
-        xm[size_t(c)] = bf(x[c] - xh[size_t(c)]);
+      for (size_t c = 0; c < n; ++c) {
+        xh[c] = bf(x[c]);
+        xm[c] = bf(x[c] - xh[c]);
+        xl[c] = bf(x[c] - xh[c] - xm[c]);  // both subtractions exact
       }
       // Each bf16 x bf16 product is exact in float32; the sums round as float32 (any order).
       float s = 0.0f;
-      for (int64_t c = 0; c < w.cols; ++c) {
-        s += hi[size_t(c)] * xh[size_t(c)] + hi[size_t(c)] * xm[size_t(c)] + lo[size_t(c)] * xh[size_t(c)];
+      for (size_t c = 0; c < n; ++c) {
+        s += hi[c] * xh[c] + hi[c] * xm[c] + hi[c] * xl[c] + lo[c] * xh[c] + lo[c] * xm[c];
       }
       job.y[t * w.rows + r] = s;
     }
