@@ -301,6 +301,10 @@ GemmMode gemm_mode(const KernelTable& k, DType t, int64_t n_tokens, bool fast_bf
   return GemmMode::F32;
 }
 
+// Rows per work item of a split matmul: the GEMM's weight panel (the AMX bf16 GEMM packs 64 rows
+// at a time, the others 32).
+static int64_t row_block(GemmMode mode) { return mode == GemmMode::Amx ? 64 : 32; }
+
 void matmul_rows(const MatRef& w, const float* x, int64_t n_tokens, float* y, int64_t r0, int64_t r1) {
   const KernelTable& k = active_kernels();
   MatmulJob job{w, x, n_tokens, y, {}};
@@ -319,13 +323,13 @@ void matmul_with(const KernelTable& k, bool fast_bf16, const MatRef& w, const fl
   thread_local QuantActsBuf buf;
   if (use_int8_gemv(k, w, n_tokens)) quantize_job_acts(k, job, buf);
 
-  // Row blocks of 32 match the GEMM micro-panel (no thread gets a ragged panel except the last).
-  const int64_t block = 32;
+  job.mode = gemm_mode(k, w.dtype, n_tokens, fast_bf16);
+  // Row blocks match the GEMM micro-panel (no thread gets a ragged panel except the last).
+  const int64_t block = row_block(job.mode);
   const int64_t n_row_blocks = (w.rows + block - 1) / block;
   const double flops = 2.0 * double(w.rows) * double(w.cols) * double(n_tokens);
   // Waking threads costs more than such a small product.
   const bool serial = pool.size() == 1 || flops < 2e5;
-  job.mode = gemm_mode(k, w.dtype, n_tokens, fast_bf16);
   if (job.mode != GemmMode::F32) pack_job_acts(k, job, serial ? nullptr : &pool);
   if (serial) {
     k.matmul_rows(job, 0, w.rows, 0, n_tokens);
@@ -383,7 +387,7 @@ void matmul_multi(const MatRef* w, int n, const float* x, int64_t n_tokens, floa
       return;
     }
     MatmulJob jobs[kMax];
-    const int64_t block = 32;  // as matmul_with: the GEMM micro-panel
+    const int64_t block = row_block(mode);  // as matmul_with: the GEMM micro-panel
     int64_t first_block[kMax + 1] = {0};
     for (int i = 0; i < n; ++i) {
       jobs[i] = MatmulJob{w[i], x, n_tokens, y[i], {}};

@@ -31,7 +31,8 @@ namespace lcx::kernels::amx {
 namespace {
 
 constexpr int64_t kTileBytes = 1024;   // 16 rows x 64 bytes
-constexpr int64_t kPanelRows = 32;     // weight rows per panel: two A tiles
+constexpr int64_t kPanelRows = 32;     // int8 GEMM: weight rows per panel, two A tiles
+constexpr int64_t kBfRowTiles = 4;     // bf16 GEMM: row tiles per panel (64 rows)
 constexpr int64_t kPieces = 3;         // activation pieces: x_hi, x_mid, x_lo
 
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -67,13 +68,13 @@ void load_tile_config(bool int8) {
   _tile_loadconfig(c);
 }
 
-// The weight panel: rows [rp, rp + nr) (nr <= 32, the rest zero) as A tiles
+// The weight panel: rows [rp, rp + nr) (nr <= 64, the rest zero) as A tiles
 // [row tile][chunk][piece][16 rows][32 bf16]; pieces w_hi, w_lo for F16, w for BF16.
 template <DType T>
 void pack_weight_panel(const MatRef& w, int64_t rp, int64_t nr, int64_t nch, uint8_t* panel) {
   constexpr int64_t P = T == DType::F16 ? 2 : 1;
   const size_t row_bytes = dtype_row_bytes(T, w.cols);
-  for (int64_t i = 0; i < kPanelRows; ++i) {
+  for (int64_t i = 0; i < kBfRowTiles * 16; ++i) {
     const int64_t mt = i / 16, m = i % 16;
     const auto* row = static_cast<const uint8_t*>(w.data) + size_t(rp + (i < nr ? i : 0)) * row_bytes;
     for (int64_t j = 0; j < nch; ++j) {
@@ -95,65 +96,37 @@ void pack_weight_panel(const MatRef& w, int64_t rp, int64_t nr, int64_t nch, uin
   }
 }
 
-// C tiles of 2 row tiles x NT token groups over all chunks. a: the panel; b[v]: token group v's
-// packed activations. Tile registers: C(mt, v) = tmm(2 * mt + v), A = tmm4/5, B = tmm6/7. The
-// five (F16) or three (BF16) piece products of a chunk are ordered so that each step reloads
-// either the A or the B tiles, not both.
-template <int NT, int P>
-void tile_products(const uint8_t* a, const uint8_t* const* b, int64_t nch) {
-  _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
-  const uint8_t* a1 = a + nch * P * kTileBytes;  // second row tile
-  for (int64_t j = 0; j < nch; ++j) {
-    const uint8_t* aj0 = a + j * P * kTileBytes;
-    const uint8_t* aj1 = a1 + j * P * kTileBytes;
-    const int64_t bo = j * kPieces * kTileBytes;
-#define LCX_LOAD_A(piece)                                \
-  do {                                                   \
-    _tile_loadd(4, aj0 + (piece) * kTileBytes, 64);      \
-    _tile_loadd(5, aj1 + (piece) * kTileBytes, 64);      \
+// One chunk of one token group against the panel's four row tiles: C(mt) = tmm(mt) += the five
+// (F16) or three (BF16) piece products. Each B tile (an activation piece, tmm6/tmm7 in turn) is
+// loaded once and meets every row tile, whose A tiles alternate between tmm4 and tmm5 so that a
+// load overlaps the product before it: 1 B load per 4 products. F16 5632 x 2048 x 512 on one
+// thread: 62 ms with 2 row tiles x 2 token groups (A and B tiles reloaded in turn), 50 ms so.
+// Column slices that keep the panel's A tiles in L1 while the groups pass (C tiles parked in
+// memory between slices) were slower at every width tried (1-16 chunks: 56-68 ms).
+template <int P>
+inline void chunk_products(const uint8_t* panel, int64_t nch, int64_t j, const uint8_t* xj) {
+#define LCX_A(mt, piece) (panel + (((mt) * nch + j) * P + (piece)) * kTileBytes)
+#define LCX_ROW_TILES(BT, piece)         \
+  do {                                   \
+    _tile_loadd(4, LCX_A(0, piece), 64); \
+    _tile_dpbf16ps(0, 4, BT);            \
+    _tile_loadd(5, LCX_A(1, piece), 64); \
+    _tile_dpbf16ps(1, 5, BT);            \
+    _tile_loadd(4, LCX_A(2, piece), 64); \
+    _tile_dpbf16ps(2, 4, BT);            \
+    _tile_loadd(5, LCX_A(3, piece), 64); \
+    _tile_dpbf16ps(3, 5, BT);            \
   } while (0)
-#define LCX_LOAD_B(piece)                                                          \
-  do {                                                                             \
-    _tile_loadd(6, b[0] + bo + (piece) * kTileBytes, 64);                          \
-    if constexpr (NT == 2) _tile_loadd(7, b[1] + bo + (piece) * kTileBytes, 64);  \
-  } while (0)
-#define LCX_PRODUCTS()              \
-  do {                              \
-    _tile_dpbf16ps(0, 4, 6);        \
-    _tile_dpbf16ps(2, 5, 6);        \
-    if constexpr (NT == 2) {        \
-      _tile_dpbf16ps(1, 4, 7);      \
-      _tile_dpbf16ps(3, 5, 7);      \
-    }                               \
-  } while (0)
-    if constexpr (P == 2) {
-      LCX_LOAD_A(0);
-      LCX_LOAD_B(0);
-      LCX_PRODUCTS();  // w_hi x_hi
-      LCX_LOAD_A(1);
-      LCX_PRODUCTS();  // w_lo x_hi
-      LCX_LOAD_B(1);
-      LCX_PRODUCTS();  // w_lo x_mid
-      LCX_LOAD_A(0);
-      LCX_PRODUCTS();  // w_hi x_mid
-      LCX_LOAD_B(2);
-      LCX_PRODUCTS();  // w_hi x_lo
-    } else {
-      LCX_LOAD_A(0);
-      LCX_LOAD_B(0);
-      LCX_PRODUCTS();  // w x_hi
-      LCX_LOAD_B(1);
-      LCX_PRODUCTS();  // w x_mid
-      LCX_LOAD_B(2);
-      LCX_PRODUCTS();  // w x_lo
-    }
-#undef LCX_LOAD_A
-#undef LCX_LOAD_B
-#undef LCX_PRODUCTS
-  }
+  _tile_loadd(6, xj, 64);  // x_hi
+  LCX_ROW_TILES(6, 0);     // w_hi (or w) x_hi
+  if constexpr (P == 2) LCX_ROW_TILES(6, 1);  // w_lo x_hi
+  _tile_loadd(7, xj + kTileBytes, 64);  // x_mid
+  if constexpr (P == 2) LCX_ROW_TILES(7, 1);  // w_lo x_mid
+  LCX_ROW_TILES(7, 0);                        // w_hi x_mid
+  _tile_loadd(6, xj + 2 * kTileBytes, 64);  // x_lo
+  LCX_ROW_TILES(6, 0);                      // w_hi x_lo
+#undef LCX_ROW_TILES
+#undef LCX_A
 }
 
 // C[16 rows][16 tokens] into y[t, r] for the rows and tokens in range (a 16 x 16 transpose).
@@ -175,45 +148,37 @@ void gemm_typed(const MatmulJob& job, int64_t r0, int64_t r1, int64_t t0, int64_
   const int64_t nch = (K + kAmxChunk - 1) / kAmxChunk;
   const int64_t gstride = nch * kPieces * kTileBytes;
   const int64_t ga = t0 / kPackTokens, gb = (t1 + kPackTokens - 1) / kPackTokens;
-  // Reused across calls (capacity only grows): 2 row tiles x nch chunks x P pieces.
+  // Reused across calls (capacity only grows): the panel, 4 row tiles x nch chunks x P pieces.
   thread_local std::vector<uint8_t> panel_buf;
-  const size_t panel_bytes = size_t(2 * nch * P * kTileBytes) + 64;
+  const size_t panel_bytes = size_t(kBfRowTiles * nch * P * kTileBytes) + 64;
   if (panel_buf.size() < panel_bytes) panel_buf.resize(panel_bytes);
-  const auto addr = reinterpret_cast<uintptr_t>(panel_buf.data());
-  uint8_t* panel = panel_buf.data() + (64 - addr % 64) % 64;
-  alignas(64) float c[4][256];
+  const auto paddr = reinterpret_cast<uintptr_t>(panel_buf.data());
+  uint8_t* panel = panel_buf.data() + (64 - paddr % 64) % 64;
+  alignas(64) float c[kBfRowTiles][256];
   load_tile_config(false);
-  for (int64_t rp = r0; rp < r1; rp += kPanelRows) {
-    const int64_t nr = imin(kPanelRows, r1 - rp);
+  for (int64_t rp = r0; rp < r1; rp += kBfRowTiles * 16) {
+    const int64_t nr = imin(kBfRowTiles * 16, r1 - rp);
     pack_weight_panel<T>(job.w, rp, nr, nch, panel);
     // GCC's tileloadd is an asm statement without a memory operand: keep the stores above it.
     __asm__ volatile("" ::: "memory");
-    // (Column slices that keep the panel's A tiles in L1 while the token groups pass were slower:
-    // 8 chunks 69 ms, 32 chunks 64 ms, none 62 ms for F16 5632 x 2048 x 512 on one thread.)
-    for (int64_t g = ga; g < gb; g += 2) {
-      const uint8_t* b[2] = {job.xp + g * gstride, job.xp + (g + 1) * gstride};
-      const int nt = g + 1 < gb ? 2 : 1;
-      if (nt == 2) {
-        tile_products<2, P>(panel, b, nch);
-      } else {
-        tile_products<1, P>(panel, b, nch);
-      }
+    for (int64_t g = ga; g < gb; ++g) {
+      _tile_zero(0);
+      _tile_zero(1);
+      _tile_zero(2);
+      _tile_zero(3);
+      const uint8_t* xg = job.xp + g * gstride;
+      for (int64_t j = 0; j < nch; ++j) chunk_products<P>(panel, nch, j, xg + j * kPieces * kTileBytes);
       _tile_stored(0, c[0], 64);
+      _tile_stored(1, c[1], 64);
       _tile_stored(2, c[2], 64);
-      if (nt == 2) {
-        _tile_stored(1, c[1], 64);
-        _tile_stored(3, c[3], 64);
-      }
-      for (int mt = 0; mt < 2; ++mt) {
-        for (int v = 0; v < nt; ++v) {
-          store_tile(c[2 * mt + v], job.y, ldy, rp + mt * 16, imin(16, nr - mt * 16), (g + v) * kPackTokens, t0, t1);
-        }
+      _tile_stored(3, c[3], 64);
+      for (int64_t mt = 0; mt < kBfRowTiles && mt * 16 < nr; ++mt) {
+        store_tile(c[mt], job.y, ldy, rp + mt * 16, imin(16, nr - mt * 16), g * kPackTokens, t0, t1);
       }
     }
   }
   _tile_release();
 }
-
 
 // ---- Int8 (Q8_0 / Q4_0 / Q4_0_R16 weights; GemmMode::AmxInt8) ----------------------------------
 //
