@@ -56,6 +56,10 @@ class Model {
   std::unique_ptr<lcx::Model> m_;
 };
 
+// The CPU kernels this process runs, e.g. "avx512 + amx (prompt GEMMs)" (LONGCTX_KERNELS and
+// LONGCTX_AMX applied): for benchmark records.
+std::string kernels_description();
+
 // Which flags LoadOptions::overrides understands, with help text.
 std::string override_flags_help();
 bool is_override_flag(const std::string& flag);

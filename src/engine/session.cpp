@@ -16,6 +16,7 @@
 #include "engine/lookup.h"
 #include "engine/sampler.h"
 #include "engine/state_checksum.h"
+#include "kernels/ops.h"
 #include "longctx/longctx.h"
 #include "model/llama.h"
 #include "model/model.h"
@@ -90,6 +91,13 @@ void apply_overrides(lcx::ModelConfig& c, const LoadOptions& opt) {
 }  // namespace
 
 std::string override_flags_help() { return std::string(lcx::rope_flags_help()) + kMemFlagsHelp; }
+
+std::string kernels_description() {
+  const lcx::kernels::KernelIsa isa = lcx::kernels::active_kernel_isa();
+  std::string d = lcx::kernels::kernel_isa_name(isa);
+  if (isa == lcx::kernels::KernelIsa::Avx512 && lcx::kernels::amx_enabled()) d += " + amx (prompt GEMMs)";
+  return d;
+}
 
 bool is_override_flag(const std::string& flag) {
   if (flag == "--last-context-length" || flag == "--mem-dtype" || flag == "--mem-layers" ||

@@ -248,7 +248,7 @@ bool amx_enabled() {
     if (env != nullptr && std::strcmp(env, "0") == 0) return false;
     return cpu_amx_ready();
   }();
-  return on;
+  return on && active_kernel_isa() == KernelIsa::Avx512;
 }
 
 namespace {

@@ -57,6 +57,9 @@ bool q4_k_r16_preferred();
 const char* kernel_isa_name(KernelIsa isa);
 bool kernel_isa_supported(KernelIsa isa);  // compiled in and this CPU can run it
 KernelIsa active_kernel_isa();
+// Whether prompt matmuls use the AMX tile GEMMs: the CPU has AMX-TILE/BF16/INT8, the OS grants
+// the tile state, the active kernels are AVX-512, and LONGCTX_AMX=0 did not turn them off.
+bool amx_enabled();
 
 // The plain scalar twins: the oracle for every SIMD variant.
 namespace scalar {

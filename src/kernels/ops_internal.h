@@ -114,8 +114,6 @@ bool cpu_has_avx512bf16();
 // AMX-TILE, AMX-BF16 and AMX-INT8 in CPUID, tile state enabled by the OS (XCR0) and, on Linux, this process
 // granted the tile data state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux >= 5.16). Checked once.
 bool cpu_amx_ready();
-// cpu_amx_ready() and not turned off with LONGCTX_AMX=0 (read once).
-bool amx_enabled();
 
 // The AMX kernels (ops_amx.cpp), called from the AVX-512 table for GemmMode::Amx jobs.
 namespace amx {

@@ -241,6 +241,7 @@ json to_json(const BenchTest& t, const ModelFacts& f, const std::string& path, i
               {"model_size", f.size},
               {"model_n_params", f.n_params},
               {"backends", "CPU"},
+              {"kernels", longctx::kernels_description()},
               {"n_batch", n_batch},
               {"n_threads", t.n_threads},
               {"type_k", kv_type},
@@ -372,6 +373,8 @@ int cmd_bench(int argc, char** argv) {
     }
   if (tests.empty()) fail("nothing to measure: give -p or -n greater than 0");
 
+  // Which kernels produced the figures (stderr: stdout stays a table or JSON for scripts).
+  std::fprintf(stderr, "bench: kernels %s\n", longctx::kernels_description().c_str());
   json out = json::array();
   if (output == "md") print_header();
   for (auto& t : tests) {
