@@ -1,13 +1,15 @@
-// AMX kernels: the F16 / BF16 prompt-processing GEMM on TDPBF16PS tiles (GemmMode::Amx; the
-// numerics, the bf16 pieces and the error bound are described in ops_internal.h). Called only
-// through the AVX-512 table and only where cpu_amx_ready().
+// AMX kernels for prompt processing (more than 4 tokens), called only through the AVX-512 table
+// and only where cpu_amx_ready(); the numerics and error bounds are described in ops_internal.h.
 //
-// Roles: C[16 weight rows][16 tokens] (float32) += A[16 rows][32 columns] (bf16, row-major)
-//        * B[16 column pairs][16 tokens][2] (bf16, the "VNNI" layout TDPBF16PS wants).
-// Activations are packed into B tiles once per matmul (pack_acts, shared by all threads); weights
-// are split into bf16 pieces 32 rows at a time into a thread-local panel of A tiles that every
-// token group then reuses. Eight tile registers: four accumulators (2 row tiles x 2 token
-// groups), two A and two B operands, so each loaded tile feeds two products.
+// F16 / BF16 (GemmMode::Amx): TDPBF16PS on bf16 pieces of the operands.
+//   C[16 weight rows][16 tokens] (float32) += A[16 rows][32 columns] (bf16, row-major)
+//                                           * B[16 column pairs][16 tokens][2] (bf16, "VNNI").
+//   Activations are packed into B tiles once per matmul (pack_acts, shared by all threads);
+//   weights are split into bf16 pieces 64 rows at a time into a thread-local panel of A tiles
+//   that every token group then reuses (4 row tiles x 1 token group per pass: C = tmm0-3, A
+//   alternating tmm4/5, B alternating tmm6/7).
+// Q8_0 / Q4_0 / Q4_0_R16 (GemmMode::AmxInt8): TDPBSSD per 32-value block on the int8 packing of
+//   the VNNI GEMM (bias removed), scaled into float32 on the AVX-512 units (int8_tile).
 #include <cstdint>
 #include <cstring>
 #include <vector>
